@@ -1,0 +1,86 @@
+import { Readable } from 'node:stream'
+import { parseDigest, sha256 } from '../oci/digest.ts'
+import { fingerprintMediaType } from '../oci/fingerprint.ts'
+import { parseImageName } from '../oci/reference.ts'
+import { NotFoundError } from './errors.ts'
+import type { ContentStore, Descriptor, ImageRecord, ReadOptions, StoreOptions } from './types.ts'
+
+export interface MemoryImage {
+  /** Full name, `<registry>/<repository>:<tag>` or `<registry>/<repository>@<digest>`. */
+  name: string
+  digest: string
+}
+
+/** An in-memory ContentStore for unit tests; it passes the same conformance suite as the containerd store. */
+export class MemoryStore implements ContentStore {
+  readonly name = 'memory'
+  private readonly images = new Map<string, string>()
+  private readonly blobs = new Map<string, { bytes: Uint8Array, mediaType: string }>()
+
+  /** Adds content and returns its digest. The media type is guessed from the bytes unless given. */
+  addBlob (bytes: Uint8Array | string, mediaType?: string): string {
+    const data = typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes
+    const digest = sha256(data)
+    this.blobs.set(digest, { bytes: data, mediaType: mediaType ?? fingerprintMediaType(data) })
+    return digest
+  }
+
+  deleteBlob (digest: string): void {
+    this.blobs.delete(digest)
+  }
+
+  addImage (name: string, digest: string): void {
+    parseImageName(name)
+    this.images.set(name, digest)
+  }
+
+  deleteImage (name: string): void {
+    this.images.delete(name)
+  }
+
+  async resolve (reference: string, options?: StoreOptions): Promise<string> {
+    options?.signal?.throwIfAborted()
+    const digest = this.images.get(reference)
+    if (digest === undefined) throw new NotFoundError(`image ${reference} not found`)
+    return digest
+  }
+
+  async descriptor (digest: string, options?: StoreOptions): Promise<Descriptor> {
+    options?.signal?.throwIfAborted()
+    const blob = this.blobs.get(parseDigest(digest).value)
+    if (blob === undefined) throw new NotFoundError(`content ${digest} not found`)
+    return { mediaType: blob.mediaType, digest, size: blob.bytes.byteLength }
+  }
+
+  async open (digest: string, options?: ReadOptions): Promise<Readable> {
+    options?.signal?.throwIfAborted()
+    const blob = this.blobs.get(parseDigest(digest).value)
+    if (blob === undefined) throw new NotFoundError(`content ${digest} not found`)
+    const start = options?.start ?? 0
+    const end = options?.end ?? blob.bytes.byteLength - 1
+    const slice = blob.bytes.subarray(start, end + 1)
+    const chunks: Uint8Array[] = []
+    for (let i = 0; i < slice.byteLength; i += 64 * 1024) chunks.push(slice.subarray(i, i + 64 * 1024))
+    return Readable.from(chunks, { objectMode: false })
+  }
+
+  async listImages (options?: StoreOptions): Promise<ImageRecord[]> {
+    options?.signal?.throwIfAborted()
+    const out: ImageRecord[] = []
+    for (const [name, digest] of this.images) {
+      const ref = parseImageName(name)
+      const record: ImageRecord = {
+        name,
+        registry: ref.registry,
+        repository: ref.repository,
+        digest,
+        mediaType: this.blobs.get(digest)?.mediaType ?? 'application/octet-stream',
+      }
+      if (ref.tag !== undefined) record.tag = ref.tag
+      out.push(record)
+    }
+    return out
+  }
+
+  async close (): Promise<void> {}
+}

@@ -1,0 +1,51 @@
+import type { Readable } from 'node:stream'
+
+/** What the registry needs to know to serve one piece of content. */
+export interface Descriptor {
+  mediaType: string
+  digest: string
+  size: number
+}
+
+/** One image name the store holds, e.g. `docker.io/library/busybox:1.37.0` → sha256:…. */
+export interface ImageRecord {
+  /** The full name as the store knows it. */
+  name: string
+  /** Registry host (with port), e.g. `docker.io`, `10.0.0.2:5000`. */
+  registry: string
+  repository: string
+  /** Absent when the image is known only by digest. */
+  tag?: string
+  /** Digest of the image's top-level manifest or index. */
+  digest: string
+  mediaType: string
+}
+
+export interface StoreOptions {
+  signal?: AbortSignal
+}
+
+export interface ReadOptions extends StoreOptions {
+  /** First byte to read (default 0). */
+  start?: number
+  /** Last byte to read, inclusive (default: the last byte). */
+  end?: number
+}
+
+/**
+ * Read access to a node's image and content stores.
+ * Implementations throw NotFoundError for absent tags or content and StoreUnavailableError when the backend cannot
+ * be reached; both are in ./errors.ts.
+ */
+export interface ContentStore {
+  readonly name: string
+  /** Resolves a full image name `<registry>/<repository>:<tag>` to the digest it points at. */
+  resolve: (reference: string, options?: StoreOptions) => Promise<string>
+  /** Size and media type of the content with this digest. */
+  descriptor: (digest: string, options?: StoreOptions) => Promise<Descriptor>
+  /** Streams the content, or one byte range of it. The caller must consume or destroy the stream. */
+  open: (digest: string, options?: ReadOptions) => Promise<Readable>
+  /** Every image name the store holds. */
+  listImages: (options?: StoreOptions) => Promise<ImageRecord[]>
+  close: () => Promise<void>
+}
