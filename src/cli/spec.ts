@@ -1,0 +1,79 @@
+import type { CommandSpec, FlagSpec } from './args.ts'
+
+// Spegel's subcommands, flags, env vars and defaults (reference: spegel-behaviour.md §2). Changing a name or default here
+// breaks drop-in compatibility with existing Helm values and manifests.
+
+export const globalFlags: readonly FlagSpec[] = [
+  { name: 'log-level', kind: 'string', env: 'LOG_LEVEL', default: 'INFO', choices: ['DEBUG', 'INFO', 'WARN', 'ERROR'], help: 'Minimum level of the JSON logs written to stderr.' },
+]
+
+const registryConfigPath: FlagSpec = {
+  name: 'containerd-registry-config-path', kind: 'string', env: 'CONTAINERD_REGISTRY_CONFIG_PATH', default: '/etc/containerd/certs.d',
+  help: 'Directory of containerd registry host configs (containerd config_path; /etc/cri/conf.d/hosts on Talos).',
+}
+const mirroredRegistries: FlagSpec = {
+  name: 'mirrored-registries', kind: 'list', env: 'MIRRORED_REGISTRIES',
+  help: 'Registries to mirror, as URLs (https://docker.io); empty or `_default` mirrors every registry.',
+}
+
+export const commands: readonly CommandSpec[] = [
+  {
+    name: 'configuration',
+    help: 'Write containerd mirror configuration (hosts.toml) and exit.',
+    flags: [
+      registryConfigPath,
+      mirroredRegistries,
+      { name: 'mirror-targets', kind: 'list', env: 'MIRROR_TARGETS', required: true, help: 'Mirror URLs written into hosts.toml, in order (first: this node\'s registry).' },
+      { name: 'resolve-tags', kind: 'bool', env: 'RESOLVE_TAGS', default: 'true', help: 'Let containerd resolve tags through the mirror (adds the resolve capability).' },
+      { name: 'prepend-existing', kind: 'bool', env: 'PREPEND_EXISTING', default: 'false', help: 'Keep existing mirror hosts after ours instead of only backing them up.' },
+    ],
+  },
+  {
+    name: 'registry',
+    help: 'Run the registry mirror daemon.',
+    flags: [
+      { name: 'metrics-addr', kind: 'string', env: 'METRICS_ADDR', default: ':9090', help: 'Address of the metrics and debug server.' },
+      { name: 'containerd-sock', kind: 'string', env: 'CONTAINERD_SOCK', default: '/run/containerd/containerd.sock', help: 'containerd gRPC socket.' },
+      { name: 'containerd-namespace', kind: 'string', env: 'CONTAINERD_NAMESPACE', default: 'k8s.io', help: 'containerd namespace whose images are mirrored.' },
+      { name: 'containerd-content-path', kind: 'string', env: 'CONTAINERD_CONTENT_PATH', default: '/var/lib/containerd/io.containerd.content.v1.content', help: 'containerd content directory, read directly for speed; empty: ask containerd.' },
+      { name: 'data-dir', kind: 'string', env: 'DATA_DIR', default: '', help: 'Directory for persistent state (the peer identity private.key); empty: none.' },
+      { name: 'router-addr', kind: 'string', env: 'ROUTER_ADDR', default: ':5001', help: 'Listen address of the P2P router.' },
+      { name: 'registry-addr', kind: 'string', env: 'REGISTRY_ADDR', default: ':5000', help: 'Listen address of the registry; its port is also every peer\'s registry port.' },
+      mirroredRegistries,
+      { name: 'registry-filters', kind: 'list', env: 'REGISTRY_FILTERS', help: 'Regular expressions matched against registry/repository[:tag]; a match is not mirrored.' },
+      { name: 'mirror-resolve-timeout', kind: 'duration', env: 'MIRROR_RESOLVE_TIMEOUT', default: '20ms', help: 'Longest wait for a peer while no request to a peer is in flight.' },
+      { name: 'mirror-resolve-retries', kind: 'int', env: 'MIRROR_RESOLVE_RETRIES', default: '3', help: 'Number of peers looked up per request.' },
+      { name: 'debug-web-enabled', kind: 'bool', env: 'DEBUG_WEB_ENABLED', default: 'true', help: 'Serve the debug web page on the metrics address.' },
+      { name: 'bootstrap-kind', kind: 'string', env: 'BOOTSTRAP_KIND', choices: ['dns', 'http', 'static'], help: 'How to find the first peers: dns, http or static.' },
+      { name: 'dns-bootstrap-domain', kind: 'string', env: 'DNS_BOOTSTRAP_DOMAIN', help: 'Domain resolved (A and AAAA) to find peers.' },
+      { name: 'http-bootstrap-addr', kind: 'string', env: 'HTTP_BOOTSTRAP_ADDR', help: 'Address to serve this node\'s /id on for HTTP bootstrap.' },
+      { name: 'http-bootstrap-url', kind: 'string', env: 'HTTP_BOOTSTRAP_URL', help: 'URL returning bootstrap peers as JSON.' },
+      { name: 'http-bootstrap-cert-dir', kind: 'string', env: 'HTTP_BOOTSTRAP_CERT_DIR', help: 'Directory with ca.crt, tls.crt and tls.key for HTTPS bootstrap.' },
+      { name: 'static-bootstrap-peers', kind: 'list', env: 'STATIC_BOOTSTRAP_PEERS', help: 'Multiaddrs of bootstrap peers.' },
+    ],
+  },
+  {
+    name: 'cleanup',
+    help: 'Restore the containerd mirror configuration from its backup, then serve /readyz until terminated.',
+    flags: [
+      { name: 'addr', kind: 'string', env: 'ADDR', required: true, help: 'Address of the readiness probe server.' },
+      registryConfigPath,
+    ],
+  },
+  {
+    name: 'cleanup-wait',
+    help: 'Wait until every cleanup pod behind a DNS name reports ready.',
+    flags: [
+      { name: 'probe-endpoint', kind: 'string', env: 'PROBE_ENDPOINT', required: true, help: 'host:port of the cleanup probe servers.' },
+      { name: 'threshold', kind: 'int', env: 'THRESHOLD', default: '3', help: 'Consecutive all-ready rounds needed.' },
+      { name: 'period', kind: 'duration', env: 'PERIOD', default: '2s', help: 'Interval between rounds.' },
+    ],
+  },
+  {
+    name: 'version',
+    help: 'Print the version.',
+    flags: [
+      { name: 'format', kind: 'string', default: 'text', choices: ['text', 'json'], help: 'Output format.' },
+    ],
+  },
+]

@@ -1,0 +1,267 @@
+import { timingSafeEqual } from 'node:crypto'
+import type { Readable } from 'node:stream'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import { isManifestMediaType, MediaType } from '../oci/mediatypes.ts'
+import { tagReference } from '../oci/reference.ts'
+import { NotFoundError, StoreUnavailableError, type ContentStore, type Descriptor } from '../store/index.ts'
+import { InvalidRangeError } from '../oci/errors.ts'
+import { RegistryError } from './errors.ts'
+import type { RequestFilter } from './filter.ts'
+import { identifier, parseDistributionPath, type DistributionPath } from './path.ts'
+import { contentRange, parseRange, resolveRange, type ByteRangeSpec } from './range.ts'
+import type { Mirror, RequestRecord } from './types.ts'
+
+export const mirroredHeader = 'x-spegel-mirrored'
+
+export interface RegistryInit {
+  store: ContentStore
+  logger: Logger
+  filter?: RequestFilter
+  /** Serves content that is not local; without it, absent content is a 404. */
+  mirror?: Mirror
+  /** Readiness beyond the store's (e.g. the router's). */
+  ready?: () => boolean | Promise<boolean>
+  basicAuth?: { username: string, password: string }
+  /** Called once per answered /v2/ request. */
+  onRequest?: (record: RequestRecord) => void
+}
+
+const readyTimeoutMs = 2000
+
+/** Builds the registry HTTP app: the read-only OCI distribution API plus /readyz and /livez. */
+export function createRegistryApp (init: RegistryInit): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: init.logger as FastifyBaseLogger,
+    disableRequestLogging: true,
+    // Whole path and query are parsed by us from the raw target; fastify's router only sees the prefix.
+    ignoreDuplicateSlashes: false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    maxParamLength: 2048,
+  })
+  const authHeader = init.basicAuth !== undefined
+    ? Buffer.from('Basic ' + Buffer.from(`${init.basicAuth.username}:${init.basicAuth.password}`).toString('base64'))
+    : undefined
+
+  // Body parsing is never needed (the API is read-only); refuse writes before any body is read.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_req, _payload, done) => { done(null, undefined) })
+
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/readyz',
+    exposeHeadRoute: false,
+    handler: async (_req, reply) => {
+      const ok = await isReady(init)
+      return await reply.code(ok ? 200 : 503).type('text/plain').send(ok ? 'ok' : 'not ready')
+    },
+  })
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/livez',
+    exposeHeadRoute: false,
+    handler: async (_req, reply) => await reply.type('text/plain').send('ok'),
+  })
+
+  const handler = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const started = performance.now()
+    let path: DistributionPath | undefined
+    let source: RequestRecord['source'] = 'none'
+    reply.header('docker-distribution-api-version', 'registry/2.0')
+    try {
+      checkAuth(req, authHeader)
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        throw new RegistryError(405, 'UNSUPPORTED', `${req.method} is not supported: this registry is read-only`, { headers: { allow: 'GET, HEAD' } })
+      }
+      path = parseDistributionPath(req.raw.url ?? '')
+      if (path === undefined) {
+        await reply.code(200).header('content-type', 'application/json').send(Buffer.from('{}'))
+        return
+      }
+      if (init.filter?.rejects(path) === true) throw notFound(path, 'filtered by configuration')
+      const method = req.method
+      const range = path.kind === 'blobs' ? rangeOf(req) : undefined
+      const mirrored = req.headers[mirroredHeader] === 'true'
+      const local = await findLocal(init.store, path, mirrored, req.log)
+      if (local !== undefined) {
+        source = 'local'
+        await serveLocal(init.store, reply, path, local, method, range)
+      } else if (mirrored || init.mirror === undefined) {
+        throw notFound(path, 'not found')
+      } else {
+        source = 'peer'
+        const ac = new AbortController()
+        req.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort() })
+        const res = await init.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal: ac.signal })
+        reply.code(res.status).headers(res.headers)
+        await reply.send(res.body)
+      }
+    } catch (err) {
+      source = 'none'
+      await sendError(reply, req, toRegistryError(err, path))
+    } finally {
+      if (path !== undefined && init.onRequest !== undefined) {
+        const record: RequestRecord = {
+          path,
+          method: req.method,
+          status: reply.statusCode,
+          source,
+          bytes: Number(reply.getHeader('content-length') ?? 0),
+          durationMs: performance.now() - started,
+        }
+        reply.raw.once('finish', () => { init.onRequest?.({ ...record, durationMs: performance.now() - started }) })
+      }
+    }
+  }
+  app.route({ method: ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE', 'OPTIONS'], url: '/v2', handler, exposeHeadRoute: false })
+  app.route({ method: ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE', 'OPTIONS'], url: '/v2/*', handler, exposeHeadRoute: false })
+
+  app.setNotFoundHandler(async (req, reply) => {
+    await sendError(reply, req, new RegistryError(404, 'NAME_UNKNOWN', 'page not found'))
+  })
+  app.setErrorHandler(async (err, req, reply) => {
+    // Errors fastify raises before our handler (malformed requests, oversized headers, …) get the same JSON shape.
+    const e = err as Error & { statusCode?: number }
+    const status = e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500
+    req.log.debug({ err }, 'request failed')
+    await sendError(reply, req, new RegistryError(status, status === 500 ? 'UNAVAILABLE' : 'NAME_INVALID', status === 500 ? 'internal error' : e.message))
+  })
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
+  })
+  return app
+}
+
+async function isReady (init: RegistryInit): Promise<boolean> {
+  try {
+    const signal = AbortSignal.timeout(readyTimeoutMs)
+    await init.store.listImages({ signal })
+    return init.ready === undefined ? true : await init.ready()
+  } catch {
+    return false
+  }
+}
+
+function checkAuth (req: FastifyRequest, expected: Buffer | undefined): void {
+  if (expected === undefined) return
+  const got = Buffer.from(req.headers.authorization ?? '')
+  if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
+    throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials')
+  }
+}
+
+function rangeOf (req: FastifyRequest): ByteRangeSpec | undefined {
+  const header = req.headers.range
+  if (header === undefined) return undefined
+  try {
+    return parseRange(header)
+  } catch (err) {
+    throw new RegistryError(416, 'RANGE_INVALID', (err as Error).message)
+  }
+}
+
+/**
+ * Looks the request up in the local store. Returns undefined when it is not here (or the store cannot be asked,
+ * unless the request came from a peer: then the store's state is the answer).
+ */
+async function findLocal (store: ContentStore, path: DistributionPath, mirrored: boolean, log: FastifyRequest['log']): Promise<Descriptor | undefined> {
+  try {
+    let digest = path.digest
+    if (digest === undefined) digest = await resolveTag(store, path)
+    return await store.descriptor(digest)
+  } catch (err) {
+    if (err instanceof NotFoundError) return undefined
+    if (err instanceof StoreUnavailableError && !mirrored) {
+      log.warn({ err }, 'store unavailable, trying peers')
+      return undefined
+    }
+    throw err
+  }
+}
+
+/** Tags are qualified by `ns`; without it (skopeo, curl), the tag is looked up in every registry the store holds. */
+async function resolveTag (store: ContentStore, path: DistributionPath): Promise<string> {
+  const tag = path.tag ?? ''
+  if (path.registry !== '') return await store.resolve(tagReference(path.registry, path.repository, tag))
+  const matches = new Set<string>()
+  for (const image of await store.listImages()) {
+    if (image.repository === path.repository && image.tag === tag) matches.add(image.digest)
+  }
+  if (matches.size === 1) return [...matches][0] as string
+  if (matches.size === 0) throw new NotFoundError(`no registry holds ${path.repository}:${tag}`)
+  throw new RegistryError(404, 'MANIFEST_UNKNOWN', `${path.repository}:${tag} exists in several registries with different digests; add ?ns=<registry>`)
+}
+
+async function serveLocal (
+  store: ContentStore,
+  reply: FastifyReply,
+  path: DistributionPath,
+  desc: Descriptor,
+  method: 'GET' | 'HEAD',
+  rangeSpec: ByteRangeSpec | undefined,
+): Promise<void> {
+  if (path.kind === 'manifests' && !isManifestMediaType(desc.mediaType)) {
+    throw new RegistryError(404, 'MANIFEST_UNKNOWN', `${desc.digest} is not a manifest (${desc.mediaType})`)
+  }
+  reply.header('docker-content-digest', desc.digest)
+  if (path.registry !== '') reply.header('oci-namespace', path.registry)
+  let start = 0
+  let end = desc.size - 1
+  if (path.kind === 'blobs') {
+    reply.header('accept-ranges', 'bytes')
+    if (rangeSpec !== undefined) {
+      try {
+        ({ start, end } = resolveRange(rangeSpec, desc.size))
+      } catch (err) {
+        if (!(err instanceof InvalidRangeError)) throw err
+        throw new RegistryError(416, 'RANGE_INVALID', err.message, { headers: { 'content-range': `bytes */${desc.size}` } })
+      }
+      reply.code(206).header('content-range', contentRange({ start, end }, desc.size))
+    }
+  }
+  reply.header('content-type', rangeSpec !== undefined ? MediaType.octetStream : desc.mediaType)
+  reply.header('content-length', String(end - start + 1))
+  if (method === 'HEAD' || desc.size === 0) {
+    await reply.send()
+    return
+  }
+  let body: Readable
+  try {
+    body = await store.open(desc.digest, { start, end })
+  } catch (err) {
+    if (err instanceof NotFoundError) throw notFound(path, 'removed while being served')
+    throw err
+  }
+  await reply.send(body)
+}
+
+function notFound (path: DistributionPath, why: string): RegistryError {
+  const what = path.kind === 'manifests' ? 'manifest' : 'blob'
+  return new RegistryError(404, path.kind === 'manifests' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN', `${what} ${identifier(path)} ${why}`)
+}
+
+function toRegistryError (err: unknown, path: DistributionPath | undefined): RegistryError {
+  if (err instanceof RegistryError) return err
+  if (err instanceof NotFoundError && path !== undefined) return notFound(path, 'not found')
+  if (err instanceof StoreUnavailableError) return new RegistryError(503, 'UNAVAILABLE', 'content store unavailable', { cause: err })
+  return new RegistryError(500, 'UNAVAILABLE', 'internal error', { cause: err })
+}
+
+async function sendError (reply: FastifyReply, req: FastifyRequest, err: RegistryError): Promise<void> {
+  if (reply.sent || reply.raw.headersSent) {
+    req.log.warn({ err }, 'error after the response started')
+    reply.raw.destroy()
+    return
+  }
+  if (err.status >= 500) req.log.error({ err: err.cause ?? err }, err.message)
+  const body = Buffer.from(err.body())
+  reply.removeHeader('content-range')
+  reply.removeHeader('accept-ranges')
+  reply.removeHeader('docker-content-digest')
+  reply.removeHeader('oci-namespace')
+  reply.code(err.status).headers(err.headers)
+    .header('content-type', 'application/json')
+    .header('content-length', String(body.byteLength))
+  await reply.send(req.method === 'HEAD' ? undefined : body)
+}

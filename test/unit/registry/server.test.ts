@@ -1,0 +1,240 @@
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { describe, it, before, after } from 'node:test'
+import { pino } from 'pino'
+import { MediaType } from '../../../src/oci/mediatypes.ts'
+import { createRegistryApp, RequestFilter } from '../../../src/registry/index.ts'
+import { MemoryStore } from '../../../src/store/index.ts'
+
+const logger = pino({ level: 'silent' })
+
+function fixture () {
+  const store = new MemoryStore()
+  const layer = randomBytes(100_000)
+  const layerDigest = store.addBlob(layer, MediaType.ociLayerGzip)
+  const config = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } })
+  const configDigest = store.addBlob(config)
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: configDigest, size: config.length },
+    layers: [{ mediaType: MediaType.ociLayerGzip, digest: layerDigest, size: layer.length }],
+  })
+  const manifestDigest = store.addBlob(manifest)
+  const dockerManifest = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.dockerManifest, config: {}, layers: [] })
+  const dockerDigest = store.addBlob(dockerManifest)
+  const sbom = JSON.stringify({ spdxVersion: 'SPDX-2.3', name: 'x' })
+  const sbomDigest = store.addBlob(sbom)
+  const empty = store.addBlob('')
+  store.addImage('docker.io/library/app:1.0', manifestDigest)
+  store.addImage('10.0.0.2:5000/team/app:v2', dockerDigest)
+  return { store, layer, layerDigest, configDigest, manifest, manifestDigest, dockerDigest, sbom, sbomDigest, empty }
+}
+
+describe('registry API served from a local store', () => {
+  const f = fixture()
+  const app = createRegistryApp({ store: f.store, logger })
+  after(async () => { await app.close() })
+
+  it('answers the API version check', async () => {
+    for (const url of ['/v2/', '/v2']) {
+      const res = await app.inject({ method: 'GET', url })
+      assert.equal(res.statusCode, 200)
+      assert.equal(res.headers['docker-distribution-api-version'], 'registry/2.0')
+    }
+  })
+
+  it('serves a manifest by tag with its real media type', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v2/library/app/manifests/1.0?ns=docker.io' })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['content-type'], MediaType.ociManifest)
+    assert.equal(res.headers['docker-content-digest'], f.manifestDigest)
+    assert.equal(res.headers['content-length'], String(f.manifest.length))
+    assert.equal(res.headers['oci-namespace'], 'docker.io')
+    assert.equal(res.body, f.manifest)
+  })
+
+  it('resolves a tag of a registry with a port, URL-encoded in ns', async () => {
+    const res = await app.inject({ method: 'HEAD', url: '/v2/team/app/manifests/v2?ns=10.0.0.2%3A5000' })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['content-type'], MediaType.dockerManifest)
+    assert.equal(res.headers['docker-content-digest'], f.dockerDigest)
+    assert.equal(res.body, '')
+  })
+
+  it('resolves a tag without ns by searching every registry (skopeo, curl)', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v2/library/app/manifests/1.0' })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['docker-content-digest'], f.manifestDigest)
+  })
+
+  it('serves a manifest by digest from any repository', async () => {
+    const res = await app.inject({ method: 'GET', url: `/v2/other/repo/manifests/${f.manifestDigest}?ns=docker.io` })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['content-type'], MediaType.ociManifest)
+  })
+
+  it('serves blobs with their length, digest and accept-ranges', async () => {
+    const res = await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${f.layerDigest}?ns=docker.io` })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['content-length'], String(f.layer.length))
+    assert.equal(res.headers['accept-ranges'], 'bytes')
+    assert.equal(res.headers['docker-content-digest'], f.layerDigest)
+    assert.equal(res.headers['content-type'], MediaType.ociLayerGzip)
+    assert.equal('sha256:' + createHash('sha256').update(res.rawPayload).digest('hex'), f.layerDigest)
+  })
+
+  it('serves small JSON blobs that are not manifests (SBOMs, configs)', async () => {
+    const sbom = await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${f.sbomDigest}` })
+    assert.equal(sbom.statusCode, 200)
+    assert.equal(sbom.body, f.sbom)
+    const config = await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${f.configDigest}` })
+    assert.equal(config.statusCode, 200)
+    assert.equal(config.headers['content-type'], MediaType.ociConfig)
+  })
+
+  it('serves an empty blob', async () => {
+    const res = await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${f.empty}` })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['content-length'], '0')
+    assert.equal(res.body, '')
+  })
+
+  it('answers HEAD on a blob with headers only', async () => {
+    const res = await app.inject({ method: 'HEAD', url: `/v2/library/app/blobs/${f.layerDigest}` })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['content-length'], String(f.layer.length))
+    assert.equal(res.rawPayload.length, 0)
+  })
+
+  const ranges: Array<[string, number, number]> = [
+    ['bytes=0-0', 0, 0],
+    ['bytes=1-3', 1, 3],
+    ['bytes=99990-', 99990, 99999],
+    ['bytes=-10', 99990, 99999],
+    ['bytes=-1000000', 0, 99999],
+    ['bytes=50000-9999999', 50000, 99999],
+  ]
+  for (const [header, start, end] of ranges) {
+    it(`serves the range ${header}`, async () => {
+      const res = await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${f.layerDigest}`, headers: { range: header } })
+      assert.equal(res.statusCode, 206)
+      assert.equal(res.headers['content-range'], `bytes ${start}-${end}/${f.layer.length}`)
+      assert.equal(res.headers['content-length'], String(end - start + 1))
+      assert.equal(res.headers['content-type'], MediaType.octetStream)
+      assert.deepEqual(res.rawPayload, f.layer.subarray(start, end + 1))
+    })
+  }
+
+  it('ignores Range on manifests', async () => {
+    const res = await app.inject({ method: 'GET', url: `/v2/library/app/manifests/${f.manifestDigest}`, headers: { range: 'bytes=0-1' } })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.body, f.manifest)
+  })
+
+  it('reports ready and live', async () => {
+    assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
+    assert.equal((await app.inject({ method: 'GET', url: '/livez' })).statusCode, 200)
+  })
+})
+
+describe('registry API rejects bad requests with OCI errors', () => {
+  const f = fixture()
+  const app = createRegistryApp({ store: f.store, logger, filter: new RequestFilter({ registryFilters: [':latest$'] }) })
+  after(async () => { await app.close() })
+  const missing = 'sha256:' + '0'.repeat(64)
+  const blob = `/v2/library/app/blobs/${f.layerDigest}`
+
+  const table: Array<{ name: string, method?: string, url: string, headers?: Record<string, string>, status: number, code?: string }> = [
+    { name: 'unknown tag', url: '/v2/library/app/manifests/2.0?ns=docker.io', status: 404, code: 'MANIFEST_UNKNOWN' },
+    { name: 'unknown tag without ns', url: '/v2/library/nope/manifests/2.0', status: 404, code: 'MANIFEST_UNKNOWN' },
+    { name: 'unknown manifest digest', url: `/v2/library/app/manifests/${missing}`, status: 404, code: 'MANIFEST_UNKNOWN' },
+    { name: 'blob fetched as manifest', url: `/v2/library/app/manifests/${f.layerDigest}`, status: 404, code: 'MANIFEST_UNKNOWN' },
+    { name: 'unknown blob', url: `/v2/library/app/blobs/${missing}`, status: 404, code: 'BLOB_UNKNOWN' },
+    { name: 'HEAD unknown blob', method: 'HEAD', url: `/v2/library/app/blobs/${missing}`, status: 404 },
+    { name: 'filtered tag', url: '/v2/library/app/manifests/latest?ns=docker.io', status: 404, code: 'MANIFEST_UNKNOWN' },
+    { name: 'digest with bad hex', url: '/v2/library/app/blobs/sha256:xyz', status: 400, code: 'DIGEST_INVALID' },
+    { name: 'digest too short', url: `/v2/library/app/blobs/${f.layerDigest.slice(0, -1)}`, status: 400, code: 'DIGEST_INVALID' },
+    { name: 'uppercase digest', url: `/v2/library/app/blobs/${f.layerDigest.toUpperCase()}`, status: 400, code: 'DIGEST_INVALID' },
+    { name: 'unsupported algorithm', url: '/v2/library/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e', status: 400, code: 'DIGEST_INVALID' },
+    { name: 'tag on blobs', url: '/v2/library/app/blobs/latest', status: 400, code: 'DIGEST_INVALID' },
+    { name: 'invalid tag', url: '/v2/library/app/manifests/-bad', status: 400, code: 'TAG_INVALID' },
+    { name: 'uppercase repository', url: `/v2/Library/app/blobs/${f.layerDigest}`, status: 400, code: 'NAME_INVALID' },
+    { name: 'triple underscore', url: `/v2/foo___bar/blobs/${f.layerDigest}`, status: 400, code: 'NAME_INVALID' },
+    // The client library normalises the dots away, leaving a path outside /v2/.
+    { name: 'dot-dot traversal', url: `/v2/../../etc/blobs/${f.layerDigest}`, status: 404, code: 'NAME_UNKNOWN' },
+    { name: 'encoded traversal', url: `/v2/..%2f..%2fetc/blobs/${f.layerDigest}`, status: 400, code: 'NAME_INVALID' },
+    { name: 'encoded slash in digest', url: '/v2/library/app/blobs/sha256%3A..%2F..%2Fetc%2Fpasswd', status: 400, code: 'NAME_INVALID' },
+    { name: 'traversal in digest', url: '/v2/library/app/blobs/sha256:../../../../etc/passwd', status: 404, code: 'NAME_UNKNOWN' },
+    { name: 'unknown endpoint', url: '/v2/library/app/tags/list', status: 404, code: 'NAME_UNKNOWN' },
+    { name: 'bad ns', url: '/v2/library/app/manifests/1.0?ns=a/b', status: 400, code: 'NAME_INVALID' },
+    { name: 'malformed ns', url: '/v2/library/app/manifests/1.0?ns=%zz', status: 400, code: 'NAME_INVALID' },
+    { name: 'PUT manifest', method: 'PUT', url: '/v2/library/app/manifests/1.0', status: 405, code: 'UNSUPPORTED' },
+    { name: 'POST upload', method: 'POST', url: '/v2/library/app/blobs/uploads/', status: 405, code: 'UNSUPPORTED' },
+    { name: 'PATCH upload', method: 'PATCH', url: '/v2/library/app/blobs/uploads/x', status: 405, code: 'UNSUPPORTED' },
+    { name: 'DELETE blob', method: 'DELETE', url: blob, status: 405, code: 'UNSUPPORTED' },
+    { name: 'range past the end', url: blob, headers: { range: 'bytes=100000-' }, status: 416, code: 'RANGE_INVALID' },
+    { name: 'multiple ranges', url: blob, headers: { range: 'bytes=0-1,5-6' }, status: 416, code: 'RANGE_INVALID' },
+    { name: 'range with other unit', url: blob, headers: { range: 'items=0-1' }, status: 416, code: 'RANGE_INVALID' },
+    { name: 'reversed range', url: blob, headers: { range: 'bytes=9-1' }, status: 416, code: 'RANGE_INVALID' },
+    { name: 'zero suffix range', url: blob, headers: { range: 'bytes=-0' }, status: 416, code: 'RANGE_INVALID' },
+    { name: 'huge range', url: blob, headers: { range: 'bytes=99999999999999999999-' }, status: 416, code: 'RANGE_INVALID' },
+  ]
+  for (const c of table) {
+    it(`${c.name}: ${c.status}${c.code !== undefined ? ' ' + c.code : ''}`, async () => {
+      const res = await app.inject({ method: (c.method ?? 'GET') as 'GET', url: c.url, headers: c.headers ?? {} })
+      assert.equal(res.statusCode, c.status, res.body)
+      assert.equal(res.headers['content-type'], 'application/json')
+      if (c.code !== undefined) {
+        const body = JSON.parse(res.body) as { errors: Array<{ code: string, message: string }> }
+        assert.equal(body.errors.length, 1)
+        assert.equal(body.errors[0]?.code, c.code)
+        assert.ok((body.errors[0]?.message ?? '').length > 0)
+        assert.equal(res.headers['content-length'], String(Buffer.byteLength(res.body)))
+      }
+    })
+  }
+
+  it('unsatisfiable range tells the size', async () => {
+    const res = await app.inject({ method: 'GET', url: blob, headers: { range: 'bytes=100000-' } })
+    assert.equal(res.headers['content-range'], `bytes */${f.layer.length}`)
+  })
+
+  it('paths outside /v2 are 404', async () => {
+    const res = await app.inject({ method: 'GET', url: '/etc/passwd' })
+    assert.equal(res.statusCode, 404)
+  })
+})
+
+describe('registry basic auth', () => {
+  const f = fixture()
+  const app = createRegistryApp({ store: f.store, logger, basicAuth: { username: 'hello', password: 'world' } })
+  after(async () => { await app.close() })
+  const ok = 'Basic ' + Buffer.from('hello:world').toString('base64')
+  const cases: Array<[string, string | undefined, number]> = [
+    ['/v2/', undefined, 401],
+    ['/v2/', 'Basic ' + Buffer.from('hello:nope').toString('base64'), 401],
+    ['/v2/', ok, 200],
+    [`/v2/library/app/blobs/${f.layerDigest}`, ok, 200],
+    [`/v2/library/app/blobs/${f.layerDigest}`, undefined, 401],
+    ['/readyz', undefined, 200],
+  ]
+  for (const [url, auth, status] of cases) {
+    it(`${url} with ${auth === undefined ? 'no' : auth === ok ? 'good' : 'bad'} credentials: ${status}`, async () => {
+      const res = await app.inject({ method: 'GET', url, headers: auth === undefined ? {} : { authorization: auth } })
+      assert.equal(res.statusCode, status)
+      if (status === 401) assert.equal(JSON.parse(res.body).errors[0].code, 'UNAUTHORIZED')
+    })
+  }
+})
+
+describe('registry with a mirrored-registries whitelist', () => {
+  const f = fixture()
+  const app = createRegistryApp({ store: f.store, logger, filter: new RequestFilter({ mirroredRegistries: ['https://docker.io'] }) })
+  before(async () => { await app.ready() })
+  after(async () => { await app.close() })
+  it('serves whitelisted registries and rejects others', async () => {
+    assert.equal((await app.inject({ url: '/v2/library/app/manifests/1.0?ns=docker.io' })).statusCode, 200)
+    assert.equal((await app.inject({ url: '/v2/team/app/manifests/v2?ns=10.0.0.2%3A5000' })).statusCode, 404)
+  })
+})
