@@ -1,0 +1,62 @@
+/**
+ * The routing seam: how a node tells the cluster which content it holds and finds the nodes that hold a key.
+ *
+ * Keys are strings: digests as `sha256:<hex>`, tags as `<registry>/<repository>:<tag>` (see keys.ts for the
+ * DHT key derivation). Two implementations exist: `Libp2pRouter` (Kademlia DHT) and `MemoryRouter` (tests).
+ * Both pass the shared conformance suite in test/routing/conformance.ts.
+ */
+
+/** A node that provides a key. */
+export interface Peer {
+  /** libp2p peer id (`12D3KooW…`) or, for the memory router, any unique name. */
+  id: string
+  /**
+   * IP addresses (IPv4 and IPv6, no ports, no brackets) the DHT knows for that peer, unique, in the order learned.
+   * Peers are assumed to serve their registry on the same port as this node (Spegel's rule).
+   */
+  addresses: string[]
+}
+
+/** A connected peer, for the debug page. */
+export interface PeerInfo {
+  id: string
+  /** Multiaddrs of the open connections to that peer (`/ip4/10.0.0.2/tcp/5001`). */
+  addresses: string[]
+}
+
+export interface RouterOptions {
+  signal?: AbortSignal
+}
+
+export interface LookupOptions {
+  /** Stop after this many providers (≥ 1). */
+  count: number
+  signal?: AbortSignal
+}
+
+export interface Router {
+  /** This node's id, as reported in `Peer.id` by other nodes. */
+  readonly peerId: string
+  /**
+   * True once the node can take part: it has DHT peers, or bootstrapping showed it is alone (a one-node cluster is
+   * ready). See Libp2pRouter for the exact rule.
+   */
+  ready(): boolean
+  /**
+   * Streams the providers of `key` as they are found, so the caller can start fetching from the first one.
+   * Never yields this node itself; yields each peer at most once; ends (without throwing) when the query is
+   * exhausted, `count` providers were yielded, or `signal` aborts. An unknown key ends with no peers.
+   */
+  lookup(key: string, options: LookupOptions): AsyncIterable<Peer>
+  /**
+   * Announces that this node provides `keys`. Resolves once the keys are recorded locally; publishing to the
+   * network happens in the background (queued while offline, retried, re-published before records expire).
+   */
+  advertise(keys: string[], options?: RouterOptions): Promise<void>
+  /** Stops providing `keys`. Records already stored on other nodes expire after the provider TTL. */
+  withdraw(keys: string[], options?: RouterOptions): Promise<void>
+  /** Currently connected peers. */
+  peers(): PeerInfo[]
+  /** Stops answering as a provider and shuts the node down. Idempotent. */
+  close(): Promise<void>
+}
