@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
+import type { Metrics } from '../metrics/index.ts'
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.ts'
 import { tagReference } from '../oci/reference.ts'
 import { NotFoundError, StoreUnavailableError, type ContentStore, type Descriptor } from '../store/index.ts'
@@ -25,6 +26,7 @@ export interface RegistryInit {
   basicAuth?: { username: string, password: string }
   /** Called once per answered /v2/ request. */
   onRequest?: (record: RequestRecord) => void
+  metrics?: Metrics
 }
 
 const readyTimeoutMs = 2000
@@ -68,6 +70,7 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
     const started = performance.now()
     let path: DistributionPath | undefined
     let source: RequestRecord['source'] = 'none'
+    let triedPeers = false
     reply.header('docker-distribution-api-version', 'registry/2.0')
     try {
       checkAuth(req, authHeader)
@@ -91,6 +94,7 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
         throw notFound(path, 'not found')
       } else {
         source = 'peer'
+        triedPeers = true
         const ac = new AbortController()
         req.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort() })
         const res = await init.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal: ac.signal })
@@ -101,6 +105,11 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
       source = 'none'
       await sendError(reply, req, toRegistryError(err, path))
     } finally {
+      if (triedPeers && path !== undefined && init.metrics !== undefined) {
+        const hit = source === 'peer'
+        init.metrics.mirrorRequests.inc({ registry: path.registry, cache: hit ? 'hit' : 'miss' })
+        if (hit) init.metrics.mirrorLastSuccess.set(Date.now() / 1000)
+      }
       if (path !== undefined && init.onRequest !== undefined) {
         const record: RequestRecord = {
           path,
@@ -127,6 +136,20 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
     req.log.debug({ err }, 'request failed')
     await sendError(reply, req, new RegistryError(status, status === 500 ? 'UNAVAILABLE' : 'NAME_INVALID', status === 500 ? 'internal error' : e.message))
   })
+  const metrics = init.metrics
+  if (metrics !== undefined) {
+    const handlerOf = (req: FastifyRequest): string => {
+      const url = req.routeOptions.url
+      return url === undefined ? 'notfound' : url === '/v2' ? '/v2/*' : url
+    }
+    app.addHook('onRequest', async (req) => { metrics.httpRequestsInflight.inc({ handler: handlerOf(req) }) })
+    app.addHook('onResponse', async (req, reply) => {
+      const labels = { handler: handlerOf(req), method: req.method, code: String(reply.statusCode) }
+      metrics.httpRequestsInflight.dec({ handler: labels.handler })
+      metrics.httpRequestDuration.observe(labels, reply.elapsedTime / 1000)
+      metrics.httpResponseSize.observe(labels, req.method === 'HEAD' ? 0 : Number(reply.getHeader('content-length') ?? 0))
+    })
+  }
   app.addHook('onResponse', async (req, reply) => {
     req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
   })

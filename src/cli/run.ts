@@ -1,0 +1,96 @@
+import { HelpRequested, parseCommandLine, UsageError, type FlagValue } from './args.ts'
+import { commands, globalFlags } from './spec.ts'
+import { createLogger, type Logger } from '../log/index.ts'
+import { versionInfo } from '../version.ts'
+
+/** Exit codes: 0 success, 1 runtime failure, 2 bad command line. */
+export const ExitCode = { ok: 0, failure: 1, usage: 2 } as const
+
+export interface CommandContext {
+  values: Map<string, FlagValue>
+  logger: Logger
+  env: Readonly<Record<string, string | undefined>>
+  /** Aborted on SIGINT/SIGTERM. */
+  signal: AbortSignal
+}
+
+type Handler = (ctx: CommandContext) => Promise<number>
+
+const handlers: Record<string, () => Promise<Handler>> = {
+  configuration: async () => (await import('./configuration.ts')).configurationCommand,
+  registry: async () => (await import('./registry.ts')).registryCommand,
+  cleanup: async () => (await import('./cleanup.ts')).cleanupCommand,
+  'cleanup-wait': async () => (await import('./cleanup.ts')).cleanupWaitCommand,
+  version: async () => versionCommand,
+}
+
+/** Parses argv, runs the command and returns the process exit code. Errors end as one line on stderr. */
+export async function runCli (argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Promise<number> {
+  let parsed
+  try {
+    parsed = parseCommandLine(argv, env, commands, globalFlags)
+  } catch (err) {
+    if (err instanceof HelpRequested) {
+      process.stdout.write(err.message + '\n')
+      return ExitCode.ok
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`spegel: ${err.message}\n`)
+      return ExitCode.usage
+    }
+    throw err
+  }
+  const logger = createLogger(String(parsed.values.get('log-level') ?? 'INFO'))
+  const ac = new AbortController()
+  let signals = 0
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++
+    if (signals === 1) {
+      logger.info({ signal: sig }, 'shutting down')
+      ac.abort(new Error(`received ${sig}`))
+    } else {
+      logger.warn({ signal: sig }, 'second signal, exiting now')
+      process.exit(ExitCode.failure)
+    }
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    const handler = await (handlers[parsed.command] as () => Promise<Handler>)()
+    return await handler({ values: parsed.values, logger, env, signal: ac.signal })
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err)
+    logger.error({ err }, message)
+    logger.flush()
+    process.stderr.write(`spegel ${parsed.command}: ${message.split('\n')[0] ?? ''}\n`)
+    return ExitCode.failure
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    logger.flush()
+  }
+}
+
+async function versionCommand (ctx: CommandContext): Promise<number> {
+  const info = versionInfo()
+  if (ctx.values.get('format') === 'json') process.stdout.write(JSON.stringify(info) + '\n')
+  else process.stdout.write(`spegel version ${info.build.version} ${info.build.commit}\n`)
+  return ExitCode.ok
+}
+
+/** Typed accessors for parsed flag values. */
+export function str (values: Map<string, FlagValue>, name: string): string {
+  const v = values.get(name)
+  return typeof v === 'string' ? v : ''
+}
+export function list (values: Map<string, FlagValue>, name: string): string[] {
+  const v = values.get(name)
+  return Array.isArray(v) ? v : []
+}
+export function num (values: Map<string, FlagValue>, name: string): number {
+  const v = values.get(name)
+  return typeof v === 'number' ? v : 0
+}
+export function bool (values: Map<string, FlagValue>, name: string): boolean {
+  return values.get(name) === true
+}

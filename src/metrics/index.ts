@@ -1,0 +1,28 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/**
+ * The daemon's Prometheus metrics. Names, types and labels are Spegel's (spegel-behaviour.md §7) so existing
+ * dashboards and alerts keep working.
+ */
+export class Metrics {
+  readonly registry = new Registry()
+  readonly mirrorRequests = new Counter({ name: 'spegel_mirror_requests_total', help: 'Total number of mirror requests.', labelNames: ['registry', 'cache'] as const, registers: [this.registry] })
+  readonly mirrorLastSuccess = new Gauge({ name: 'spegel_mirror_last_success_timestamp_seconds', help: 'The timestamp of the last successful mirror request.', registers: [this.registry] })
+  readonly resolveDuration = new Histogram({ name: 'spegel_resolve_duration_seconds', help: 'The duration for router to resolve a peer.', labelNames: ['router'] as const, registers: [this.registry] })
+  readonly advertisedImageTags = new Gauge({ name: 'spegel_advertised_image_tags', help: 'Number of advertised image tags.', labelNames: ['registry'] as const, registers: [this.registry] })
+  readonly advertisedImageDigests = new Gauge({ name: 'spegel_advertised_image_digests', help: 'Number of advertised image digests.', labelNames: ['registry'] as const, registers: [this.registry] })
+  readonly advertisedContentDigests = new Gauge({ name: 'spegel_advertised_content_digests', help: 'Number of advertised content digests.', labelNames: ['registry'] as const, registers: [this.registry] })
+  readonly httpRequestDuration = new Histogram({ name: 'http_request_duration_seconds', help: 'The latency of the HTTP requests.', labelNames: ['handler', 'method', 'code'] as const, registers: [this.registry] })
+  readonly httpResponseSize = new Histogram({
+    name: 'http_response_size_bytes',
+    help: 'The size of the HTTP responses.',
+    labelNames: ['handler', 'method', 'code'] as const,
+    buckets: Array.from({ length: 10 }, (_, i) => 1024 * 5 ** i),
+    registers: [this.registry],
+  })
+  readonly httpRequestsInflight = new Gauge({ name: 'http_requests_inflight', help: 'The number of inflight requests being handled at the same time.', labelNames: ['handler'] as const, registers: [this.registry] })
+
+  constructor (options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+  }
+}

@@ -1,0 +1,91 @@
+// Runs this repository's CLI as a real process, the way the DaemonSet runs it.
+import { fileURLToPath } from 'node:url'
+import { freePort, run, startProcess, waitFor, type ProcessHandle, type RunResult } from './process.ts'
+
+export const cliPath = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url))
+
+export interface SpegelRegistry {
+  process: ProcessHandle
+  /** http://host:port of the registry API. */
+  url: string
+  /** host:port of the registry API. */
+  host: string
+  metricsUrl: string
+  stop: () => Promise<void>
+}
+
+export interface StartSpegelOptions {
+  containerdSocket: string
+  contentPath: string
+  namespace?: string
+  /** Address to bind; defaults to 127.0.0.1. */
+  host?: string
+  registryPort?: number
+  metricsPort?: number
+  routerPort?: number
+  args?: readonly string[]
+  env?: Record<string, string | undefined>
+  netns?: string
+  logLevel?: string
+  /** Wait for /readyz (default true). */
+  waitReady?: boolean
+}
+
+/** Starts `spegel registry` and waits until it answers /readyz. */
+export async function startSpegelRegistry (options: StartSpegelOptions): Promise<SpegelRegistry> {
+  const host = options.host ?? '127.0.0.1'
+  const registryPort = options.registryPort ?? await freePort()
+  const metricsPort = options.metricsPort ?? await freePort()
+  const routerPort = options.routerPort ?? await freePort()
+  const bracket = host.includes(':') ? `[${host}]` : host
+  const args = [
+    cliPath, 'registry',
+    `--log-level=${options.logLevel ?? 'INFO'}`,
+    `--registry-addr=${bracket}:${registryPort}`,
+    `--metrics-addr=${bracket}:${metricsPort}`,
+    `--router-addr=${bracket}:${routerPort}`,
+    `--containerd-sock=${options.containerdSocket}`,
+    `--containerd-namespace=${options.namespace ?? 'k8s.io'}`,
+    `--containerd-content-path=${options.contentPath}`,
+    ...(options.args ?? []),
+  ]
+  const proc = await startProcess(process.execPath, args, {
+    name: 'spegel',
+    ...(options.env !== undefined ? { env: options.env } : {}),
+    ...(options.netns !== undefined ? { netns: options.netns } : {}),
+  })
+  const url = `http://${bracket}:${registryPort}`
+  if (options.waitReady !== false) {
+    try {
+      await waitFor(async () => {
+        if (proc.exitStatus !== undefined) throw new Error(`spegel exited early:\n${proc.output()}`)
+        try {
+          const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1000) })
+          await res.body?.cancel()
+          return res.status === 200
+        } catch {
+          return false
+        }
+      }, { timeoutMs: 20_000, intervalMs: 100, what: 'spegel /readyz', context: () => proc.output() })
+    } catch (err) {
+      await proc.stop('SIGKILL')
+      throw err
+    }
+  }
+  return {
+    process: proc,
+    url,
+    host: `${bracket}:${registryPort}`,
+    metricsUrl: `http://${bracket}:${metricsPort}`,
+    stop: async () => { if (proc.exitStatus === undefined) await proc.stop('SIGTERM', 10_000) },
+  }
+}
+
+/** Runs a short-lived spegel subcommand (configuration, cleanup, version) and returns its result. */
+export async function runSpegel (args: readonly string[], options: { env?: Record<string, string | undefined>, allowNonZero?: boolean, timeoutMs?: number } = {}): Promise<RunResult> {
+  return await run(process.execPath, [cliPath, ...args], {
+    ...(options.env !== undefined ? { env: options.env } : {}),
+    ...(options.allowNonZero === true ? { allowNonZero: true } : {}),
+    timeoutMs: options.timeoutMs ?? 30_000,
+  })
+}
