@@ -1,0 +1,193 @@
+import { mkdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { TomlError } from 'smol-toml'
+import { basicAuthHeaderValue } from './hosts-auth.ts'
+import type { BasicAuth } from './hosts-auth.ts'
+import { InvalidHostsFileError } from './hosts-errors.ts'
+import {
+  backupConfiguration, backupDirName, clearConfiguration, copyTree, fileMode, recoverInterrupted, restoreConfiguration,
+  writeFileAtomic,
+} from './hosts-fs.ts'
+import type { FsLogger } from './hosts-fs.ts'
+import { parseExistingHosts, renderHostsToml, serverForRegistry } from './hosts-toml.ts'
+import type { ExistingHosts, MirrorCapability } from './hosts-toml.ts'
+import { parseMirroredRegistries, parseMirrorTargets } from './hosts-url.ts'
+import type { RegistryUrl } from './hosts-url.ts'
+
+// containerd mirror configuration (`configuration` and `cleanup` subcommands): one `<configPath>/<registry host>/hosts.toml`
+// per mirrored registry, pointing containerd at this node's Spegel first, with the user's original configuration kept
+// in `<configPath>/_backup` until cleanup puts it back.
+// https://github.com/containerd/containerd/blob/main/docs/hosts.md
+
+export { basicAuthHeaderValue, defaultBasicAuthDir, readBasicAuth } from './hosts-auth.ts'
+export type { BasicAuth } from './hosts-auth.ts'
+export { BackupConflictError, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError } from './hosts-errors.ts'
+export { backupDirName } from './hosts-fs.ts'
+export { parseExistingHosts, renderHostsToml, renderMirrorHostBlocks, serverForRegistry } from './hosts-toml.ts'
+export type { ExistingHost, ExistingHosts, MirrorCapability, MirrorHostsOptions } from './hosts-toml.ts'
+export {
+  defaultHostDirectory, encapsulateIPv6Host, parseMirroredRegistries, parseMirrorTargets, parseRegistryUrl,
+  wildcardRegistries,
+} from './hosts-url.ts'
+export type { RegistryUrl } from './hosts-url.ts'
+
+/** Default `--containerd-registry-config-path`. */
+export const defaultRegistryConfigPath = '/etc/containerd/certs.d'
+/** Mode of written hosts.toml files unless the backed-up original had another (e.g. 0600 to protect credentials). */
+export const hostsFileMode = 0o644
+
+/** Minimal logger (a pino logger fits). */
+export type HostsLogger = FsLogger
+
+export interface WriteMirrorConfigurationOptions {
+  /** containerd's `config_path`, e.g. `/etc/containerd/certs.d`; created (0755) if missing. */
+  configPath: string
+  /** `--mirrored-registries`; empty ⇒ every registry (`_default`). */
+  mirroredRegistries: readonly string[]
+  /** `--mirror-targets`; at least one. */
+  mirrorTargets: readonly string[]
+  /** Adds the `resolve` capability (tags resolved through the mirror). */
+  resolveTags: boolean
+  /** Keep the user's existing host entries (after ours) and the files next to them. */
+  prependExisting: boolean
+  /** Written as an `Authorization` header for every mirror target. */
+  basicAuth?: BasicAuth
+  logger?: HostsLogger
+  signal?: AbortSignal
+}
+
+export interface WrittenHostsFile {
+  registry: RegistryUrl
+  path: string
+}
+
+interface PlannedHostsFile {
+  registry: RegistryUrl
+  directory: string
+  content: string
+  mode: number
+  /** The backed-up directory whose other files are copied along, when prepending. */
+  copyFrom?: string
+}
+
+/**
+ * Installs the mirror configuration: validates the URLs, backs up the existing configuration into `_backup` (once:
+ * on a re-run the existing backup is kept and what is outside it is our previous output), replaces everything outside
+ * `_backup` and writes one hosts.toml per mirrored registry. Every file is written atomically. All inputs are validated
+ * and all existing files parsed before anything outside `_backup` is deleted.
+ */
+export async function writeMirrorConfiguration (options: WriteMirrorConfigurationOptions): Promise<WrittenHostsFile[]> {
+  const { configPath, logger, signal } = options
+  const registries = parseMirroredRegistries(options.mirroredRegistries)
+  const targets = parseMirrorTargets(options.mirrorTargets)
+  const capabilities: MirrorCapability[] = options.resolveTags ? ['pull', 'resolve'] : ['pull']
+  const authorization = options.basicAuth === undefined ? undefined : basicAuthHeaderValue(options.basicAuth)
+
+  signal?.throwIfAborted()
+  await mkdir(configPath, { recursive: true, mode: 0o755 })
+  await recoverInterrupted(configPath, logger)
+  signal?.throwIfAborted()
+  await backupConfiguration(configPath, logger)
+
+  const planned: PlannedHostsFile[] = []
+  for (const registry of registries) {
+    signal?.throwIfAborted()
+    const backupHostDir = join(configPath, backupDirName, registry.host)
+    const backupHostsFile = join(backupHostDir, 'hosts.toml')
+    let existing: ExistingHosts | undefined
+    let copyFrom: string | undefined
+    if (options.prependExisting) {
+      existing = await readExistingHosts(backupHostsFile, signal)
+      if (existing !== undefined) {
+        existing = dropDuplicateHosts(existing, targets, registry, logger)
+        logger?.info({ registry: registry.href || registry.host }, 'prepending to existing containerd mirror configuration')
+      }
+      if ((await fileMode(backupHostDir)) !== undefined) {
+        copyFrom = backupHostDir
+      }
+    }
+    planned.push({
+      registry,
+      directory: join(configPath, registry.host),
+      content: renderHostsToml({ registry, mirrorTargets: targets, capabilities, authorization }, existing),
+      mode: (await fileMode(backupHostsFile)) ?? hostsFileMode,
+      copyFrom,
+    })
+  }
+
+  signal?.throwIfAborted()
+  await clearConfiguration(configPath)
+  const written: WrittenHostsFile[] = []
+  for (const file of planned) {
+    await mkdir(file.directory, { recursive: true, mode: 0o755 })
+    if (file.copyFrom !== undefined) {
+      // Certificates and keys referenced by the kept entries; copied first so hosts.toml never points at a missing file.
+      await copyTree(file.copyFrom, file.directory, new Set(['hosts.toml']))
+    }
+    const path = join(file.directory, 'hosts.toml')
+    await writeFileAtomic(path, file.content, file.mode)
+    logger?.info({ registry: file.registry.href || file.registry.host, path }, 'added containerd mirror configuration')
+    written.push({ registry: file.registry, path })
+  }
+  return written
+}
+
+async function readExistingHosts (path: string, signal: AbortSignal | undefined): Promise<ExistingHosts | undefined> {
+  let text: string
+  try {
+    text = await readFile(path, { encoding: 'utf8', signal })
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      return undefined
+    }
+    throw error
+  }
+  try {
+    return parseExistingHosts(text)
+  } catch (error) {
+    if (error instanceof TomlError) {
+      throw new InvalidHostsFileError(path, { cause: error })
+    }
+    throw error
+  }
+}
+
+/**
+ * Leaves out existing hosts that are also our targets: TOML forbids defining a table twice, and containerd would reject
+ * the whole file.
+ */
+function dropDuplicateHosts (existing: ExistingHosts, targets: readonly RegistryUrl[], registry: RegistryUrl, logger: HostsLogger | undefined): ExistingHosts {
+  const ours = new Set(targets.map((target) => target.href))
+  const hosts = existing.hosts.filter((host) => {
+    if (ours.has(host.key)) {
+      logger?.warn({ registry: registry.href || registry.host, host: host.key }, 'existing host entry replaced by mirror target')
+      return false
+    }
+    return true
+  })
+  const server = serverForRegistry(registry)
+  if (existing.server !== undefined && existing.server !== server) {
+    logger?.warn({ registry: registry.href || registry.host, existing: existing.server, server }, 'existing server setting replaced')
+  }
+  return { ...existing, hosts }
+}
+
+export interface CleanupMirrorConfigurationOptions {
+  configPath: string
+  logger?: HostsLogger
+  signal?: AbortSignal
+}
+
+/**
+ * Removes our configuration and restores the backup byte for byte (entries are renamed back, not copied). Without a
+ * backup nothing is changed: the mirror was never configured or cleanup already ran. Returns whether it restored.
+ */
+export async function cleanupMirrorConfiguration (options: CleanupMirrorConfigurationOptions): Promise<boolean> {
+  options.signal?.throwIfAborted()
+  const restored = await restoreConfiguration(options.configPath, options.logger)
+  if (!restored) {
+    options.logger?.info({ path: options.configPath }, 'skipping cleanup because backup directory does not exist')
+  }
+  return restored
+}
