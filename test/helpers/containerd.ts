@@ -1,0 +1,350 @@
+// Starts a real containerd in a private temporary directory for integration tests, and builds small OCI archives that
+// `ctr images import` loads without any network.
+import { execFile, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { closeSync, openSync, readFileSync } from 'node:fs'
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
+
+export interface StartContainerdOptions {
+  /** Hosts directory (`config_path` of the CRI registry config). Default: `<dir>/certs.d`, created. */
+  configPath?: string
+  /** Extra TOML appended to the generated config. */
+  extraConfig?: string
+  /** How long to wait for the socket to answer (default 30 s). */
+  startTimeoutMs?: number
+}
+
+export interface ContainerdInstance {
+  /** The private temporary directory holding everything below. */
+  dir: string
+  /** gRPC unix socket path. */
+  socket: string
+  root: string
+  /** `<root>/io.containerd.content.v1.content`. */
+  contentPath: string
+  /** Hosts directory given to the CRI plugin (`config_path`). */
+  configPath: string
+  namespace: string
+  /** PID of the running daemon, undefined while stopped. */
+  readonly pid: number | undefined
+  /** Runs `ctr --address <socket> -n k8s.io ARGS`. Rejects with stderr on a non-zero exit. */
+  ctr: (args: string[]) => Promise<string>
+  /** Stops the daemon (SIGTERM, then SIGKILL) and starts it again on the same directories and socket. */
+  restart: () => Promise<void>
+  /** Stops the daemon and removes the temporary directory. Idempotent. */
+  stop: () => Promise<void>
+  /** The daemon's log so far, for failure messages. */
+  log: () => string
+  [Symbol.asyncDispose]: () => Promise<void>
+}
+
+const namespace = 'k8s.io'
+
+export async function startContainerd (options: StartContainerdOptions = {}): Promise<ContainerdInstance> {
+  await ensureInstalled()
+  // Short prefix: the socket path must fit in sun_path (108 bytes).
+  const dir = await mkdtemp(join(tmpdir(), 'spegel-ctrd-'))
+  const root = join(dir, 'root')
+  const state = join(dir, 'state')
+  const socket = join(dir, 'containerd.sock')
+  const configPath = options.configPath ?? join(dir, 'certs.d')
+  const logPath = join(dir, 'containerd.log')
+  await mkdir(configPath, { recursive: true })
+  const config = [
+    'version = 2',
+    `root = ${JSON.stringify(root)}`,
+    `state = ${JSON.stringify(state)}`,
+    '[grpc]',
+    `  address = ${JSON.stringify(socket)}`,
+    '[ttrpc]',
+    `  address = ${JSON.stringify(socket + '.ttrpc')}`,
+    '[metrics]',
+    '  address = ""',
+    // The default /opt/containerd is shared with the host's daemon.
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = ${JSON.stringify(join(dir, 'opt'))}`,
+    '[plugins."io.containerd.grpc.v1.cri".registry]',
+    `  config_path = ${JSON.stringify(configPath)}`,
+    options.extraConfig ?? '',
+  ].join('\n') + '\n'
+  const configFile = join(dir, 'config.toml')
+  await writeFile(configFile, config)
+
+  let child: ChildProcess | undefined
+  let stopped = false
+  // A crashed test run must not leave a daemon behind.
+  const onExit = (): void => { if (child?.pid !== undefined && child.exitCode === null) child.kill('SIGKILL') }
+  process.on('exit', onExit)
+
+  const start = async (): Promise<void> => {
+    const logFd = openSync(logPath, 'a')
+    try {
+      child = spawn('containerd', ['--config', configFile], { stdio: ['ignore', logFd, logFd] })
+    } finally {
+      closeSync(logFd)
+    }
+    const proc = child
+    const exited = new Promise<never>((_resolve, reject) => {
+      proc.once('exit', (code, signal) => {
+        reject(new Error(`containerd exited early (code ${code}, signal ${signal}):\n${tail(logPath)}`))
+      })
+      proc.once('error', reject)
+    })
+    exited.catch(() => {})
+    const deadline = Date.now() + (options.startTimeoutMs ?? 30_000)
+    while (!(await socketAnswers(socket))) {
+      if (Date.now() > deadline) {
+        await kill(proc)
+        throw new Error(`containerd did not open ${socket} in time:\n${tail(logPath)}`)
+      }
+      await Promise.race([exited, sleep(50)])
+    }
+  }
+
+  const stopDaemon = async (): Promise<void> => {
+    const proc = child
+    child = undefined
+    if (proc !== undefined) await kill(proc)
+  }
+
+  const instance: ContainerdInstance = {
+    dir,
+    socket,
+    root,
+    contentPath: join(root, 'io.containerd.content.v1.content'),
+    configPath,
+    namespace,
+    get pid () { return child?.pid },
+    ctr: async (args) => await run('ctr', ['--address', socket, '-n', namespace, ...args]),
+    restart: async () => {
+      await stopDaemon()
+      await start()
+    },
+    stop: async () => {
+      if (stopped) return
+      stopped = true
+      await stopDaemon()
+      process.off('exit', onExit)
+      await unmountUnder(dir)
+      await rm(dir, { recursive: true, force: true, maxRetries: 3 })
+    },
+    log: () => tail(logPath, 200),
+    [Symbol.asyncDispose]: async () => { await instance.stop() },
+  }
+  try {
+    await start()
+  } catch (err) {
+    await instance.stop()
+    throw err
+  }
+  return instance
+}
+
+async function ensureInstalled (): Promise<void> {
+  for (const bin of ['containerd', 'ctr']) {
+    const found = await Promise.any((process.env.PATH ?? '').split(':').filter(Boolean).map(async (p) => {
+      await access(join(p, bin))
+      return true
+    })).catch(() => false)
+    if (!found) throw new Error('containerd is not installed: apt-get install -y containerd')
+  }
+}
+
+async function socketAnswers (path: string): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const sock = connect(path)
+    sock.once('connect', () => { sock.destroy(); resolve(true) })
+    sock.once('error', () => { resolve(false) })
+  })
+}
+
+async function kill (proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => { resolve() }))
+  proc.kill('SIGTERM')
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(timer)
+}
+
+/** Overlay mounts left by unpacking would make the temporary directory unremovable. */
+async function unmountUnder (dir: string): Promise<void> {
+  let mounts: string
+  try {
+    mounts = await readFile('/proc/self/mountinfo', 'utf8')
+  } catch {
+    return
+  }
+  const points = mounts.split('\n').map((line) => line.split(' ')[4] ?? '').filter((p) => p.startsWith(dir + '/'))
+  for (const point of points.sort().reverse()) {
+    await run('umount', ['-l', point]).catch(() => {})
+  }
+}
+
+async function run (cmd: string, args: string[]): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: 120_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err !== null) {
+        reject(new Error(`${cmd} ${args.join(' ')} failed: ${err.message}\n${stderr}`))
+        return
+      }
+      resolve(stdout)
+    })
+  })
+}
+
+function tail (path: string, lines = 40): string {
+  try {
+    return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n')
+  } catch {
+    return '(no log)'
+  }
+}
+
+async function sleep (ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+// ---- OCI archives ----
+
+/** One blob of a test image. */
+export interface TestBlob {
+  mediaType: string
+  digest: string
+  size: number
+  bytes: Buffer
+}
+
+/** An image (manifest or index) ready to be written into an OCI archive. */
+export interface TestImage {
+  /** Full name containerd gives the image, e.g. `example.com/test/app:v1`. */
+  name: string
+  /** The image's top descriptor (what the name points at). */
+  top: TestBlob
+  /** Every blob of the image, top first. */
+  blobs: TestBlob[]
+}
+
+export function blob (mediaType: string, bytes: Buffer | string): TestBlob {
+  const data = typeof bytes === 'string' ? Buffer.from(bytes) : bytes
+  return { mediaType, digest: 'sha256:' + createHash('sha256').update(data).digest('hex'), size: data.byteLength, bytes: data }
+}
+
+function descriptorOf (b: TestBlob, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { mediaType: b.mediaType, digest: b.digest, size: b.size, ...extra }
+}
+
+export interface ManifestOptions {
+  /** Sizes of the layers' single file (random bytes), one layer each. */
+  layerSizes: number[]
+  architecture?: string
+  docker?: boolean
+}
+
+/** Builds a manifest with a config and gzip'd tar layers of random content. */
+export function makeManifest (options: ManifestOptions): { manifest: TestBlob, blobs: TestBlob[] } {
+  const docker = options.docker === true
+  const layers = options.layerSizes.map((size, i) => {
+    const tarball = tar([{ name: `file-${i}`, data: randomBytes(size) }])
+    return { diffId: 'sha256:' + createHash('sha256').update(tarball).digest('hex'), blob: blob(docker ? 'application/vnd.docker.image.rootfs.diff.tar.gzip' : 'application/vnd.oci.image.layer.v1.tar+gzip', gzipSync(tarball, { level: 1 })) }
+  })
+  const config = blob(docker ? 'application/vnd.docker.container.image.v1+json' : 'application/vnd.oci.image.config.v1+json', JSON.stringify({
+    architecture: options.architecture ?? 'amd64',
+    os: 'linux',
+    config: {},
+    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
+  }))
+  const manifest = blob(docker ? 'application/vnd.docker.distribution.manifest.v2+json' : 'application/vnd.oci.image.manifest.v1+json', JSON.stringify({
+    schemaVersion: 2,
+    mediaType: docker ? 'application/vnd.docker.distribution.manifest.v2+json' : 'application/vnd.oci.image.manifest.v1+json',
+    config: descriptorOf(config),
+    layers: layers.map((l) => descriptorOf(l.blob)),
+  }))
+  return { manifest, blobs: [manifest, config, ...layers.map((l) => l.blob)] }
+}
+
+/** An image whose name points at a single manifest. */
+export function makeImage (name: string, options: ManifestOptions): TestImage {
+  const { manifest, blobs } = makeManifest(options)
+  return { name, top: manifest, blobs }
+}
+
+/** An image whose name points at an index of one manifest per architecture. */
+export function makeIndexImage (name: string, architectures: string[], options: Omit<ManifestOptions, 'architecture'>): TestImage {
+  const docker = options.docker === true
+  const children = architectures.map((architecture) => ({ architecture, ...makeManifest({ ...options, architecture }) }))
+  const mediaType = docker ? 'application/vnd.docker.distribution.manifest.list.v2+json' : 'application/vnd.oci.image.index.v1+json'
+  const index = blob(mediaType, JSON.stringify({
+    schemaVersion: 2,
+    mediaType,
+    manifests: children.map((c) => descriptorOf(c.manifest, { platform: { architecture: c.architecture, os: 'linux' } })),
+  }))
+  return { name, top: index, blobs: [index, ...children.flatMap((c) => c.blobs)] }
+}
+
+/** Writes an OCI image layout tarball holding the images, named with `io.containerd.image.name`. */
+export async function writeOciArchive (path: string, images: TestImage[]): Promise<void> {
+  const seen = new Set<string>()
+  const entries: TarEntry[] = [{ name: 'oci-layout', data: Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })) }]
+  const index = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: images.map((image) => descriptorOf(image.top, {
+      annotations: {
+        'io.containerd.image.name': image.name,
+        'org.opencontainers.image.ref.name': image.name.slice(image.name.lastIndexOf(':') + 1),
+      },
+    })),
+  }
+  entries.push({ name: 'index.json', data: Buffer.from(JSON.stringify(index)) })
+  entries.push({ name: 'blobs/', data: Buffer.alloc(0), dir: true }, { name: 'blobs/sha256/', data: Buffer.alloc(0), dir: true })
+  for (const image of images) {
+    for (const b of image.blobs) {
+      if (seen.has(b.digest)) continue
+      seen.add(b.digest)
+      entries.push({ name: `blobs/sha256/${b.digest.slice('sha256:'.length)}`, data: b.bytes })
+    }
+  }
+  await writeFile(path, tar(entries))
+}
+
+interface TarEntry {
+  name: string
+  data: Buffer
+  dir?: boolean
+}
+
+/** A minimal ustar writer: enough for OCI layouts and test layers (names < 100 bytes). */
+export function tar (entries: TarEntry[]): Buffer {
+  const parts: Buffer[] = []
+  for (const entry of entries) {
+    if (Buffer.byteLength(entry.name) >= 100) throw new Error(`tar name too long: ${entry.name}`)
+    const header = Buffer.alloc(512)
+    header.write(entry.name, 0, 'utf8')
+    header.write(octal(entry.dir === true ? 0o755 : 0o644, 8), 100)
+    header.write(octal(0, 8), 108)
+    header.write(octal(0, 8), 116)
+    header.write(octal(entry.data.byteLength, 12), 124)
+    header.write(octal(0, 12), 136)
+    header.fill(' ', 148, 156)
+    header.write(entry.dir === true ? '5' : '0', 156)
+    header.write('ustar\u000000', 257, 'binary')
+    let sum = 0
+    for (const byte of header) sum += byte
+    header.write(sum.toString(8).padStart(6, '0') + '\u0000 ', 148, 'binary')
+    parts.push(header, entry.data)
+    const pad = (512 - (entry.data.byteLength % 512)) % 512
+    if (pad > 0) parts.push(Buffer.alloc(pad))
+  }
+  parts.push(Buffer.alloc(1024))
+  return Buffer.concat(parts)
+}
+
+function octal (value: number, width: number): string {
+  return value.toString(8).padStart(width - 1, '0') + '\u0000'
+}
