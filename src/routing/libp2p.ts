@@ -1,0 +1,511 @@
+import { networkInterfaces } from 'node:os'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import type { Identify } from '@libp2p/identify'
+import { kadDHT } from '@libp2p/kad-dht'
+import type { KadDHT, QueryEvent } from '@libp2p/kad-dht'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ping } from '@libp2p/ping'
+import type { Ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import type { Libp2p, PeerId, PeerInfo as Libp2pPeerInfo, PrivateKey } from '@libp2p/interface'
+import type { Logger } from 'pino'
+import type { CID } from 'multiformats/cid'
+import { isShareableIp, multiaddrIp, routerListenAddrs, splitHostPort, uniqueIps } from './addr.ts'
+import type { Bootstrapper, BootstrapPeer } from './bootstrap.ts'
+import * as C from './constants.ts'
+import { BootstrapError, RouterClosedError } from './errors.ts'
+import { loadIdentity } from './identity.ts'
+import { keyToCid } from './keys.ts'
+import { LookupCache } from './lookup-cache.ts'
+import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions } from './types.ts'
+
+export interface Libp2pRouterInit {
+  bootstrapper: Bootstrapper
+  logger: Logger
+  /** `--router-addr` (host:port; empty host ⇒ all interfaces, IPv4 and IPv6). Default `:5001`. */
+  listenAddr?: string
+  /** `--data-dir`: holds `private.key` so the peer id survives restarts. Unset ⇒ new identity per start. */
+  dataDir?: string
+  /** Identity to use instead of `dataDir` (tests). */
+  privateKey?: PrivateKey
+  /** Accept and announce loopback addresses. Only for tests: in production other nodes cannot use them. */
+  allowLoopback?: boolean
+  /** How often our records are re-published. Default 15 min. */
+  reprovideIntervalMs?: number
+  /** How long provider records stay valid on other nodes. Default 19 min; must exceed reprovideIntervalMs. */
+  providerTtlMs?: number
+  lookupCacheTtlMs?: number
+  lookupTimeoutMs?: number
+  rebootstrapIntervalMs?: number
+  bootstrapBackoffMinMs?: number
+  bootstrapBackoffMaxMs?: number
+  kBucketSize?: number
+}
+
+/** The parts of the kad-dht service we use beyond its exported interface (checked at start). */
+interface DhtService extends KadDHT {
+  routingTable: { size: number }
+  providers: { addProvider(cid: CID, provider: PeerId): Promise<void> }
+}
+
+// A type alias, not an interface: libp2p's ServiceMap needs an index signature.
+type Services = {
+  identify: Identify
+  ping: Ping
+  dht: KadDHT
+}
+
+/**
+ * Router on a private libp2p Kademlia DHT (`/spegel/kad/1.0.0`, server mode, k = 20) over TCP + Noise + yamux,
+ * wire-compatible with Spegel's DHT.
+ *
+ * - advertise: records self as provider locally at once (so queries reaching this node see it), then publishes to
+ *   the k closest peers in the background; while the routing table is empty publishing waits, and when it fills up
+ *   every advertised key is published. kad-dht's reprovider re-publishes exactly the keys whose local self record
+ *   exists (the advertised set: withdraw deletes the record) when they are older than `reprovideIntervalMs`, and
+ *   drops other nodes' records older than `providerTtlMs`.
+ * - lookup: kad-dht findProviders, streamed, self skipped, addresses turned into unique IPs, behind a LookupCache
+ *   (single-flight + 5 s reuse).
+ * - bootstrap: at start, whenever the routing table is empty (backoff 50 ms → 10 s, forever, errors only logged),
+ *   and every `rebootstrapIntervalMs`. Candidates without a peer id are dialled by address; the id comes from the
+ *   Noise handshake. Candidates that are this node (same id, or one of our IPs on our port) are skipped.
+ *
+ * Readiness rule: ready() is true when the DHT routing table has at least one peer, or when the last bootstrap
+ * round found no candidate other than this node (a one-node cluster, or the first node of a cluster that has not
+ * started yet, which then keeps looking for peers every ≤ 10 s). It is false before the first bootstrap round and
+ * while candidates exist but none could be reached (for example a network policy blocking the router port).
+ */
+export class Libp2pRouter implements Router {
+  readonly peerId: string
+  private readonly node: Libp2p<Services>
+  private readonly dht: DhtService
+  private readonly init: Libp2pRouterInit
+  private readonly log: Logger
+  private readonly allowLoopback: boolean
+  private readonly listenPort: number
+  private readonly cache: LookupCache
+  private readonly shutdown = new AbortController()
+  private readonly advertised = new Map<string, CID>()
+  /** Keys to publish to the network once peers exist. */
+  private readonly pending = new Set<string>()
+  private publishing?: Promise<void>
+  private alone = false
+  private bootstrapped = false
+  private lastBootstrapError?: Error
+  private runLoop?: Promise<void>
+  private wake?: () => void
+  private closing?: Promise<void>
+
+  private constructor (node: Libp2p<Services>, init: Libp2pRouterInit, listenPort: number) {
+    this.node = node
+    this.init = init
+    this.dht = node.services.dht as DhtService
+    this.peerId = node.peerId.toString()
+    this.log = init.logger.child({ component: 'router' })
+    this.allowLoopback = init.allowLoopback ?? false
+    this.listenPort = listenPort
+    this.cache = new LookupCache({
+      query: (key, signal) => this.queryProviders(key, signal),
+      ttlMs: init.lookupCacheTtlMs ?? C.LOOKUP_CACHE_TTL_MS,
+      queryTimeoutMs: init.lookupTimeoutMs ?? C.LOOKUP_TIMEOUT_MS,
+      onError: (key, err) => this.log.warn({ key, err }, 'provider lookup failed')
+    })
+  }
+
+  /** Creates, starts and bootstraps (in the background) a router. */
+  static async create (init: Libp2pRouterInit): Promise<Libp2pRouter> {
+    const allowLoopback = init.allowLoopback ?? false
+    const listen = routerListenAddrs(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
+    const { port } = splitHostPort(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
+    const ttl = init.providerTtlMs ?? C.PROVIDER_TTL_MS
+    const reprovide = init.reprovideIntervalMs ?? C.REPROVIDE_INTERVAL_MS
+    if (!(ttl > reprovide)) throw new RangeError(`provider TTL (${ttl} ms) must exceed the reprovide interval (${reprovide} ms)`)
+    const privateKey = init.privateKey ?? await loadIdentity(init.dataDir)
+    const keepShareable = (addrs: Multiaddr[]): Multiaddr[] => addrs.filter(ma => {
+      const ip = multiaddrIp(ma)
+      return ip !== undefined && isShareableIp(ip, allowLoopback)
+    })
+    const node = await createLibp2p<Services>({
+      privateKey,
+      addresses: {
+        listen,
+        // Public IPs would otherwise stay unannounced until AutoNAT confirms them; a LAN DHT has no AutoNAT.
+        appendAnnounce: port === 0 ? [] : publicInterfaceAddrs(listen, port),
+        announceFilter: keepShareable
+      },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionManager: {
+        // Cluster peers are few and trusted; the defaults (5 inbound/s per host) throttle a burst of joins.
+        inboundConnectionThreshold: 100,
+        maxIncomingPendingConnections: 100,
+        ...(allowLoopback ? { allow: ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128'] } : {})
+      },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        dht: kadDHT({
+          protocol: C.DHT_PROTOCOL,
+          clientMode: false,
+          kBucketSize: init.kBucketSize ?? C.K_BUCKET_SIZE,
+          // LAN peers: keep private addresses (the default mapper drops them), drop unusable ones.
+          peerInfoMapper: (info: Libp2pPeerInfo): Libp2pPeerInfo => ({ ...info, multiaddrs: keepShareable(info.multiaddrs) }),
+          // Never block a query waiting for peers: an empty table means "nobody to ask", answered at once.
+          allowQueryWithZeroPeers: true,
+          reprovide: {
+            validity: ttl,
+            threshold: ttl - reprovide,
+            // Check often enough that a record is re-published before it expires elsewhere.
+            interval: Math.max(50, Math.min(60_000, Math.floor((ttl - reprovide) / 2)))
+          }
+        })
+      }
+    })
+    const dht = node.services.dht as Partial<DhtService>
+    if (typeof dht.routingTable?.size !== 'number' || typeof dht.providers?.addProvider !== 'function') {
+      await node.stop()
+      throw new Error('unsupported @libp2p/kad-dht version: routingTable/providers not found')
+    }
+    const boundPort = actualPort(node) ?? port
+    const router = new Libp2pRouter(node, init, boundPort)
+    try {
+      await init.bootstrapper.start?.(() => ({
+        id: router.peerId,
+        addrs: node.getMultiaddrs().map(ma => ma.decapsulateCode(421).toString())
+      }))
+    } catch (err) {
+      await node.stop()
+      throw err
+    }
+    router.log.info({ peerId: router.peerId, addrs: node.getMultiaddrs().map(String) }, 'router started')
+    router.runLoop = router.run()
+    return router
+  }
+
+  ready (): boolean {
+    if (this.shutdown.signal.aborted) return false
+    return this.routingTableSize() > 0 || (this.bootstrapped && this.alone)
+  }
+
+  /** Why the node is not ready, for logs and the debug page. */
+  status (): { ready: boolean, routingTableSize: number, alone: boolean, lastBootstrapError?: string } {
+    return {
+      ready: this.ready(),
+      routingTableSize: this.routingTableSize(),
+      alone: this.alone,
+      ...(this.lastBootstrapError !== undefined ? { lastBootstrapError: this.lastBootstrapError.message } : {})
+    }
+  }
+
+  /** Multiaddrs this node announces (with `/p2p/<id>`). */
+  multiaddrs (): string[] {
+    return this.node.getMultiaddrs().map(String)
+  }
+
+  lookup (key: string, options: LookupOptions): AsyncIterable<Peer> {
+    if (this.shutdown.signal.aborted) throw new RouterClosedError()
+    return this.cache.lookup(key, options)
+  }
+
+  async advertise (keys: string[], options?: RouterOptions): Promise<void> {
+    if (this.shutdown.signal.aborted) throw new RouterClosedError()
+    const self = this.node.peerId
+    for (const key of keys) {
+      options?.signal?.throwIfAborted()
+      const cid = keyToCid(key)
+      this.advertised.set(key, cid)
+      await this.dht.providers.addProvider(cid, self)
+      this.pending.add(key)
+    }
+    this.publish()
+  }
+
+  async withdraw (keys: string[], options?: RouterOptions): Promise<void> {
+    if (this.shutdown.signal.aborted) throw new RouterClosedError()
+    for (const key of keys) {
+      options?.signal?.throwIfAborted()
+      this.advertised.delete(key)
+      this.pending.delete(key)
+      // Deleting our self record stops both answering for it and kad-dht's re-publishing of it.
+      await this.dht.cancelReprovide(keyToCid(key))
+    }
+  }
+
+  peers (): PeerInfo[] {
+    const byPeer = new Map<string, string[]>()
+    for (const conn of this.node.getConnections()) {
+      const id = conn.remotePeer.toString()
+      const addrs = byPeer.get(id) ?? []
+      const addr = conn.remoteAddr.decapsulateCode(421).toString()
+      if (!addrs.includes(addr)) addrs.push(addr)
+      byPeer.set(id, addrs)
+    }
+    return [...byPeer].map(([id, addresses]) => ({ id, addresses }))
+  }
+
+  /** Resolves when every queued key has been published (or failed and awaits a retry). For tests and benches. */
+  async idle (): Promise<void> {
+    while (this.publishing !== undefined) await this.publishing
+  }
+
+  async close (): Promise<void> {
+    this.closing ??= (async () => {
+      this.shutdown.abort()
+      this.wake?.()
+      this.cache.close()
+      await this.runLoop?.catch(() => {})
+      await this.publishing?.catch(() => {})
+      // Stop answering as a provider before going away (best effort; the node stops right after).
+      for (const cid of this.advertised.values()) await this.dht.cancelReprovide(cid).catch(() => {})
+      this.advertised.clear()
+      try {
+        await this.init.bootstrapper.close?.()
+      } finally {
+        await this.node.stop()
+        this.log.info('router stopped')
+      }
+    })()
+    await this.closing
+  }
+
+  private routingTableSize (): number {
+    return this.dht.routingTable.size
+  }
+
+  private async * queryProviders (key: string, signal: AbortSignal): AsyncGenerator<Peer> {
+    const self = this.node.peerId
+    for await (const event of this.dht.findProviders(keyToCid(key), { signal }) as AsyncIterable<QueryEvent>) {
+      if (event.name !== 'PROVIDER') continue
+      for (const provider of event.providers) {
+        if (provider.id.equals(self)) continue
+        let addresses = uniqueIps(provider.multiaddrs, this.allowLoopback)
+        if (addresses.length === 0) {
+          const known = await this.node.peerStore.get(provider.id).catch(() => undefined)
+          addresses = uniqueIps(known?.addresses.map(a => a.multiaddr) ?? [], this.allowLoopback)
+        }
+        if (addresses.length === 0) continue
+        yield { id: provider.id.toString(), addresses }
+      }
+    }
+  }
+
+  /** Starts publishing pending keys unless already running or there is nobody to publish to. */
+  private publish (): void {
+    if (this.publishing !== undefined || this.pending.size === 0 || this.shutdown.signal.aborted) return
+    if (this.routingTableSize() === 0) return
+    this.publishing = (async () => {
+      try {
+        while (this.pending.size > 0 && !this.shutdown.signal.aborted && this.routingTableSize() > 0) {
+          const batch = [...this.pending].slice(0, C.PROVIDE_CONCURRENCY)
+          for (const key of batch) this.pending.delete(key)
+          const failed = (await Promise.all(batch.map(async key => await this.publishKey(key) ? undefined : key)))
+            .filter((k): k is string => k !== undefined)
+          // Retried by the run loop on its next tick, not in a tight loop here.
+          if (failed.length > 0) this.retry.push(...failed)
+        }
+      } finally {
+        this.publishing = undefined
+      }
+    })()
+  }
+
+  private retry: string[] = []
+
+  /** Publishes one key to its closest peers; false when no peer accepted it. */
+  private async publishKey (key: string): Promise<boolean> {
+    const cid = this.advertised.get(key)
+    if (cid === undefined) return true
+    let sent = 0
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(C.PROVIDE_TIMEOUT_MS)])
+    try {
+      for await (const event of this.dht.provide(cid, { signal })) {
+        if (event.name === 'PEER_RESPONSE' && event.messageName === 'ADD_PROVIDER') sent++
+      }
+    } catch (err) {
+      if (!this.shutdown.signal.aborted) this.log.debug({ key, err }, 'publishing provider record failed')
+    }
+    if (!this.advertised.has(key)) {
+      // Withdrawn while publishing: provide() re-created the self record, remove it again.
+      await this.dht.cancelReprovide(cid).catch(() => {})
+      return true
+    }
+    return sent > 0 || this.shutdown.signal.aborted
+  }
+
+  private async run (): Promise<void> {
+    const minDelay = this.init.bootstrapBackoffMinMs ?? C.BOOTSTRAP_BACKOFF_MIN_MS
+    const maxDelay = this.init.bootstrapBackoffMaxMs ?? C.BOOTSTRAP_BACKOFF_MAX_MS
+    const rebootstrapEvery = this.init.rebootstrapIntervalMs ?? C.REBOOTSTRAP_INTERVAL_MS
+    let delay = minDelay
+    let lastBootstrap = -Infinity
+    let hadPeers = false
+    while (!this.shutdown.signal.aborted) {
+      const empty = this.routingTableSize() === 0
+      if (empty || Date.now() - lastBootstrap >= rebootstrapEvery) {
+        lastBootstrap = Date.now()
+        try {
+          await this.bootstrap()
+          this.lastBootstrapError = undefined
+        } catch (err) {
+          if (this.shutdown.signal.aborted) break
+          this.lastBootstrapError = err as Error
+          this.log.warn({ err, retryInMs: delay }, 'bootstrap failed, will retry')
+        }
+      }
+      const hasPeers = this.routingTableSize() > 0
+      if (hasPeers) {
+        if (!hadPeers) {
+          this.log.info({ routingTableSize: this.routingTableSize() }, 'connected to the DHT')
+          // Whatever was advertised while offline, or only to peers since gone, is published now.
+          for (const key of this.advertised.keys()) this.pending.add(key)
+        }
+        for (const key of this.retry.splice(0)) this.pending.add(key)
+        this.publish()
+        delay = minDelay
+      } else if (hadPeers) {
+        this.log.warn('routing table became empty, bootstrapping again')
+      }
+      hadPeers = hasPeers
+      await this.sleep(hasPeers ? C.HEALTH_CHECK_INTERVAL_MS : delay)
+      if (!hasPeers) delay = Math.min(delay * 2, maxDelay)
+    }
+  }
+
+  private async sleep (ms: number): Promise<void> {
+    await new Promise<void>(resolve => {
+      const timer = setTimeout(resolve, ms)
+      this.wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    this.wake = undefined
+  }
+
+  /** One bootstrap round. Throws BootstrapError when candidates exist but none could be reached. */
+  private async bootstrap (): Promise<void> {
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(C.BOOTSTRAP_TIMEOUT_MS)])
+    const candidates = await this.init.bootstrapper.peers({ signal })
+    const targets = this.bootstrapTargets(candidates)
+    this.bootstrapped = true
+    if (targets.length === 0) {
+      if (!this.alone) this.log.info({ candidates: candidates.length }, 'no bootstrap peer other than this node: running alone')
+      this.alone = true
+      return
+    }
+    const results = await Promise.allSettled(targets.map(async t => await this.dialTarget(t, signal)))
+    const connected = results.filter(r => r.status === 'fulfilled' && r.value === 'connected').length
+    const selves = results.filter(r => r.status === 'fulfilled' && r.value === 'self').length
+    if (selves === targets.length) {
+      this.alone = true
+      return
+    }
+    this.alone = false
+    if (connected === 0) {
+      const errors = results.flatMap(r => r.status === 'rejected' ? [r.reason as Error] : [])
+      throw new BootstrapError(`could not reach any of ${targets.length - selves} bootstrap peers: ${errors.map(e => e.message).join('; ')}`,
+        { cause: new AggregateError(errors) })
+    }
+    // Identify runs after the connection is up; kad-dht adds the peer once it has seen the DHT protocol.
+    const deadline = Date.now() + 2_000
+    while (this.routingTableSize() === 0 && Date.now() < deadline && !signal.aborted) {
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+    if (this.routingTableSize() === 0) throw new BootstrapError('connected to bootstrap peers but none speaks the DHT protocol')
+    // A lookup of our own id fills the routing table with the peers closest to us.
+    try {
+      for await (const _ of this.dht.getClosestPeers(this.node.peerId.toMultihash().bytes, { signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]) })) { /* drain */ }
+    } catch (err) {
+      if (!signal.aborted) this.log.debug({ err }, 'self lookup after bootstrap failed')
+    }
+  }
+
+  /** Candidate peers minus this node, with our port added to address-only entries (DNS answers). */
+  private bootstrapTargets (candidates: BootstrapPeer[]): BootstrapPeer[] {
+    const ownIps = localIps()
+    const targets: BootstrapPeer[] = []
+    for (const candidate of candidates) {
+      if (candidate.id === this.peerId) continue
+      const addrs: string[] = []
+      for (const text of candidate.addrs) {
+        let ma = multiaddr(text)
+        if (ma.getComponents().length === 1) ma = ma.encapsulate(`/tcp/${this.listenPort}`)
+        const comps = ma.getComponents()
+        const ip = multiaddrIp(ma)
+        const port = comps[1]?.name === 'tcp' ? Number(comps[1].value) : undefined
+        if (ip !== undefined && port === this.listenPort && (ownIps.has(ip) || ip === '0.0.0.0' || ip === '::')) continue
+        const s = ma.toString()
+        if (!addrs.includes(s)) addrs.push(s)
+      }
+      if (addrs.length > 0) targets.push({ ...(candidate.id !== undefined ? { id: candidate.id } : {}), addrs })
+    }
+    return targets
+  }
+
+  private async dialTarget (target: BootstrapPeer, signal: AbortSignal): Promise<'connected' | 'self'> {
+    const dialSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(C.BOOTSTRAP_DIAL_TIMEOUT_MS)])
+    if (target.id !== undefined) {
+      const id = peerIdFromString(target.id)
+      await this.node.dial(target.addrs.map(a => multiaddr(a).encapsulate(`/p2p/${target.id ?? ''}`)), { signal: dialSignal() })
+      this.log.debug({ peer: id.toString() }, 'bootstrap peer connected')
+      return 'connected'
+    }
+    // No peer id: dial the bare address; libp2p learns the remote id from the Noise handshake.
+    let lastError: unknown
+    for (const addr of target.addrs) {
+      try {
+        const conn = await this.node.dial(multiaddr(addr), { signal: dialSignal() })
+        this.log.debug({ peer: conn.remotePeer.toString(), addr }, 'bootstrap peer connected')
+        return 'connected'
+      } catch (err) {
+        if ((err as Error).message === 'Can not dial self') return 'self'
+        lastError = err
+      }
+    }
+    throw lastError instanceof Error ? lastError : new BootstrapError(`could not dial ${target.addrs.join(', ')}`)
+  }
+}
+
+/** All IPs of this host's interfaces (to recognise ourselves in bootstrap answers). */
+function localIps (): Set<string> {
+  const ips = new Set<string>()
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) ips.add(a.address)
+  }
+  return ips
+}
+
+/** `/ipX/<public ip>/tcp/<port>` for each public interface IP covered by the listen addresses. */
+function publicInterfaceAddrs (listen: string[], port: number): string[] {
+  const out: string[] = []
+  const wildcard4 = listen.some(l => l.startsWith('/ip4/0.0.0.0/'))
+  const wildcard6 = listen.some(l => l.startsWith('/ip6/::/'))
+  const explicit = new Set(listen.map(l => multiaddrIp(l)).filter((ip): ip is string => ip !== undefined))
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (a.internal || !isShareableIp(a.address, false) || isPrivateIp(a.address)) continue
+      const v6 = a.family === 'IPv6'
+      if ((v6 ? wildcard6 : wildcard4) || explicit.has(a.address)) out.push(`/${v6 ? 'ip6' : 'ip4'}/${a.address}/tcp/${port}`)
+    }
+  }
+  return out
+}
+
+/** Private ranges that libp2p already treats as verified (RFC 1918, CGNAT, ULA). */
+function isPrivateIp (ip: string): boolean {
+  return /^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)/.test(ip) || /^f[cd]/i.test(ip)
+}
+
+function actualPort (node: Libp2p<Services>): number | undefined {
+  for (const ma of node.getMultiaddrs()) {
+    const tcp = ma.getComponents().find(c => c.name === 'tcp')
+    if (tcp?.value !== undefined) return Number(tcp.value)
+  }
+  return undefined
+}
