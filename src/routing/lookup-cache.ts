@@ -42,11 +42,13 @@ export class LookupCache {
 
   async * lookup (key: string, options: LookupOptions): AsyncGenerator<Peer, void, undefined> {
     const { count, signal } = options
-    if (count < 1 || signal?.aborted === true || this.shutdown.signal.aborted) return
+    const aborted = (): boolean => signal?.aborted === true
+    if (count < 1 || aborted() || this.shutdown.signal.aborted) return
     const entry = this.entryFor(key, count)
     let next = 0
     while (true) {
       while (next < entry.peers.length) {
+        if (aborted()) return
         const peer = entry.peers[next++] as Peer
         yield { id: peer.id, addresses: [...peer.addresses] }
         if (next >= count) return

@@ -1,0 +1,150 @@
+/**
+ * Shared conformance suite for Router implementations: every Router (MemoryRouter, Libp2pRouter) must pass it,
+ * which proves the in-memory twin behaves like the real DHT where callers can tell.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import type { Peer, Router } from '../../src/routing/types.ts'
+
+export interface RouterCluster {
+  /** At least 3 started routers that can reach each other. */
+  routers: Router[]
+  /** The IPs other routers must report for `router`. */
+  addressesOf(router: Router): string[]
+  /** Waits until withdrawn records have expired everywhere (TTL, cleanup, lookup caches). */
+  expire(): Promise<void>
+  close(): Promise<void>
+}
+
+export interface ConformanceOptions {
+  /** How long eventual visibility may take (DHT publishing is asynchronous). */
+  visibleWithinMs?: number
+}
+
+let keySeq = 0
+const uniqueKey = (what: string): string => `conformance.example/${what}:${process.pid}-${Date.now()}-${keySeq++}`
+
+export async function collect (router: Router, key: string, count = 10, signal?: AbortSignal): Promise<Peer[]> {
+  const out: Peer[] = []
+  for await (const peer of router.lookup(key, { count, ...(signal !== undefined ? { signal } : {}) })) out.push(peer)
+  return out
+}
+
+/** Polls `fn` until it returns a value accepted by `ok`, or fails after `ms` with the last value. */
+export async function eventually<T> (fn: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
+  const deadline = Date.now() + ms
+  let last = await fn()
+  while (!ok(last) && Date.now() < deadline) {
+    await new Promise(resolve => setTimeout(resolve, 50))
+    last = await fn()
+  }
+  return last
+}
+
+const ids = (peers: Peer[]): string[] => peers.map(p => p.id).sort()
+
+export function routerConformance (name: string, createCluster: () => Promise<RouterCluster>, options: ConformanceOptions = {}): void {
+  const within = options.visibleWithinMs ?? 10_000
+  describe(`Router conformance: ${name}`, () => {
+    let cluster: RouterCluster | undefined
+    const get = (): RouterCluster => {
+      assert.ok(cluster, 'cluster was not created')
+      return cluster
+    }
+    before(async () => { cluster = await createCluster() })
+    after(async () => { await cluster?.close() })
+
+    test('all routers become ready and have distinct peer ids', async () => {
+      const { routers } = get()
+      assert.ok(routers.length >= 3)
+      const ready = await eventually(async () => routers.every(r => r.ready()), v => v, within)
+      assert.equal(ready, true, 'not every router became ready')
+      assert.equal(new Set(routers.map(r => r.peerId)).size, routers.length)
+    })
+
+    test('a key advertised by one router is found by the others with its addresses', async () => {
+      const c = get()
+      const [a, b, d] = c.routers as [Router, Router, Router]
+      const key = uniqueKey('advertised')
+      await a.advertise([key])
+      for (const other of [b, d]) {
+        const found = await eventually(async () => await collect(other, key), v => v.length > 0, within)
+        assert.deepEqual(found, [{ id: a.peerId, addresses: c.addressesOf(a) }])
+      }
+    })
+
+    test('self is never returned', async () => {
+      const [a, b] = get().routers as [Router, Router]
+      const key = uniqueKey('self')
+      await a.advertise([key])
+      await b.advertise([key])
+      const fromA = await eventually(async () => await collect(a, key), v => v.length > 0, within)
+      assert.deepEqual(ids(fromA), [b.peerId])
+      const fromB = await eventually(async () => await collect(b, key), v => v.length > 0, within)
+      assert.deepEqual(ids(fromB), [a.peerId])
+      const onlySelf = uniqueKey('only-self')
+      await a.advertise([onlySelf])
+      assert.deepEqual(await collect(a, onlySelf), [])
+    })
+
+    test('providers are de-duplicated and count is honoured', async () => {
+      const routers = get().routers
+      const [a, b, d] = routers as [Router, Router, Router]
+      const key = uniqueKey('count')
+      await b.advertise([key, key])
+      await d.advertise([key])
+      await b.advertise([key]) // advertising again changes nothing
+      const all = await eventually(async () => await collect(a, key, 10), v => v.length >= 2, within)
+      assert.deepEqual(ids(all), [b.peerId, d.peerId].sort())
+      const one = await collect(a, key, 1)
+      assert.equal(one.length, 1)
+      assert.ok([b.peerId, d.peerId].includes(one[0]?.id ?? ''))
+    })
+
+    test('a lookup of an unknown key ends empty without hanging', async () => {
+      const [a] = get().routers as [Router]
+      const started = Date.now()
+      assert.deepEqual(await collect(a, uniqueKey('unknown')), [])
+      assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`)
+    })
+
+    test('the abort signal is honoured', async () => {
+      const [a, b, d] = get().routers as [Router, Router, Router]
+      // Already aborted: nothing is yielded and nothing is thrown.
+      const key = uniqueKey('abort')
+      await b.advertise([key])
+      await d.advertise([key])
+      await eventually(async () => await collect(a, key), v => v.length >= 2, within)
+      assert.deepEqual(await collect(a, key, 10, AbortSignal.abort()), [])
+      // Aborted after the first provider: iteration ends there.
+      const controller = new AbortController()
+      const seen: Peer[] = []
+      for await (const peer of a.lookup(key, { count: 10, signal: controller.signal })) {
+        seen.push(peer)
+        controller.abort()
+      }
+      assert.equal(seen.length, 1)
+      // Aborted while waiting for an unknown key: ends promptly.
+      const started = Date.now()
+      assert.deepEqual(await collect(a, uniqueKey('abort-unknown'), 10, AbortSignal.timeout(20)), [])
+      assert.ok(Date.now() - started < 2_000)
+    })
+
+    test('withdrawn keys disappear once records expire; withdrawing an unknown key is harmless', async () => {
+      const c = get()
+      const [a, b] = c.routers as [Router, Router]
+      const key = uniqueKey('withdraw')
+      const kept = uniqueKey('kept')
+      await a.advertise([key, kept])
+      await eventually(async () => await collect(b, key), v => v.length > 0, within)
+      await a.withdraw([key, uniqueKey('never-advertised')])
+      await c.expire()
+      assert.deepEqual(await collect(b, key), [])
+      assert.deepEqual(ids(await collect(b, kept)), [a.peerId], 'a key that was not withdrawn must stay')
+      // Advertising again after a withdraw works.
+      await a.advertise([key])
+      const again = await eventually(async () => await collect(b, key), v => v.length > 0, within)
+      assert.deepEqual(ids(again), [a.peerId])
+    })
+  })
+}
