@@ -20,8 +20,8 @@ export interface RegistryAccessEntry {
   path: string
   status: number
   /**
-   * Bytes the registry reports as written. For HEAD it logs the Content-Length although no body is sent, so count
-   * GET entries only when measuring transfer.
+   * Bytes the registry reports as written. A HEAD of a manifest is logged with the manifest's length although no
+   * body is sent (a HEAD of a blob with 0), so count GET entries only when measuring transfer.
    */
   bytes: number
   /** Client address (the registry honours X-Forwarded-For here). */
