@@ -1,0 +1,14 @@
+export { ContainerdClient, grpcCode } from './client.ts'
+export type {
+  CallOptions,
+  ContainerdApi,
+  ContainerdClientOptions,
+  ContainerdEvent,
+  ContentInfo,
+  EventPayload,
+  ImageInfo,
+  PluginInfo,
+  ReadContentOptions,
+} from './client.ts'
+export { ContainerdStore } from './store.ts'
+export type { ContainerdStoreOptions, StoreLogger } from './store.ts'

@@ -1,0 +1,235 @@
+import { createReadStream } from 'node:fs'
+import { open as openFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { status } from '@grpc/grpc-js'
+import { parseDigest } from '../oci/digest.ts'
+import { fingerprintMediaType, maxFingerprintSize } from '../oci/fingerprint.ts'
+import { MediaType } from '../oci/mediatypes.ts'
+import { parseImageName } from '../oci/reference.ts'
+import { NotFoundError, StoreUnavailableError } from '../store/errors.ts'
+import type { ContentStore, Descriptor, ImageRecord, ReadOptions, StoreOptions } from '../store/types.ts'
+import { walkImage } from '../store/walk.ts'
+import type { MediaTypeLearner, WalkOptions } from '../store/walk.ts'
+import { ContainerdClient, grpcCode } from './client.ts'
+import type { ContainerdApi } from './client.ts'
+import { LruMap } from './lru.ts'
+
+export interface StoreLogger {
+  warn: (obj: object, msg: string) => void
+  debug: (obj: object, msg: string) => void
+}
+
+export interface ContainerdStoreOptions {
+  /** A client to use; the store then does not close it. Otherwise one is made from socket and namespace. */
+  client?: ContainerdApi
+  /** containerd's gRPC socket, when no client is given (default `/run/containerd/containerd.sock`). */
+  socket?: string
+  /** containerd namespace, when no client is given (default `k8s.io`). */
+  namespace?: string
+  /**
+   * containerd's content directory (`…/io.containerd.content.v1.content`), read directly for speed. `''` (the
+   * default) asks containerd for it once; when it cannot be read, content is streamed over gRPC instead.
+   */
+  contentPath?: string
+  logger?: StoreLogger
+  /** How many media types learned from manifests to remember (default 100 000). */
+  learnedMediaTypes?: number
+  /** How many fingerprinted media types to remember (default 1 000). */
+  fingerprintedMediaTypes?: number
+}
+
+const contentPluginType = 'io.containerd.content.v1'
+const readHighWaterMark = 1024 * 1024
+const noLogger: StoreLogger = { warn: () => {}, debug: () => {} }
+
+/**
+ * The node's containerd as a ContentStore. Tags resolve through the images service, sizes come from the content
+ * service, and blobs are read straight from containerd's content directory (falling back to gRPC reads). Media types
+ * come from what manifests and image records declare (see learnMediaType and walk) or, for small content nobody
+ * described, from the bytes.
+ */
+export class ContainerdStore implements ContentStore, MediaTypeLearner {
+  readonly name = 'containerd'
+  private readonly client: ContainerdApi
+  private readonly ownsClient: boolean
+  private readonly logger: StoreLogger
+  private readonly configuredContentPath: string
+  private contentRootPromise: Promise<string> | undefined
+  private readonly learned: LruMap<string, string>
+  private readonly fingerprints: LruMap<string, string>
+  private readonly fingerprinting = new Map<string, Promise<string>>()
+  private warnedDirectReads = false
+
+  constructor (options: ContainerdStoreOptions = {}) {
+    if (options.client !== undefined) {
+      this.client = options.client
+      this.ownsClient = false
+    } else {
+      this.client = new ContainerdClient({
+        socket: options.socket ?? '/run/containerd/containerd.sock',
+        namespace: options.namespace ?? 'k8s.io',
+      })
+      this.ownsClient = true
+    }
+    this.logger = options.logger ?? noLogger
+    this.configuredContentPath = options.contentPath ?? ''
+    this.learned = new LruMap(options.learnedMediaTypes ?? 100_000)
+    this.fingerprints = new LruMap(options.fingerprintedMediaTypes ?? 1_000)
+  }
+
+  async resolve (reference: string, options?: StoreOptions): Promise<string> {
+    try {
+      const image = await this.client.getImage(reference, options)
+      this.learnMediaType(image.target)
+      return image.target.digest
+    } catch (err) {
+      // A name containerd cannot even hold is a name it does not hold.
+      if (grpcCode(err) === status.INVALID_ARGUMENT) throw new NotFoundError(`image ${reference} not found`)
+      throw err
+    }
+  }
+
+  async descriptor (digest: string, options?: StoreOptions): Promise<Descriptor> {
+    const d = parseDigest(digest).value
+    const info = await this.client.contentInfo(d, options)
+    let mediaType = this.learned.get(d) ?? this.fingerprints.get(d)
+    if (mediaType === undefined) {
+      mediaType = info.size > maxFingerprintSize ? MediaType.octetStream : await this.fingerprint(d, options)
+    }
+    return { mediaType, digest: d, size: info.size }
+  }
+
+  async open (digest: string, options: ReadOptions = {}): Promise<Readable> {
+    // parseDigest admits only `<algorithm>:<hex>`, so the path below can never leave the content directory.
+    const d = parseDigest(digest)
+    const signal = options.signal
+    signal?.throwIfAborted()
+    const start = options.start ?? 0
+    const end = options.end
+    if (end !== undefined && end < start) return Readable.from([], { objectMode: false })
+    const root = await this.contentRoot(signal)
+    if (root !== '') {
+      const path = join(root, 'blobs', d.algorithm, d.hex)
+      try {
+        const handle = await openFile(path, 'r')
+        return createReadStream(path, { fd: handle, start, end, highWaterMark: readHighWaterMark, signal })
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.warnDirectReads(root, err)
+      }
+    }
+    return await this.openOverGrpc(d.value, start, end, signal, root)
+  }
+
+  async listImages (options?: StoreOptions): Promise<ImageRecord[]> {
+    // containerd's CRI also names images by their bare config digest (`sha256:…`); those have no `/`.
+    const images = await this.client.listImages(['name~="^.+/"'], options)
+    const records: ImageRecord[] = []
+    for (const image of images) {
+      let ref
+      try {
+        ref = parseImageName(image.name)
+      } catch {
+        continue
+      }
+      this.learnMediaType(image.target)
+      const record: ImageRecord = {
+        name: image.name,
+        registry: ref.registry,
+        repository: ref.repository,
+        digest: image.target.digest,
+        mediaType: image.target.mediaType !== '' ? image.target.mediaType : MediaType.octetStream,
+      }
+      if (ref.tag !== undefined) record.tag = ref.tag
+      records.push(record)
+    }
+    return records
+  }
+
+  /** Remembers the media type a manifest, index or image record declares for content. */
+  learnMediaType (descriptor: Pick<Descriptor, 'digest' | 'mediaType'>): void {
+    if (descriptor.mediaType === '' || this.learned.get(descriptor.digest) === descriptor.mediaType) return
+    try {
+      this.learned.set(parseDigest(descriptor.digest).value, descriptor.mediaType)
+    } catch {
+      // Not a digest: nothing to remember.
+    }
+  }
+
+  /** walkImage over this store; the media types it meets are learned. */
+  async walk (digest: string, options?: WalkOptions): Promise<Descriptor[]> {
+    return await walkImage(this, digest, options)
+  }
+
+  async close (): Promise<void> {
+    if (this.ownsClient) this.client.close()
+  }
+
+  /** The content directory, or '' for gRPC reads. Asked of containerd once when not configured. */
+  private async contentRoot (signal: AbortSignal | undefined): Promise<string> {
+    if (this.configuredContentPath !== '') return this.configuredContentPath
+    this.contentRootPromise ??= this.detectContentRoot()
+    try {
+      return await this.contentRootPromise
+    } catch (err) {
+      // Not known yet (containerd down): read over gRPC this time and ask again next time.
+      this.contentRootPromise = undefined
+      signal?.throwIfAborted()
+      this.logger.debug({ err }, 'could not ask containerd for its content directory')
+      return ''
+    }
+  }
+
+  private async detectContentRoot (): Promise<string> {
+    const plugin = await this.client.pluginInfo(contentPluginType, 'content')
+    const root = plugin?.exports.root ?? ''
+    if (root === '') this.logger.warn({}, 'containerd does not report its content directory; reading content over gRPC')
+    return root
+  }
+
+  private async openOverGrpc (digest: string, start: number, end: number | undefined, signal: AbortSignal | undefined, root: string): Promise<Readable> {
+    // Info first, so absent content rejects here instead of erroring on the returned stream.
+    await this.client.contentInfo(digest, { signal })
+    if (root !== '') this.warnDirectReads(root, new Error(`blob ${digest} is not in the content directory`))
+    const size = end === undefined ? 0 : end - start + 1
+    return this.client.readContent(digest, { offset: start, size, signal })
+  }
+
+  private warnDirectReads (root: string, err: unknown): void {
+    if (this.warnedDirectReads) return
+    this.warnedDirectReads = true
+    this.logger.warn({ err, contentPath: root }, 'cannot read containerd content directly; reading over gRPC')
+  }
+
+  private async fingerprint (digest: string, options?: StoreOptions): Promise<string> {
+    let pending = this.fingerprinting.get(digest)
+    if (pending === undefined) {
+      // Shared by concurrent callers, so it does not follow any one caller's signal; the read is small and local.
+      pending = this.readSmall(digest).then((bytes) => {
+        const mediaType = fingerprintMediaType(bytes)
+        this.fingerprints.set(digest, mediaType)
+        return mediaType
+      }).finally(() => { this.fingerprinting.delete(digest) })
+      this.fingerprinting.set(digest, pending)
+    }
+    const mediaType = await pending
+    options?.signal?.throwIfAborted()
+    return mediaType
+  }
+
+  private async readSmall (digest: string): Promise<Uint8Array> {
+    const stream = await this.open(digest)
+    const chunks: Buffer[] = []
+    let length = 0
+    for await (const chunk of stream) {
+      const buf = chunk as Buffer
+      length += buf.byteLength
+      if (length > maxFingerprintSize) {
+        stream.destroy()
+        throw new StoreUnavailableError(`content ${digest} grew beyond its recorded size`)
+      }
+      chunks.push(buf)
+    }
+    return Buffer.concat(chunks, length)
+  }
+}
