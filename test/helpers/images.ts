@@ -9,9 +9,9 @@
 // Fetching each kind with containerd 1.6 (`ctr`, verified by test/integration/fixtures/fixtures.test.ts):
 //   image (OCI or Docker):  ctr -n k8s.io images pull --plain-http HOST/test/layers:v1   (unpacks for the host platform)
 //   index, every platform:  ctr -n k8s.io images pull --plain-http --all-platforms HOST/test/multiarch:v1
-//                           (fetches both manifests and all their blobs; unpacks only for the host platform)
+//                           (fetches and unpacks both platforms: the layers hold plain files, nothing is executed)
 //   index, one platform:    ctr -n k8s.io images pull --plain-http --platform linux/arm64 HOST/test/multiarch:v1
-//                           (arm64 layers cannot be unpacked on amd64; use `ctr content fetch` instead, see below)
+//                           (fetches the index, that platform's manifest, config and layer)
 //   OCI artifact:           ctr -n k8s.io content fetch --plain-http HOST/test/artifact:v1
 //                           (`images pull` fails to unpack: the artifact has no image config; `content fetch`
 //                           downloads the manifest, the empty config and the layer without unpacking)

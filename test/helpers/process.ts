@@ -161,7 +161,6 @@ export async function startProcess (cmd: string, args: readonly string[], option
     ;(stream === 'stdout' ? outTail : errTail).push(chunk)
     bothTail.push(chunk)
     log?.write(chunk)
-    if (options.onLine === undefined && lineWaiters.size === 0) return
     const text = partial[stream] + chunk.toString('utf8')
     const lines = text.split('\n')
     partial[stream] = lines.pop() ?? ''
