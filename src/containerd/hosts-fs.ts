@@ -150,10 +150,30 @@ export async function writeFileAtomic (path: string, data: string, mode: number)
   }
 }
 
-/** Permission bits of a file, or undefined when it does not exist. */
+/** Whether `path` is a directory (following symlinks); false when it is missing or anything else. */
+export async function directoryExists (path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory()
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      return false
+    }
+    throw error
+  }
+}
+
+/** Permission bits of a file (following symlinks), or undefined when it does not exist. */
 export async function fileMode (path: string): Promise<number | undefined> {
-  const stats = await statOrUndefined(path)
-  return stats === undefined ? undefined : stats.mode & 0o7777
+  try {
+    return (await stat(path)).mode & 0o7777
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      return undefined
+    }
+    throw error
+  }
 }
 
 /**

@@ -5,8 +5,8 @@ import { basicAuthHeaderValue } from './hosts-auth.ts'
 import type { BasicAuth } from './hosts-auth.ts'
 import { InvalidHostsFileError } from './hosts-errors.ts'
 import {
-  backupConfiguration, backupDirName, clearConfiguration, copyTree, fileMode, recoverInterrupted, restoreConfiguration,
-  writeFileAtomic,
+  backupConfiguration, backupDirName, clearConfiguration, copyTree, directoryExists, fileMode, recoverInterrupted,
+  restoreConfiguration, writeFileAtomic,
 } from './hosts-fs.ts'
 import type { FsLogger } from './hosts-fs.ts'
 import { parseExistingHosts, renderHostsToml, serverForRegistry } from './hosts-toml.ts'
@@ -102,7 +102,7 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
         existing = dropDuplicateHosts(existing, targets, registry, logger)
         logger?.info({ registry: registry.href || registry.host }, 'prepending to existing containerd mirror configuration')
       }
-      if ((await fileMode(backupHostDir)) !== undefined) {
+      if (await directoryExists(backupHostDir)) {
         copyFrom = backupHostDir
       }
     }
