@@ -8,6 +8,8 @@ export interface MirrorResponse {
   headers: Record<string, string>
   /** Absent for HEAD. The registry pipes it to the client and destroys it on disconnect. */
   body?: Readable
+  /** Which peer answered, for logs and the debug page. */
+  peer?: string
 }
 
 export interface MirrorRequest {

@@ -1,0 +1,380 @@
+import { createHash, type Hash } from 'node:crypto'
+import http from 'node:http'
+import { Readable } from 'node:stream'
+import type { Logger } from 'pino'
+import type { Metrics } from '../metrics/index.ts'
+import { parseDigest } from '../oci/digest.ts'
+import { manifestAccept, MediaType } from '../oci/mediatypes.ts'
+import type { Peer, Router } from '../routing/types.ts'
+import { RegistryError } from './errors.ts'
+import { identifier, type DistributionPath } from './path.ts'
+import { LatencyTracker, PeerSource } from './peers.ts'
+import type { ByteRangeSpec } from './range.ts'
+import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
+
+/** Header that marks a request as coming from a peer: it is answered from local content only (no loops). */
+export const mirroredHeaderName = 'X-Spegel-Mirrored'
+
+export interface PeerMirrorInit {
+  router: Router
+  /** Peers serve their registry on this port (Spegel's rule: the same as ours). */
+  registryPort: number
+  logger: Logger
+  /** Longest wait for a peer while no request to a peer is in flight (--mirror-resolve-timeout). */
+  resolveTimeoutMs?: number
+  /** Providers asked from the DHT per request (--mirror-resolve-retries). */
+  resolveRetries?: number
+  /** A peer that does not accept the TCP connection within this time is skipped. */
+  connectTimeoutMs?: number
+  /** A peer that sends nothing for this long (headers or body) is abandoned. */
+  stallTimeoutMs?: number
+  /** Requests started per round (first + hedges + retries). */
+  maxAttempts?: number
+  /** Times a broken blob stream is resumed from another (or the same) peer. */
+  maxResumes?: number
+  /** How long a peer that sent bytes not matching their digest is avoided. */
+  badPeerTtlMs?: number
+  basicAuth?: { username: string, password: string }
+  metrics?: Metrics
+}
+
+/** A peer sent bytes that do not hash to the digest they were asked for. */
+export class DigestMismatchError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'DigestMismatchError'
+  }
+}
+
+/** A peer's response was not what a registry must answer. */
+export class PeerResponseError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'PeerResponseError'
+  }
+}
+
+interface Attempt {
+  peer: Peer
+  res: http.IncomingMessage
+  /** Absolute position of the first and last byte in the body, and the total size. */
+  start: number
+  end: number
+  size: number
+  digest: string
+  mediaType: string
+}
+
+/**
+ * Serves content held by other nodes: finds providers in the DHT, requests the content from the best peer, hedges to
+ * another when the first is slow, resumes a broken blob stream elsewhere, and checks the bytes against their digest
+ * while streaming so a bad peer can never hand containerd a blob that verifies wrong.
+ */
+export class PeerMirror implements Mirror {
+  private readonly init: Required<Omit<PeerMirrorInit, 'basicAuth' | 'metrics'>> & Pick<PeerMirrorInit, 'basicAuth' | 'metrics'>
+  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16, scheduling: 'lifo' })
+  private readonly latency = new LatencyTracker()
+  private readonly badPeers = new Map<string, number>()
+  private readonly auth: string | undefined
+
+  constructor (init: PeerMirrorInit) {
+    this.init = {
+      resolveTimeoutMs: 20,
+      resolveRetries: 3,
+      connectTimeoutMs: 300,
+      stallTimeoutMs: 3000,
+      maxAttempts: 4,
+      maxResumes: 8,
+      badPeerTtlMs: 10 * 60_000,
+      ...init,
+    }
+    this.auth = init.basicAuth !== undefined
+      ? 'Basic ' + Buffer.from(`${init.basicAuth.username}:${init.basicAuth.password}`).toString('base64')
+      : undefined
+  }
+
+  async fetch (request: MirrorRequest): Promise<MirrorResponse> {
+    const { path, method, signal } = request
+    const key = identifier(path)
+    const source = new PeerSource(this.init.router, key, Math.max(1, this.init.resolveRetries), {
+      signal,
+      avoid: (peer) => this.isBad(peer),
+      metrics: this.init.metrics,
+    })
+    let handedOver = false
+    try {
+      const rangeHeader = request.range !== undefined ? formatRange(request.range) : undefined
+      const first = await this.race(source, path, method, rangeHeader, signal, false)
+      const headers: Record<string, string> = {
+        'content-type': first.mediaType,
+        'content-length': String(first.end - first.start + 1),
+        'docker-content-digest': first.digest,
+      }
+      const partial = request.range !== undefined
+      if (path.kind === 'blobs') {
+        headers['accept-ranges'] = 'bytes'
+        if (partial) headers['content-range'] = `bytes ${first.start}-${first.end}/${first.size}`
+      }
+      if (method === 'HEAD' || first.end < first.start) {
+        first.res.resume()
+        return { status: partial ? 206 : 200, headers, peer: first.peer.id }
+      }
+      const body = Readable.from(this.stream(source, path, first, !partial, signal), { objectMode: false })
+      handedOver = true
+      return { status: partial ? 206 : 200, headers, body, peer: first.peer.id }
+    } finally {
+      if (!handedOver) source.close()
+    }
+  }
+
+  close (): void {
+    this.agent.destroy()
+  }
+
+  private isBad (peer: Peer): boolean {
+    const until = this.badPeers.get(peer.id)
+    if (until === undefined) return false
+    if (until > Date.now()) return true
+    this.badPeers.delete(peer.id)
+    return false
+  }
+
+  /**
+   * One round: requests the content from peers until one answers with valid headers. The first request starts as soon
+   * as a peer is known; another starts when a request fails, or when the ones in flight are slower than the recent
+   * 90th percentile (hedging). Losers are cancelled.
+   */
+  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean): Promise<Attempt> {
+    type Outcome = { id: number, ok: true, attempt: Attempt } | { id: number, ok: false, peer: Peer, err: unknown }
+    const inflight = new Map<number, { promise: Promise<Outcome>, ac: AbortController }>()
+    let attempts = 0
+    let lastError: unknown
+    const key = identifier(path)
+    const start = (peer: Peer): void => {
+      const id = ++attempts
+      const ac = new AbortController()
+      const started = performance.now()
+      const promise = this.request(peer, path, method, rangeHeader, AbortSignal.any([signal, ac.signal]))
+        .then((attempt): Outcome => {
+          this.latency.record(performance.now() - started)
+          return { id, ok: true, attempt }
+        }, (err: unknown): Outcome => ({ id, ok: false, peer, err }))
+      inflight.set(id, { promise, ac })
+    }
+    const settled = (): Array<Promise<Outcome>> => [...inflight.values()].map((f) => f.promise)
+    try {
+      for (;;) {
+        if (signal.aborted) throw new RegistryError(404, codeOf(path), `request for ${key} cancelled`)
+        if (inflight.size === 0) {
+          if (attempts >= this.init.maxAttempts) break
+          const peer = await source.next(this.init.resolveTimeoutMs, signal, allowReuse)
+          if (peer === undefined) break
+          start(peer)
+          continue
+        }
+        const canHedge = attempts < this.init.maxAttempts && !source.exhausted
+        const timer = new AbortController()
+        const waiters: Array<Promise<Outcome | 'hedge'>> = settled()
+        if (canHedge) waiters.push(delay(this.latency.quantile(0.9), timer.signal).then(() => 'hedge' as const))
+        const winner = await Promise.race(waiters)
+        timer.abort()
+        if (winner === 'hedge') {
+          const peer = await source.next(0, signal)
+          if (peer !== undefined) {
+            start(peer)
+          } else {
+            // Nobody else to ask yet: wait for the request in flight or a new provider.
+            await Promise.race([...settled(), source.waitForChange(2 ** 31 - 1, signal)])
+          }
+          continue
+        }
+        inflight.delete(winner.id)
+        if (winner.ok) {
+          source.release(winner.attempt.peer)
+          return winner.attempt
+        }
+        lastError = winner.err
+        source.fail(winner.peer)
+        this.init.logger.debug({ peer: winner.peer.id, err: winner.err, key }, 'peer request failed')
+      }
+      const detail = { attempts }
+      if (attempts === 0) throw new RegistryError(404, codeOf(path), `could not find peer for ${key}`, { detail })
+      throw new RegistryError(404, codeOf(path), `all request retries exhausted for ${key}`, { detail, cause: lastError })
+    } finally {
+      // Cancel the losers; one that already got headers has its response discarded.
+      for (const { promise, ac } of inflight.values()) {
+        ac.abort()
+        void promise.then((o) => { if (o.ok) { o.attempt.res.destroy(); source.release(o.attempt.peer) } })
+      }
+    }
+  }
+
+  /** Sends one request to one peer, trying its addresses in turn, and validates the response headers. */
+  private async request (peer: Peer, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal): Promise<Attempt> {
+    let lastError: unknown = new PeerResponseError(`peer ${peer.id} has no address`)
+    for (const address of peer.addresses) {
+      signal.throwIfAborted()
+      try {
+        const res = await this.send(address, path, method, rangeHeader, signal)
+        try {
+          return validate(peer, res, path, method, rangeHeader)
+        } catch (err) {
+          res.destroy()
+          throw err
+        }
+      } catch (err) {
+        // Any failure on one address (refused, unreachable, timed out, bad answer) moves on to the next one.
+        if (signal.aborted) throw err
+        lastError = err
+      }
+    }
+    throw lastError
+  }
+
+  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal): Promise<http.IncomingMessage> {
+    const ref = path.digest ?? path.tag ?? ''
+    const query = path.registry !== '' ? `?ns=${encodeURIComponent(path.registry)}` : ''
+    const headers: Record<string, string> = {
+      'user-agent': 'spegel',
+      'x-spegel-mirrored': 'true',
+      accept: path.kind === 'manifests' ? manifestAccept : '*/*',
+    }
+    if (rangeHeader !== undefined && path.kind === 'blobs') headers.range = rangeHeader
+    if (this.auth !== undefined) headers.authorization = this.auth
+    return await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request({
+        host: address,
+        port: this.init.registryPort,
+        method,
+        path: `/v2/${path.repository}/${path.kind}/${ref}${query}`,
+        headers,
+        agent: this.agent,
+        signal,
+      })
+      let connected = false
+      const connectTimer = setTimeout(() => {
+        if (!connected) req.destroy(new ConnectTimeoutError(`connect to ${address} timed out after ${this.init.connectTimeoutMs}ms`))
+      }, this.init.connectTimeoutMs)
+      req.once('socket', (socket) => {
+        if (!socket.connecting) { connected = true; clearTimeout(connectTimer) } else {
+          socket.once('connect', () => { connected = true; clearTimeout(connectTimer) })
+        }
+      })
+      // Covers a peer that stalls before or during the body: no byte for stallTimeoutMs ends the request.
+      req.setTimeout(this.init.stallTimeoutMs, () => { req.destroy(new StallError(`peer ${address} stalled for ${this.init.stallTimeoutMs}ms`)) })
+      req.once('response', (res) => { clearTimeout(connectTimer); resolve(res) })
+      req.once('error', (err) => { clearTimeout(connectTimer); reject(err) })
+      req.end()
+    })
+  }
+
+  /**
+   * The response body: streams the first peer's bytes; if the stream breaks, continues with a range request to another
+   * (or the same) peer from the byte reached; when the whole blob is served, hashes it and withholds the last chunk
+   * until the digest matches, so a wrong blob is always cut short.
+   */
+  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, verify: boolean, signal: AbortSignal): AsyncGenerator<Buffer> {
+    let attempt = first
+    let offset = first.start
+    const end = first.end
+    const hash: Hash | undefined = verify ? createHash(parseDigest(first.digest).algorithm) : undefined
+    const contributors = new Set<string>([first.peer.id])
+    let pending: Buffer | undefined
+    let resumes = 0
+    try {
+      for (;;) {
+        try {
+          for await (const chunk of attempt.res as AsyncIterable<Buffer>) {
+            const piece = offset + chunk.length > end + 1 ? chunk.subarray(0, end + 1 - offset) : chunk
+            hash?.update(piece)
+            offset += piece.length
+            if (pending !== undefined) yield pending
+            pending = piece
+            if (offset > end) break
+          }
+          if (offset <= end) throw new PeerResponseError(`peer ${attempt.peer.id} ended the body at byte ${offset} of ${end + 1}`)
+          break
+        } catch (err) {
+          attempt.res.destroy()
+          if (signal.aborted || path.kind !== 'blobs' || ++resumes > this.init.maxResumes) throw err
+          // The same peer may be asked again (it may hold the only copy), but others are tried first.
+          source.demote(attempt.peer)
+          this.init.logger.info({ peer: attempt.peer.id, offset, err: (err as Error).message, digest: first.digest }, 'peer stream broke, resuming elsewhere')
+          attempt = await this.race(source, path, 'GET', `bytes=${offset}-${end}`, signal, true)
+          if (attempt.start !== offset) throw new PeerResponseError(`peer ${attempt.peer.id} resumed at ${attempt.start}, want ${offset}`)
+          contributors.add(attempt.peer.id)
+        }
+      }
+      if (hash !== undefined && hash.digest('hex') !== parseDigest(first.digest).hex) {
+        for (const id of contributors) this.badPeers.set(id, Date.now() + this.init.badPeerTtlMs)
+        this.init.logger.warn({ digest: first.digest, peers: [...contributors] }, 'peer content does not match its digest; response aborted')
+        throw new DigestMismatchError(`content from ${[...contributors].join(', ')} does not match ${first.digest}`)
+      }
+      if (pending !== undefined) yield pending
+    } finally {
+      attempt.res.destroy()
+      source.close()
+    }
+  }
+}
+
+class ConnectTimeoutError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'ConnectTimeoutError'
+  }
+}
+
+class StallError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'StallError'
+  }
+}
+
+function codeOf (path: DistributionPath): 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' {
+  return path.kind === 'manifests' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN'
+}
+
+function formatRange (spec: ByteRangeSpec): string {
+  if (spec.suffix !== undefined) return `bytes=-${spec.suffix}`
+  return `bytes=${spec.start ?? 0}-${spec.end ?? ''}`
+}
+
+/** Checks a peer's response headers and works out which bytes its body holds. */
+function validate (peer: Peer, res: http.IncomingMessage, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Attempt {
+  const status = res.statusCode ?? 0
+  const ranged = rangeHeader !== undefined && path.kind === 'blobs'
+  if (status !== 200 && status !== 206) throw new PeerResponseError(`peer ${peer.id} answered ${status}`)
+  const digestHeader = header(res, 'docker-content-digest') ?? path.digest
+  if (digestHeader === undefined) throw new PeerResponseError(`peer ${peer.id} sent no Docker-Content-Digest`)
+  const digest = parseDigest(digestHeader).value
+  if (path.digest !== undefined && digest !== path.digest) throw new PeerResponseError(`peer ${peer.id} sent digest ${digest}, want ${path.digest}`)
+  const mediaType = header(res, 'content-type') ?? MediaType.octetStream
+  const length = Number(header(res, 'content-length') ?? NaN)
+  if (status === 206) {
+    if (!ranged) throw new PeerResponseError(`peer ${peer.id} answered 206 to a request without Range`)
+    const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header(res, 'content-range') ?? '')
+    if (m === null) throw new PeerResponseError(`peer ${peer.id} sent an invalid Content-Range`)
+    const start = Number(m[1])
+    const end = Number(m[2])
+    const size = Number(m[3])
+    if (end < start || end >= size || (method === 'GET' && length !== end - start + 1)) throw new PeerResponseError(`peer ${peer.id} sent inconsistent range headers`)
+    return { peer, res, start, end, size, digest, mediaType }
+  }
+  if (ranged) throw new PeerResponseError(`peer ${peer.id} ignored the Range header`)
+  if (!Number.isSafeInteger(length) || length < 0) throw new PeerResponseError(`peer ${peer.id} sent no valid Content-Length`)
+  return { peer, res, start: 0, end: length - 1, size: length, digest, mediaType }
+}
+
+function header (res: http.IncomingMessage, name: string): string | undefined {
+  const v = res.headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+async function delay (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms)
+    signal.addEventListener('abort', () => { clearTimeout(t); resolve() }, { once: true })
+  })
+}

@@ -1,0 +1,260 @@
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { describe, it, before, after } from 'node:test'
+import { pino } from 'pino'
+import { MediaType } from '../../../src/oci/mediatypes.ts'
+import { createRegistryApp } from '../../../src/registry/index.ts'
+import { PeerMirror } from '../../../src/registry/mirror.ts'
+import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
+import { MemoryStore } from '../../../src/store/index.ts'
+import type { FastifyInstance } from 'fastify'
+
+const logger = pino({ level: 'silent' })
+const blob = randomBytes(3 * 1024 * 1024 + 17)
+const digest = 'sha256:' + createHash('sha256').update(blob).digest('hex')
+
+type Behaviour = 'good' | 'slow' | 'flaky' | 'stall' | 'liar' | 'error500'
+
+/** A fake peer registry on 127.0.0.<n>:port that serves `blob` with a given misbehaviour. */
+async function startPeer (ip: string, port: number, behaviour: Behaviour): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    assert.equal(req.headers['x-spegel-mirrored'], 'true')
+    if (behaviour === 'error500') { res.writeHead(500).end(); return }
+    let start = 0
+    let end = blob.length - 1
+    const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '')
+    const headers: Record<string, string> = { 'content-type': MediaType.ociLayerGzip, 'docker-content-digest': digest }
+    if (range !== null) {
+      if (range[1] === '') start = blob.length - Number(range[2])
+      else {
+        start = Number(range[1])
+        if (range[2] !== '') end = Math.min(Number(range[2]), blob.length - 1)
+      }
+      headers['content-range'] = `bytes ${start}-${end}/${blob.length}`
+    }
+    headers['content-length'] = String(end - start + 1)
+    const send = (): void => {
+      res.writeHead(range !== null ? 206 : 200, headers)
+      if (req.method === 'HEAD') { res.end(); return }
+      const body = blob.subarray(start, end + 1)
+      if (behaviour === 'flaky' || behaviour === 'stall') {
+        res.write(body.subarray(0, Math.floor(body.length * 0.4)))
+        if (behaviour === 'flaky') setTimeout(() => res.destroy(), 10)
+        return // stall: never finish
+      }
+      if (behaviour === 'liar') {
+        const wrong = Buffer.from(body)
+        wrong[wrong.length - 1] = (wrong[wrong.length - 1] ?? 0) ^ 0xff
+        res.end(wrong)
+        return
+      }
+      res.end(body)
+    }
+    if (behaviour === 'slow') setTimeout(send, 1500)
+    else send()
+  })
+  await new Promise<void>((resolve) => server.listen(port, ip, resolve))
+  return server
+}
+
+interface Setup {
+  mirror: PeerMirror
+  servers: http.Server[]
+  close: () => Promise<void>
+}
+
+let nextIp = 10
+async function setup (behaviours: Behaviour[], opts: { stallTimeoutMs?: number } = {}): Promise<Setup> {
+  const probe = http.createServer()
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const port = (probe.address() as AddressInfo).port
+  await new Promise<void>((resolve) => probe.close(() => { resolve() }))
+  const network = new MemoryNetwork()
+  const servers: http.Server[] = []
+  for (const [i, b] of behaviours.entries()) {
+    const ip = `127.0.${nextIp}.${i + 1}`
+    servers.push(await startPeer(ip, port, b))
+    const router = new MemoryRouter(network, { id: `peer-${i}-${b}`, addresses: [ip] })
+    await router.advertise([digest])
+  }
+  nextIp++
+  const self = new MemoryRouter(network, { id: 'self', addresses: ['127.0.0.1'] })
+  const mirror = new PeerMirror({ router: self, registryPort: port, logger, resolveTimeoutMs: 50, stallTimeoutMs: opts.stallTimeoutMs ?? 300, resolveRetries: 4 })
+  return {
+    mirror,
+    servers,
+    close: async () => {
+      mirror.close()
+      await Promise.all(servers.map(async (s) => { s.closeAllConnections(); await new Promise((resolve) => s.close(resolve)) }))
+    },
+  }
+}
+
+async function readAll (body: NodeJS.ReadableStream | undefined): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of body as AsyncIterable<Buffer>) chunks.push(c)
+  return Buffer.concat(chunks)
+}
+
+const blobPath = { kind: 'blobs' as const, repository: 'library/app', registry: 'docker.io', digest }
+
+describe('peer mirror', () => {
+  it('streams a blob from a good peer', async (t) => {
+    const s = await setup(['good'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    assert.equal(res.status, 200)
+    assert.equal(res.headers['content-length'], String(blob.length))
+    assert.equal(res.headers['docker-content-digest'], digest)
+    assert.deepEqual(await readAll(res.body), blob)
+  })
+
+  it('answers HEAD with headers only', async (t) => {
+    const s = await setup(['good'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'HEAD', signal: new AbortController().signal })
+    assert.equal(res.status, 200)
+    assert.equal(res.body, undefined)
+    assert.equal(res.headers['content-length'], String(blob.length))
+  })
+
+  it('passes a range through, suffix ranges included', async (t) => {
+    const s = await setup(['good'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', range: { start: 10, end: 19 }, signal: new AbortController().signal })
+    assert.equal(res.status, 206)
+    assert.equal(res.headers['content-range'], `bytes 10-19/${blob.length}`)
+    assert.deepEqual(await readAll(res.body), blob.subarray(10, 20))
+  })
+
+  it('answers 404 BLOB_UNKNOWN when no peer has it', async (t) => {
+    const s = await setup([])
+    t.after(s.close)
+    await assert.rejects(s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal }),
+      (err: Error & { status?: number, code?: string }) => err.status === 404 && err.code === 'BLOB_UNKNOWN' && /could not find peer/.test(err.message))
+  })
+
+  it('skips peers that answer errors', async (t) => {
+    const s = await setup(['error500', 'good'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    assert.deepEqual(await readAll(res.body), blob)
+  })
+
+  it('skips a dead peer fast', async (t) => {
+    const s = await setup(['good'])
+    t.after(s.close)
+    // A second provider whose registry is not listening at all.
+    const dead = new MemoryRouter((s.mirror as unknown as { init: { router: MemoryRouter } }).init.router['network' as never] as MemoryNetwork, { id: 'a-dead', addresses: ['127.0.99.1'] })
+    await dead.advertise([digest])
+    const started = performance.now()
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    assert.deepEqual(await readAll(res.body), blob)
+    assert.ok(performance.now() - started < 2000)
+  })
+
+  it('hedges to a second peer when the first is slow', async (t) => {
+    const s = await setup(['slow', 'good'])
+    t.after(s.close)
+    const started = performance.now()
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    assert.deepEqual(await readAll(res.body), blob)
+    assert.ok(performance.now() - started < 1400, 'answered before the slow peer sent headers')
+    assert.match(res.peer ?? '', /good/)
+  })
+
+  it('resumes from the byte reached when a peer breaks mid-stream', async (t) => {
+    const s = await setup(['flaky', 'good'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    assert.match(res.peer ?? '', /flaky/)
+    assert.deepEqual(await readAll(res.body), blob)
+  })
+
+  it('resumes a range request at the right absolute offset', async (t) => {
+    const s = await setup(['flaky', 'good'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', range: { suffix: 1_000_000 }, signal: new AbortController().signal })
+    assert.equal(res.status, 206)
+    assert.deepEqual(await readAll(res.body), blob.subarray(blob.length - 1_000_000))
+  })
+
+  it('abandons a stalled peer and resumes elsewhere', async (t) => {
+    const s = await setup(['stall', 'good'], { stallTimeoutMs: 200 })
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    assert.match(res.peer ?? '', /stall/)
+    assert.deepEqual(await readAll(res.body), blob)
+  })
+
+  it('never delivers the last byte of a blob that does not match its digest, and drops the liar', async (t) => {
+    const s = await setup(['liar'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    let received = 0
+    await assert.rejects(async () => {
+      for await (const c of res.body as AsyncIterable<Buffer>) received += c.length
+    }, /does not match/)
+    assert.ok(received < blob.length, `received ${received} of ${blob.length}`)
+    await assert.rejects(s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal }), /could not find peer/)
+  })
+})
+
+describe('registry with a peer mirror', () => {
+  let peer: FastifyInstance
+  let node: FastifyInstance
+  let mirror: PeerMirror
+  let port = 0
+  const manifest = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: {}, layers: [] })
+  const store = new MemoryStore()
+  const manifestDigest = store.addBlob(manifest)
+  store.addBlob(blob, MediaType.ociLayerGzip)
+  store.addImage('docker.io/library/app:1.0', manifestDigest)
+
+  before(async () => {
+    const network = new MemoryNetwork()
+    const peerRouter = new MemoryRouter(network, { id: 'peer', addresses: ['127.0.200.2'] })
+    await peerRouter.advertise([digest, manifestDigest, 'docker.io/library/app:1.0'])
+    peer = createRegistryApp({ store, logger })
+    await peer.listen({ host: '127.0.200.2', port: 0 })
+    port = (peer.server.address() as AddressInfo).port
+    mirror = new PeerMirror({ router: new MemoryRouter(network, { id: 'node', addresses: ['127.0.200.1'] }), registryPort: port, logger, resolveTimeoutMs: 50 })
+    node = createRegistryApp({ store: new MemoryStore(), logger, mirror })
+    await node.listen({ host: '127.0.200.1', port })
+  })
+  after(async () => {
+    mirror.close()
+    await node.close()
+    await peer.close()
+  })
+
+  it('serves a tag from a peer, with the manifest media type', async () => {
+    const res = await fetch(`http://127.0.200.1:${port}/v2/library/app/manifests/1.0?ns=docker.io`)
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('content-type'), MediaType.ociManifest)
+    assert.equal(res.headers.get('docker-content-digest'), manifestDigest)
+    assert.equal(await res.text(), manifest)
+  })
+
+  it('serves a blob from a peer over real sockets', async () => {
+    const res = await fetch(`http://127.0.200.1:${port}/v2/library/app/blobs/${digest}?ns=docker.io`)
+    assert.equal(res.status, 200)
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), blob)
+  })
+
+  it('does not ask peers for a request that came from a peer (no loops)', async () => {
+    const res = await fetch(`http://127.0.200.1:${port}/v2/library/app/blobs/${digest}`, { headers: { 'X-Spegel-Mirrored': 'true' } })
+    assert.equal(res.status, 404)
+    assert.equal((await res.json() as { errors: Array<{ code: string }> }).errors[0]?.code, 'BLOB_UNKNOWN')
+  })
+
+  it('answers 404 with an OCI error when no peer has it', async () => {
+    const res = await fetch(`http://127.0.200.1:${port}/v2/library/app/blobs/sha256:${'1'.repeat(64)}`)
+    assert.equal(res.status, 404)
+    const body = await res.json() as { errors: Array<{ code: string, detail: { attempts: number } }> }
+    assert.equal(body.errors[0]?.code, 'BLOB_UNKNOWN')
+    assert.equal(body.errors[0]?.detail.attempts, 0)
+  })
+})
