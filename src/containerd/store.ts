@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs'
-import { open as openFile } from 'node:fs/promises'
+import { open as openFile, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { status } from '@grpc/grpc-js'
@@ -119,6 +119,19 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
       }
     }
     return await this.openOverGrpc(d.value, start, end, signal, root)
+  }
+
+  /** The blob's file in the content directory, opened, for the registry's fast path; undefined when unreadable. */
+  async openFile (digest: string, options: StoreOptions = {}): Promise<FileHandle | undefined> {
+    const d = parseDigest(digest)
+    const root = await this.contentRoot(options.signal)
+    if (root === '') return undefined
+    try {
+      return await openFile(join(root, 'blobs', d.algorithm, d.hex), 'r')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.warnDirectReads(root, err)
+      return undefined
+    }
   }
 
   async listImages (options?: StoreOptions): Promise<ImageRecord[]> {

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
+import type { OutgoingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
@@ -11,6 +12,7 @@ import { RegistryError } from './errors.ts'
 import type { RequestFilter } from './filter.ts'
 import { identifier, parseDistributionPath, type DistributionPath } from './path.ts'
 import { contentRange, parseRange, resolveRange, type ByteRangeSpec } from './range.ts'
+import { sendFileRange } from './sendfile.ts'
 import type { Mirror, RequestRecord } from './types.ts'
 
 export const mirroredHeader = 'x-spegel-mirrored'
@@ -136,22 +138,25 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
     req.log.debug({ err }, 'request failed')
     await sendError(reply, req, new RegistryError(status, status === 500 ? 'UNAVAILABLE' : 'NAME_INVALID', status === 500 ? 'internal error' : e.message))
   })
+  // Measured on the raw response's close so transfers that bypass fastify's reply (sendFileRange) count too.
   const metrics = init.metrics
-  if (metrics !== undefined) {
-    const handlerOf = (req: FastifyRequest): string => {
-      const url = req.routeOptions.url
-      return url === undefined ? 'notfound' : url === '/v2' ? '/v2/*' : url
-    }
-    app.addHook('onRequest', async (req) => { metrics.httpRequestsInflight.inc({ handler: handlerOf(req) }) })
-    app.addHook('onResponse', async (req, reply) => {
-      const labels = { handler: handlerOf(req), method: req.method, code: String(reply.statusCode) }
-      metrics.httpRequestsInflight.dec({ handler: labels.handler })
-      metrics.httpRequestDuration.observe(labels, reply.elapsedTime / 1000)
-      metrics.httpResponseSize.observe(labels, req.method === 'HEAD' ? 0 : Number(reply.getHeader('content-length') ?? 0))
+  app.addHook('onRequest', async (req, reply) => {
+    const url = req.routeOptions.url
+    const handler = url === undefined ? 'notfound' : url === '/v2' ? '/v2/*' : url
+    const started = performance.now()
+    metrics?.httpRequestsInflight.inc({ handler })
+    reply.raw.once('close', () => {
+      const res = reply.raw
+      const status = res.statusCode
+      const seconds = (performance.now() - started) / 1000
+      if (metrics !== undefined) {
+        const labels = { handler, method: req.method, code: String(status) }
+        metrics.httpRequestsInflight.dec({ handler })
+        metrics.httpRequestDuration.observe(labels, seconds)
+        metrics.httpResponseSize.observe(labels, req.method === 'HEAD' ? 0 : Number(res.getHeader('content-length') ?? 0))
+      }
+      req.log.debug({ method: req.method, url: req.url, status, ms: Math.round(seconds * 1000), complete: res.writableFinished }, 'request')
     })
-  }
-  app.addHook('onResponse', async (req, reply) => {
-    req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
   })
   return app
 }
@@ -247,6 +252,17 @@ async function serveLocal (
   reply.header('content-length', String(end - start + 1))
   if (method === 'HEAD' || desc.size === 0) {
     await reply.send()
+    return
+  }
+  const file = await store.openFile?.(desc.digest)
+  if (file !== undefined) {
+    try {
+      reply.hijack()
+      reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
+      await sendFileRange(file, start, end, reply.raw)
+    } finally {
+      await file.close()
+    }
     return
   }
   let body: Readable

@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises'
 import type { Readable } from 'node:stream'
 
 /** What the registry needs to know to serve one piece of content. */
@@ -45,6 +46,11 @@ export interface ContentStore {
   descriptor: (digest: string, options?: StoreOptions) => Promise<Descriptor>
   /** Streams the content, or one byte range of it. The caller must consume or destroy the stream. */
   open: (digest: string, options?: ReadOptions) => Promise<Readable>
+  /**
+   * Optional fast path: an open file holding the content, for stores that keep content in plain files (containerd's
+   * content directory). Undefined when the content must be read through `open`. The caller closes the handle.
+   */
+  openFile?: (digest: string, options?: StoreOptions) => Promise<FileHandle | undefined>
   /** Every image name the store holds. */
   listImages: (options?: StoreOptions) => Promise<ImageRecord[]>
   close: () => Promise<void>

@@ -29,6 +29,8 @@ export interface StartSpegelOptions {
   logLevel?: string
   /** Wait for /readyz (default true). */
   waitReady?: boolean
+  /** CLI entry to run (default: the TypeScript sources; benchmarks pass the compiled dist/cli/main.js). */
+  cli?: string
 }
 
 /** Starts `spegel registry` and waits until it answers /readyz. */
@@ -39,7 +41,7 @@ export async function startSpegelRegistry (options: StartSpegelOptions): Promise
   const routerPort = options.routerPort ?? await freePort()
   const bracket = host.includes(':') ? `[${host}]` : host
   const args = [
-    cliPath, 'registry',
+    options.cli ?? cliPath, 'registry',
     `--log-level=${options.logLevel ?? 'INFO'}`,
     `--registry-addr=${bracket}:${registryPort}`,
     `--metrics-addr=${bracket}:${metricsPort}`,
