@@ -1,0 +1,194 @@
+import type { Logger } from 'pino'
+import type { Metrics } from '../metrics/index.ts'
+import { tagReference } from '../oci/reference.ts'
+import type { RequestFilter } from '../registry/filter.ts'
+import type { Router } from '../routing/types.ts'
+import type { ContentStore, ImageRecord } from '../store/types.ts'
+import { walkImage } from '../store/walk.ts'
+
+/** One change in the store. Content deletions invalidate cached image walks (a layer may have gone). */
+export interface StoreChange {
+  contentDeleted: boolean
+}
+
+/** Something that says "the store changed": containerd's event stream. It throws when the stream breaks. */
+export type ChangeFeed = (signal: AbortSignal) => AsyncIterable<StoreChange>
+
+export interface AdvertiserInit {
+  store: ContentStore
+  router: Router
+  logger: Logger
+  /** Images rejected by the filter are neither served nor advertised. */
+  filter?: RequestFilter
+  metrics?: Metrics
+  /** Live changes; without it the store is only re-read every resyncIntervalMs. */
+  changes?: ChangeFeed
+  /** Changes arriving within this window are handled in one pass. */
+  debounceMs?: number
+  /** Full re-read even without events, to heal anything missed. */
+  resyncIntervalMs?: number
+}
+
+export interface AdvertisedImage {
+  name: string
+  registry: string
+  digest: string
+  tag?: string
+  /** Digests of the image's content that is present and advertised. */
+  digests: string[]
+}
+
+/**
+ * Keeps the router's advertisements equal to what the store really holds: every tag (`<registry>/<repo>:<tag>`) and
+ * every digest reachable from an image whose content is present. Each pass lists the images, walks the new ones
+ * (walks of a top digest are cached: content is immutable, only its presence changes), advertises what appeared and
+ * withdraws what went away. Passes run at start, after containerd events (image create/update/delete, content
+ * create/delete), after the event stream reconnects (containerd restarted), and periodically.
+ */
+export class Advertiser {
+  private readonly init: AdvertiserInit
+  private readonly walks = new Map<string, string[]>()
+  private advertised = new Set<string>()
+  private images: AdvertisedImage[] = []
+  private dirty = true
+  private wake: (() => void) | undefined
+  private synced = false
+
+  constructor (init: AdvertiserInit) {
+    this.init = init
+  }
+
+  /** True after the first complete pass. */
+  get ready (): boolean {
+    return this.synced
+  }
+
+  /** What is advertised now, for the debug page. */
+  snapshot (): { images: AdvertisedImage[], keys: number } {
+    return { images: this.images, keys: this.advertised.size }
+  }
+
+  /** Runs until the signal aborts; never throws for store or router trouble (it logs and retries). */
+  async run (signal: AbortSignal): Promise<void> {
+    const feed = this.init.changes !== undefined ? this.follow(this.init.changes, signal) : Promise.resolve()
+    const resync = this.init.resyncIntervalMs ?? 5 * 60_000
+    let backoff = 100
+    while (!signal.aborted) {
+      if (this.dirty) {
+        this.dirty = false
+        try {
+          await this.pass(signal)
+          backoff = 100
+        } catch (err) {
+          if (signal.aborted) break
+          this.dirty = true
+          this.init.logger.warn({ err }, 'could not sync advertisements, retrying')
+          await this.sleep(backoff, signal)
+          backoff = Math.min(backoff * 2, 10_000)
+          continue
+        }
+      }
+      await this.sleep(resync, signal)
+      this.dirty = true
+    }
+    await feed
+  }
+
+  /** Marks the state stale; the run loop makes a pass after the debounce window. */
+  changed (): void {
+    if (this.dirty) return
+    this.dirty = true
+    setTimeout(() => this.wake?.(), this.init.debounceMs ?? 100).unref()
+  }
+
+  private async follow (changes: ChangeFeed, signal: AbortSignal): Promise<void> {
+    let backoff = 100
+    while (!signal.aborted) {
+      try {
+        for await (const event of changes(signal)) {
+          if (event.contentDeleted) this.walks.clear()
+          backoff = 100
+          this.changed()
+        }
+      } catch (err) {
+        if (signal.aborted) return
+        this.init.logger.warn({ err }, 'containerd event stream broke, resubscribing')
+      }
+      await this.sleep(backoff, signal)
+      backoff = Math.min(backoff * 2, 5_000)
+      // Whatever happened while the stream was down is found by a full pass.
+      this.walks.clear()
+      this.changed()
+    }
+  }
+
+  private async pass (signal: AbortSignal): Promise<void> {
+    const { store, router, filter, metrics } = this.init
+    const records = await store.listImages({ signal })
+    const wanted = new Set<string>()
+    const images: AdvertisedImage[] = []
+    const seenTops = new Set<string>()
+    const perRegistry = new Map<string, { tags: number, images: Set<string>, content: Set<string> }>()
+    for (const record of records) {
+      if (filter?.rejectsImage(record.registry, record.repository, record.tag) === true) continue
+      const digests = await this.walk(record, signal)
+      seenTops.add(record.digest)
+      if (digests.length === 0) continue // top manifest absent: nothing servable
+      const image: AdvertisedImage = { name: record.name, registry: record.registry, digest: record.digest, digests }
+      const stats = perRegistry.get(record.registry) ?? { tags: 0, images: new Set(), content: new Set() }
+      perRegistry.set(record.registry, stats)
+      if (record.tag !== undefined) {
+        image.tag = record.tag
+        wanted.add(tagReference(record.registry, record.repository, record.tag))
+        stats.tags++
+      }
+      stats.images.add(record.digest)
+      for (const d of digests) { wanted.add(d); stats.content.add(d) }
+      images.push(image)
+    }
+    for (const top of this.walks.keys()) if (!seenTops.has(top)) this.walks.delete(top)
+
+    const added = [...wanted].filter((k) => !this.advertised.has(k))
+    const removed = [...this.advertised].filter((k) => !wanted.has(k))
+    if (removed.length > 0) await router.withdraw(removed, { signal })
+    if (added.length > 0) await router.advertise(added, { signal })
+    this.advertised = wanted
+    this.images = images
+    this.synced = true
+    if (added.length > 0 || removed.length > 0) this.init.logger.info({ added: added.length, removed: removed.length, total: wanted.size }, 'advertisements updated')
+    if (metrics !== undefined) {
+      metrics.advertisedImageTags.reset()
+      metrics.advertisedImageDigests.reset()
+      metrics.advertisedContentDigests.reset()
+      for (const [registry, s] of perRegistry) {
+        metrics.advertisedImageTags.set({ registry }, s.tags)
+        metrics.advertisedImageDigests.set({ registry }, s.images.size)
+        metrics.advertisedContentDigests.set({ registry }, s.content.size)
+      }
+    }
+  }
+
+  /** Digests of an image's present content; cached per top digest, re-checked when a cached digest went missing. */
+  private async walk (record: ImageRecord, signal: AbortSignal): Promise<string[]> {
+    const cached = this.walks.get(record.digest)
+    if (cached !== undefined) return cached
+    const digests = (await walkImage(this.init.store, record.digest, { signal })).map((d) => d.digest)
+    this.walks.set(record.digest, digests)
+    return digests
+  }
+
+  private async sleep (ms: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        this.wake = undefined
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      signal.addEventListener('abort', done, { once: true })
+      this.wake = done
+    })
+  }
+}

@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { pino } from 'pino'
+import { Advertiser, type StoreChange } from '../../../src/advertise/index.ts'
+import { Metrics } from '../../../src/metrics/index.ts'
+import { MediaType } from '../../../src/oci/mediatypes.ts'
+import { RequestFilter } from '../../../src/registry/filter.ts'
+import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
+import { MemoryStore } from '../../../src/store/index.ts'
+
+const logger = pino({ level: 'silent' })
+
+function addImage (store: MemoryStore, name: string, seed: string): { top: string, config: string, layer: string } {
+  const layer = store.addBlob(`layer-${seed}`, MediaType.ociLayerGzip)
+  const config = store.addBlob(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, seed }))
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: config, size: 1 },
+    layers: [{ mediaType: MediaType.ociLayerGzip, digest: layer, size: 1 }],
+  })
+  const top = store.addBlob(manifest)
+  store.addImage(name, top)
+  return { top, config, layer }
+}
+
+/** A change feed the test pushes into. */
+function feed (): { push: (c: StoreChange) => void, source: (signal: AbortSignal) => AsyncIterable<StoreChange> } {
+  const queue: StoreChange[] = []
+  let notify: (() => void) | undefined
+  return {
+    push: (c) => { queue.push(c); notify?.() },
+    source: async function * (signal) {
+      while (!signal.aborted) {
+        const next = queue.shift()
+        if (next !== undefined) { yield next; continue }
+        await new Promise<void>((resolve) => { notify = resolve; signal.addEventListener('abort', () => { resolve() }, { once: true }) })
+      }
+    },
+  }
+}
+
+async function providers (router: MemoryRouter, key: string): Promise<string[]> {
+  const out: string[] = []
+  for await (const p of router.lookup(key, { count: 10 })) out.push(p.id)
+  return out
+}
+
+async function until (what: string, check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  assert.fail(`timed out waiting for ${what}`)
+}
+
+describe('advertiser', () => {
+  it('advertises tags and present digests, follows changes, withdraws deletions, honours filters', async () => {
+    const network = new MemoryNetwork()
+    const self = new MemoryRouter(network, { id: 'self', addresses: ['10.0.0.1'] })
+    const other = new MemoryRouter(network, { id: 'other', addresses: ['10.0.0.2'] })
+    const store = new MemoryStore()
+    const metrics = new Metrics({ defaultMetrics: false })
+    const a = addImage(store, 'docker.io/library/app:1.0', 'a')
+    addImage(store, 'docker.io/library/skip:latest', 'skip')
+    const changes = feed()
+    const advertiser = new Advertiser({ store, router: self, logger, metrics, changes: changes.source, debounceMs: 5, filter: new RequestFilter({ registryFilters: [':latest$'] }) })
+    const ac = new AbortController()
+    const running = advertiser.run(ac.signal)
+    try {
+      await until('first pass', async () => advertiser.ready)
+      for (const key of ['docker.io/library/app:1.0', a.top, a.config, a.layer]) assert.deepEqual(await providers(other, key), ['self'], key)
+      assert.deepEqual(await providers(other, 'docker.io/library/skip:latest'), [], 'filtered image is not advertised')
+      assert.equal((await metrics.registry.getSingleMetric('spegel_advertised_image_tags')?.get())?.values[0]?.value, 1)
+      assert.equal((await metrics.registry.getSingleMetric('spegel_advertised_content_digests')?.get())?.values[0]?.value, 3)
+
+      // A new tag appears live.
+      const b = addImage(store, 'ghcr.io/org/tool:v2', 'b')
+      changes.push({ contentDeleted: false })
+      await until('new image advertised', async () => (await providers(other, 'ghcr.io/org/tool:v2')).length === 1)
+      assert.deepEqual(await providers(other, b.layer), ['self'])
+
+      // A layer goes missing (GC): it is withdrawn, the rest stays.
+      store.deleteBlob(a.layer)
+      changes.push({ contentDeleted: true })
+      await until('missing layer withdrawn', async () => (await providers(other, a.layer)).length === 0)
+      assert.deepEqual(await providers(other, a.top), ['self'])
+
+      // The tag is removed: its key is withdrawn.
+      store.deleteImage('ghcr.io/org/tool:v2')
+      changes.push({ contentDeleted: false })
+      await until('deleted tag withdrawn', async () => (await providers(other, 'ghcr.io/org/tool:v2')).length === 0)
+      assert.deepEqual(await providers(other, b.layer), [])
+    } finally {
+      ac.abort()
+      await running
+    }
+  })
+
+  it('never advertises an image whose manifest is absent', async () => {
+    const network = new MemoryNetwork()
+    const self = new MemoryRouter(network, { id: 'self' })
+    const other = new MemoryRouter(network, { id: 'other' })
+    const store = new MemoryStore()
+    const a = addImage(store, 'docker.io/library/gone:1', 'g')
+    store.deleteBlob(a.top)
+    const advertiser = new Advertiser({ store, router: self, logger })
+    const ac = new AbortController()
+    const running = advertiser.run(ac.signal)
+    await until('first pass', async () => advertiser.ready)
+    ac.abort()
+    await running
+    assert.deepEqual(await providers(other, 'docker.io/library/gone:1'), [])
+    assert.deepEqual(await providers(other, a.layer), [])
+  })
+})
