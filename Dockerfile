@@ -16,11 +16,11 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 # We ship compiled JavaScript rather than letting Node strip types at run time: the build type-checks (a broken tree
 # fails here, not on the node), startup does no per-file transform, and no experimental-feature warning reaches logs.
-# Non-TypeScript files under src/ (containerd .proto definitions, web assets) are loaded relative to the module that
-# uses them, so they are copied next to the compiled code with the same layout.
+# `npm run build` also copies the non-TypeScript files under src/ (containerd .proto definitions) next to the compiled
+# code, where the modules that load them look; the checks make a build that forgot them fail here, not on a node.
 RUN npm run build \
- && (cd src && find . -type f ! -name '*.ts' -exec cp --parents {} ../dist/ \;) \
  && test -f dist/cli/main.js \
+ && test -f dist/containerd/proto/services/content/v1/content.proto \
  && npm prune --omit=dev --ignore-scripts \
  && rm -rf node_modules/.cache
 
