@@ -96,7 +96,8 @@ export function parseCommandLine (
       values.push(next)
       i++
     }
-    if (spec.kind === 'list') raw.set(name, [...(raw.get(name) ?? []), ...values.flatMap(splitList)])
+    // Like go-arg, only env vars are comma-separated: an argument such as the regex `a{1,3}` stays whole.
+    if (spec.kind === 'list') raw.set(name, [...(raw.get(name) ?? []), ...values])
     else raw.set(name, values)
   }
   if (command === undefined) {

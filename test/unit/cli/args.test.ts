@@ -77,6 +77,11 @@ describe('command line', () => {
     })
   }
 
+  it('keeps commas inside list arguments (regexes), splitting only env vars', () => {
+    const { values } = parse(['registry', '--registry-filters', 'a{1,3}', ':latest$'])
+    assert.deepEqual(values.get('registry-filters'), ['a{1,3}', ':latest$'])
+  })
+
   it('prints help', () => {
     assert.throws(() => parse(['registry', '--help']), (err: unknown) => err instanceof HelpRequested && err.message.includes('--mirror-resolve-timeout'))
   })
