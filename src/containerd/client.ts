@@ -230,7 +230,11 @@ export class ContainerdClient {
   private serverStream<Req, Res> (def: MethodDefinition<Req, Res>, request: Req, what: string): ClientReadableStream<Res> {
     if (this.closed) throw new StoreUnavailableError('containerd client is closed')
     try {
-      return this.grpc.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, request, this.metadata())
+      const call = this.grpc.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, request, this.metadata())
+      // Errors reach the iterating consumer; this keeps one that arrives while nobody iterates (e.g. the
+      // cancellation of a stream destroyed unread) from crashing the process as an unhandled 'error' event.
+      call.on('error', () => {})
+      return call
     } catch (err) {
       throw mapError(err, undefined, what)
     }

@@ -73,6 +73,8 @@ export type PayloadDecoders = ReadonlyMap<string, (bytes: Buffer) => Record<stri
 interface Loaded {
   methods: ContainerdMethods
   payloads: PayloadDecoders
+  /** Everything loaded, e.g. for test servers and encoders. */
+  definitions: PackageDefinition
 }
 
 const protoFiles = [
@@ -123,7 +125,7 @@ export function containerdProto (): Loaded {
     if (def?.format !== 'Protocol Buffer 3 DescriptorProto') throw new Error(`proto message ${name} is not defined`)
     payloads.set(name, def.deserialize)
   }
-  loaded = { methods, payloads }
+  loaded = { methods, payloads, definitions: pkg }
   return loaded
 }
 
