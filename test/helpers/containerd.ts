@@ -36,6 +36,10 @@ export interface ContainerdInstance {
   ctr: (args: string[]) => Promise<string>
   /** Stops the daemon (SIGTERM, then SIGKILL) and starts it again on the same directories and socket. */
   restart: () => Promise<void>
+  /** Stops the daemon, keeping its directories, until up() is called. */
+  down: () => Promise<void>
+  /** Starts a daemon stopped by down() again. */
+  up: () => Promise<void>
   /** Stops the daemon and removes the temporary directory. Idempotent. */
   stop: () => Promise<void>
   /** The daemon's log so far, for failure messages. */
@@ -123,6 +127,11 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
     ctr: async (args) => await run('ctr', ['--address', socket, '-n', namespace, ...args]),
     restart: async () => {
       await stopDaemon()
+      await start()
+    },
+    down: stopDaemon,
+    up: async () => {
+      if (child !== undefined) throw new Error('containerd is already running')
       await start()
     },
     stop: async () => {
