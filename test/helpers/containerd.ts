@@ -17,6 +17,12 @@ export interface StartContainerdOptions {
   extraConfig?: string
   /** How long to wait for the socket to answer (default 30 s). */
   startTimeoutMs?: number
+  /**
+   * Command prefix, e.g. `['ip', 'netns', 'exec', 'node1']` to run the daemon in a network namespace (`ip netns exec`
+   * execs in place, so the PID stays the daemon's). Note that such a daemon's overlay mounts live in a private mount
+   * namespace; import with --no-unpack or expect unpacking to be invisible to the host.
+   */
+  prefix?: string[]
 }
 
 export interface ContainerdInstance {
@@ -88,7 +94,8 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
   const start = async (): Promise<void> => {
     const logFd = openSync(logPath, 'a')
     try {
-      child = spawn('containerd', ['--config', configFile], { stdio: ['ignore', logFd, logFd] })
+      const argv = [...(options.prefix ?? []), 'containerd', '--config', configFile]
+      child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', logFd, logFd] })
     } finally {
       closeSync(logFd)
     }
