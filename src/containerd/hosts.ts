@@ -18,6 +18,15 @@ import type { RegistryUrl } from './hosts-url.ts'
 // per mirrored registry, pointing containerd at this node's Spegel first, with the user's original configuration kept
 // in `<configPath>/_backup` until cleanup puts it back.
 // https://github.com/containerd/containerd/blob/main/docs/hosts.md
+//
+// Output is byte-identical to Spegel's for Spegel's own cases. Where Spegel loses or risks user configuration we do not:
+// - prepend keeps every key of every existing host, also hosts defined without their own `[host."…"]` header, and the
+//   top-level settings for the upstream (`ca`, `client`, `skip_verify`, `[header]`…); only `server` is replaced;
+// - an existing host with the same URL as one of our targets is left out (a duplicate table is invalid TOML);
+// - files next to an existing hosts.toml are copied even when it has no host tables, with their modes, symlinks kept;
+// - everything is validated and parsed before anything is deleted, files are written atomically, and the backup and
+//   restore survive a crash at any point (see hosts-fs.ts);
+// - no mirror target at all is an error (containerd 1.6 ignores a hosts.toml without a `[host]` table).
 
 export { basicAuthHeaderValue, defaultBasicAuthDir, readBasicAuth } from './hosts-auth.ts'
 export type { BasicAuth } from './hosts-auth.ts'
