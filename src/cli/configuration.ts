@@ -6,7 +6,7 @@ import { ExitCode, bool, list, str, type CommandContext } from './run.ts'
 export async function configurationCommand (ctx: CommandContext): Promise<number> {
   const { values, logger, signal } = ctx
   const basicAuth = await readBasicAuth(ctx.env.SPEGEL_BASIC_AUTH_DIR ?? basicAuthDir)
-  const written = await writeMirrorConfiguration({
+  await writeMirrorConfiguration({
     configPath: str(values, 'containerd-registry-config-path'),
     mirroredRegistries: list(values, 'mirrored-registries'),
     mirrorTargets: list(values, 'mirror-targets'),
@@ -16,6 +16,5 @@ export async function configurationCommand (ctx: CommandContext): Promise<number
     logger,
     signal,
   })
-  for (const file of written) logger.info({ path: file.path }, 'added containerd mirror configuration')
   return ExitCode.ok
 }
