@@ -1,13 +1,58 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
-import { ContainerdStore } from '../containerd/index.ts'
+import { Advertiser, type StoreChange } from '../advertise/index.ts'
+import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
 import { readBasicAuth } from '../containerd/hosts.ts'
+import type { Logger } from '../log/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { createRegistryApp, RequestFilter } from '../registry/index.ts'
+import { PeerMirror } from '../registry/mirror.ts'
+import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
+import { Libp2pRouter } from '../routing/libp2p.ts'
+import type { FlagValue } from './args.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
-import { ExitCode, list, str, type CommandContext } from './run.ts'
+import { ExitCode, list, num, str, type CommandContext } from './run.ts'
 
 /** Where Spegel's chart mounts the optional basic-auth secret. */
 export const basicAuthDir = '/etc/secrets/basic-auth'
+
+/** A registry flag combination that cannot work. */
+export class ConfigurationError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'ConfigurationError'
+  }
+}
+
+/** Builds the bootstrapper `--bootstrap-kind` names (Spegel refuses to start without one). */
+export function bootstrapperFrom (values: Map<string, FlagValue>): Bootstrapper {
+  switch (str(values, 'bootstrap-kind')) {
+    case 'dns': {
+      const domain = str(values, 'dns-bootstrap-domain')
+      if (domain === '') throw new ConfigurationError('--bootstrap-kind=dns needs --dns-bootstrap-domain')
+      return new DnsBootstrapper({ domain })
+    }
+    case 'http': {
+      const init: ConstructorParameters<typeof HttpBootstrapper>[0] = {}
+      if (str(values, 'http-bootstrap-url') !== '') init.url = str(values, 'http-bootstrap-url')
+      if (str(values, 'http-bootstrap-addr') !== '') init.listenAddr = str(values, 'http-bootstrap-addr')
+      if (str(values, 'http-bootstrap-cert-dir') !== '') init.certDir = str(values, 'http-bootstrap-cert-dir')
+      return new HttpBootstrapper(init)
+    }
+    case 'static':
+      return new StaticBootstrapper(list(values, 'static-bootstrap-peers'))
+    default:
+      throw new ConfigurationError('unknown bootstrap kind: set --bootstrap-kind to dns, http or static')
+  }
+}
+
+/** containerd's event stream as store changes: image create/update/delete and content create/delete. */
+function containerdChanges (client: ContainerdClient): (signal: AbortSignal) => AsyncIterable<StoreChange> {
+  return async function * (signal) {
+    for await (const event of client.subscribe(['topic~="^/images/"', 'topic~="^/content/"'], { signal })) {
+      yield { contentDeleted: event.payload.type === 'content-delete' }
+    }
+  }
+}
 
 /** `spegel registry`: serve the node's containerd content to containerd and to peers until SIGTERM. */
 export async function registryCommand (ctx: CommandContext): Promise<number> {
@@ -15,31 +60,56 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
   const registryAddr = parseListenAddress(str(values, 'registry-addr'))
   const metricsAddr = parseListenAddress(str(values, 'metrics-addr'))
   const filter = new RequestFilter({ mirroredRegistries: list(values, 'mirrored-registries'), registryFilters: list(values, 'registry-filters') })
+  const bootstrapper = bootstrapperFrom(values)
   const basicAuth = await readBasicAuth(ctx.env.SPEGEL_BASIC_AUTH_DIR ?? basicAuthDir)
 
   const metrics = new Metrics()
-  const store = new ContainerdStore({
-    socket: str(values, 'containerd-sock'),
-    namespace: str(values, 'containerd-namespace'),
-    contentPath: str(values, 'containerd-content-path'),
-    logger: logger.child({ component: 'containerd' }),
-  })
+  const client = new ContainerdClient({ socket: str(values, 'containerd-sock'), namespace: str(values, 'containerd-namespace') })
+  const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path'), logger: logger.child({ component: 'containerd' }) })
   const servers: FastifyInstance[] = []
+  const background = new AbortController()
+  let router: Libp2pRouter | undefined
+  let mirror: PeerMirror | undefined
+  let advertising: Promise<void> | undefined
   try {
+    const dataDir = str(values, 'data-dir')
+    router = await Libp2pRouter.create({
+      bootstrapper,
+      logger,
+      listenAddr: str(values, 'router-addr'),
+      ...(dataDir !== '' ? { dataDir } : {}),
+      // Only for tests on one host: production peers can never reach a loopback address.
+      allowLoopback: ctx.env.SPEGEL_ALLOW_LOOPBACK === 'true',
+    })
+    const routerRef = router
+    mirror = new PeerMirror({
+      router,
+      registryPort: registryAddr.port,
+      logger: logger.child({ component: 'mirror' }),
+      resolveTimeoutMs: num(values, 'mirror-resolve-timeout'),
+      resolveRetries: num(values, 'mirror-resolve-retries'),
+      metrics,
+      ...(basicAuth !== undefined ? { basicAuth } : {}),
+    })
+    const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: containerdChanges(client) })
+    advertising = advertiser.run(background.signal)
+
     const registry = createRegistryApp({
       store,
       logger: logger.child({ component: 'registry' }),
       filter,
       metrics,
+      mirror,
+      ready: () => routerRef.ready(),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
     })
     servers.push(registry)
-    const metricsApp = createMetricsApp(metrics, logger.child({ component: 'metrics' }) as FastifyBaseLogger)
+    const metricsApp = createMetricsApp(metrics, logger.child({ component: 'metrics' }), { peerId: router.peerId })
     servers.push(metricsApp)
 
     await registry.listen(listenOptions(registryAddr))
     await metricsApp.listen(listenOptions(metricsAddr))
-    logger.info({ registry: str(values, 'registry-addr'), metrics: str(values, 'metrics-addr') }, 'running')
+    logger.info({ registry: str(values, 'registry-addr'), metrics: str(values, 'metrics-addr'), router: str(values, 'router-addr'), peerId: router.peerId }, 'running')
 
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve()
@@ -47,18 +117,24 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     })
     return ExitCode.ok
   } finally {
-    // Stop accepting, let in-flight transfers finish, then release containerd.
+    // Leave the DHT first so peers stop being sent here, then let in-flight transfers finish, then release containerd.
+    background.abort()
+    await advertising
+    await router?.close().catch((err: unknown) => { logger.warn({ err }, 'router close failed') })
     await Promise.allSettled(servers.map(async (s) => { await s.close() }))
+    mirror?.close()
     await store.close()
+    client.close()
     logger.info('exit gracefully')
   }
 }
 
-function createMetricsApp (metrics: Metrics, logger: FastifyBaseLogger): FastifyInstance {
-  const app = Fastify({ loggerInstance: logger, disableRequestLogging: true, forceCloseConnections: true })
+function createMetricsApp (metrics: Metrics, logger: Logger, identity: { peerId: string }): FastifyInstance {
+  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, disableRequestLogging: true, forceCloseConnections: true })
   app.get('/metrics', async (_req, reply) => {
     const body = await metrics.registry.metrics()
     return await reply.type(metrics.registry.contentType).send(body)
   })
+  app.get('/debug/web/metadata', async (_req, reply) => await reply.send({ libp2p: { id: identity.peerId } }))
   return app
 }
