@@ -100,6 +100,10 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
         const ac = new AbortController()
         req.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort() })
         const res = await init.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal: ac.signal })
+        const peerPath = path
+        reply.raw.once('close', () => {
+          req.log.debug({ peer: res.peer, key: identifier(peerPath), bytes: Number(res.headers['content-length'] ?? 0), complete: reply.raw.writableFinished, ms: Math.round(performance.now() - started) }, 'served from peer')
+        })
         reply.code(res.status).headers(res.headers)
         await reply.send(res.body)
       }
