@@ -30,3 +30,7 @@ export const BOOTSTRAP_TIMEOUT_MS = 30_000
 export const BOOTSTRAP_DIAL_TIMEOUT_MS = 5_000
 /** How often the run loop checks the routing table while healthy. */
 export const HEALTH_CHECK_INTERVAL_MS = 1_000
+/** After joining, explore the DHT (self + random lookups) at these offsets to fill the routing table. */
+export const EXPLORE_AFTER_JOIN_MS = [2_000, 10_000, 60_000]
+/** Minimum gap between two "publish everything again because the table doubled" rounds. */
+export const REPUBLISH_MIN_INTERVAL_MS = 10_000

@@ -26,7 +26,8 @@ export async function loadIdentity (dataDir?: string): Promise<PrivateKey> {
   }
   if (pem !== undefined) return await privateKeyFromPem(pem, path)
 
-  await mkdir(dataDir, { recursive: true, mode: 0o755 })
+  // Only a directory we create gets an exact 0755 (the umask may narrow it); an existing one is left alone.
+  if (await mkdir(dataDir, { recursive: true, mode: 0o755 }) !== undefined) await chmod(dataDir, 0o755)
   const { privateKey } = generateKeyPairSync('ed25519')
   const created = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString()
   // Write then rename, so a crash never leaves a truncated key that would block every later start.

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { networkInterfaces } from 'node:os'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -45,6 +46,8 @@ export interface Libp2pRouterInit {
   bootstrapBackoffMinMs?: number
   bootstrapBackoffMaxMs?: number
   kBucketSize?: number
+  /** Offsets after joining at which the DHT is explored to fill the routing table. Default 2 s, 10 s, 60 s. */
+  exploreAfterJoinMs?: number[]
 }
 
 /** The parts of the kad-dht service we use beyond its exported interface (checked at start). */
@@ -345,6 +348,11 @@ export class Libp2pRouter implements Router {
     let delay = minDelay
     let lastBootstrap = -Infinity
     let hadPeers = false
+    // Table size when every advertised key was last published, and when.
+    let publishedAtSize = 0
+    let publishedAt = 0
+    let joinedAt = 0
+    let explored = 0
     while (!this.shutdown.signal.aborted) {
       const empty = this.routingTableSize() === 0
       if (empty || Date.now() - lastBootstrap >= rebootstrapEvery) {
@@ -358,12 +366,25 @@ export class Libp2pRouter implements Router {
           this.log.warn({ err, retryInMs: delay }, 'bootstrap failed, will retry')
         }
       }
-      const hasPeers = this.routingTableSize() > 0
-      if (hasPeers) {
+      const size = this.routingTableSize()
+      if (size > 0) {
         if (!hadPeers) {
-          this.log.info({ routingTableSize: this.routingTableSize() }, 'connected to the DHT')
-          // Whatever was advertised while offline, or only to peers since gone, is published now.
+          this.log.info({ routingTableSize: size }, 'connected to the DHT')
+          joinedAt = Date.now()
+          explored = 0
+        }
+        // A joining node knows few peers at first; a few lookups soon after joining fill its table.
+        const exploreDue = (this.init.exploreAfterJoinMs ?? C.EXPLORE_AFTER_JOIN_MS)[explored]
+        if (exploreDue !== undefined && Date.now() - joinedAt >= exploreDue) {
+          explored++
+          void this.explore()
+        }
+        // Records published while the table was much smaller reached peers that may not be the closest ones:
+        // publish everything again when the table has doubled (and on (re)connection, for keys advertised offline).
+        if (!hadPeers || (size >= 2 * publishedAtSize && Date.now() - publishedAt >= C.REPUBLISH_MIN_INTERVAL_MS)) {
           for (const key of this.advertised.keys()) this.pending.add(key)
+          publishedAtSize = size
+          publishedAt = Date.now()
         }
         for (const key of this.retry.splice(0)) this.pending.add(key)
         this.publish()
@@ -371,10 +392,23 @@ export class Libp2pRouter implements Router {
       } else if (hadPeers) {
         this.log.warn('routing table became empty, bootstrapping again')
       }
-      hadPeers = hasPeers
-      await this.sleep(hasPeers ? C.HEALTH_CHECK_INTERVAL_MS : delay)
-      if (!hasPeers) delay = Math.min(delay * 2, maxDelay)
+      hadPeers = size > 0
+      await this.sleep(hadPeers ? C.HEALTH_CHECK_INTERVAL_MS : delay)
+      if (!hadPeers) delay = Math.min(delay * 2, maxDelay)
     }
+  }
+
+  /** Lookups of our own id and of random ids: each peer that answers is added to the routing table. */
+  private async explore (): Promise<void> {
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(10_000)])
+    const targets = [this.node.peerId.toMultihash().bytes, randomBytes(32), randomBytes(32)]
+    await Promise.all(targets.map(async target => {
+      try {
+        for await (const _ of this.dht.getClosestPeers(target, { signal })) { /* drain */ }
+      } catch (err) {
+        if (!signal.aborted) this.log.debug({ err }, 'routing table exploration failed')
+      }
+    }))
   }
 
   private async sleep (ms: number): Promise<void> {
@@ -418,12 +452,7 @@ export class Libp2pRouter implements Router {
       await new Promise(resolve => setTimeout(resolve, 20))
     }
     if (this.routingTableSize() === 0) throw new BootstrapError('connected to bootstrap peers but none speaks the DHT protocol')
-    // A lookup of our own id fills the routing table with the peers closest to us.
-    try {
-      for await (const _ of this.dht.getClosestPeers(this.node.peerId.toMultihash().bytes, { signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]) })) { /* drain */ }
-    } catch (err) {
-      if (!signal.aborted) this.log.debug({ err }, 'self lookup after bootstrap failed')
-    }
+    await this.explore()
   }
 
   /** Candidate peers minus this node, with our port added to address-only entries (DNS answers). */

@@ -1,0 +1,72 @@
+/**
+ * Lookup latency on an in-process DHT of N libp2p routers on loopback (default 50).
+ *   node bench/dht-lookup.ts [nodes] [lookups]
+ * Reports time to the first provider and to the end of the lookup, p50/p99, for:
+ *   cold   - first lookup of a key by a node (DHT query, connections mostly new),
+ *   warm   - the same lookup repeated at once (answered by the 5 s lookup cache),
+ *   query  - the cold lookups again after the cache expired (DHT query over established connections).
+ * All nodes share one process (and its cores), so absolute numbers are pessimistic for real clusters.
+ */
+import { performance } from 'node:perf_hooks'
+import type { Libp2pRouter } from '../src/routing/libp2p.ts'
+import { closeAll, startCluster, waitFor } from '../test/unit/routing/helpers.ts'
+
+const nodes = Number(process.argv[2] ?? 50)
+const lookups = Number(process.argv[3] ?? 200)
+
+function pct (values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN
+}
+
+async function measure (router: Libp2pRouter, key: string): Promise<{ first: number, end: number, found: number }> {
+  const start = performance.now()
+  let first = NaN
+  let found = 0
+  for await (const _ of router.lookup(key, { count: 3 })) {
+    if (found++ === 0) first = performance.now() - start
+  }
+  return { first, end: performance.now() - start, found }
+}
+
+function report (name: string, rows: Array<{ first: number, end: number, found: number }>): void {
+  const firsts = rows.map(r => r.first).filter(v => !Number.isNaN(v))
+  const ends = rows.map(r => r.end)
+  const f = (v: number): string => v.toFixed(1).padStart(7)
+  console.log(`${name.padEnd(6)} n=${rows.length} found=${firsts.length}  first provider p50 ${f(pct(firsts, 50))} ms p99 ${f(pct(firsts, 99))} ms | lookup end p50 ${f(pct(ends, 50))} ms p99 ${f(pct(ends, 99))} ms`)
+}
+
+const started: Libp2pRouter[] = []
+try {
+  const t0 = performance.now()
+  const routers = await startCluster(nodes, {}, started)
+  await waitFor('all ready', () => routers.every(r => r.ready()), 60_000)
+  console.log(`${nodes} nodes started and ready in ${(performance.now() - t0).toFixed(0)} ms`)
+  const providers = routers.slice(0, 10)
+  const keys: string[] = []
+  const t1 = performance.now()
+  await Promise.all(providers.map(async (r, i) => {
+    const own = Array.from({ length: 5 }, (_, k) => `sha256:bench-${i}-${k}`)
+    keys.push(...own)
+    await r.advertise(own)
+    await r.idle()
+  }))
+  console.log(`${keys.length} keys advertised and published in ${(performance.now() - t1).toFixed(0)} ms`)
+  const pairs = Array.from({ length: lookups }, (_, i) => ({ router: routers[10 + (i % (nodes - 10))] as Libp2pRouter, key: keys[(i * 7) % keys.length] as string }))
+
+  // cold: first lookup of a key by a node; warm: the same lookup right after (5 s cache window).
+  const cold = []
+  const warm = []
+  for (const { router, key } of pairs) {
+    cold.push(await measure(router, key))
+    warm.push(await measure(router, key))
+  }
+  report('cold', cold)
+  report('warm', warm)
+  await new Promise(resolve => setTimeout(resolve, 5_500)) // let the caches expire
+  const query = []
+  for (const { router, key } of pairs) query.push(await measure(router, key))
+  report('query', query)
+} finally {
+  await closeAll(started)
+}

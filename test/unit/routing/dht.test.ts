@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { DnsBootstrapper, StaticBootstrapper } from '../../../src/routing/bootstrap.ts'
+import type { Libp2pRouter } from '../../../src/routing/libp2p.ts'
+import { collect, eventually } from '../../routing/conformance.ts'
+import { closeAll, freePort, loopbackIp, startCluster, startRouter, waitFor } from './helpers.ts'
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+test('20-node DHT: keys advertised by some nodes are found by all others with the right addresses', async (t) => {
+  const started: Libp2pRouter[] = []
+  t.after(async () => { await closeAll(started) })
+  // 20 nodes ≤ k: every publish reaches every node, so the post-join exploration (exercised by
+  // bench/dht-lookup.ts at 50 nodes) is switched off to keep this test fast on 2 cores.
+  const routers = await startCluster(20, { exploreAfterJoinMs: [] }, started)
+  await waitFor('all 20 ready', () => routers.every(r => r.ready()), 15_000)
+  const providers = [3, 7, 11, 15]
+  const keys = providers.map(i => `sha256:${String(i).repeat(64).slice(0, 64)}`)
+  await Promise.all(providers.map(async (i, n) => { await routers[i]?.advertise([keys[n] as string, 'docker.io/library/shared:1']) }))
+  await Promise.all(providers.map(async i => { await routers[i]?.idle() }))
+  // Every non-provider node looks up one provider's key (20 nodes in one process share 2 cores: keep it lean).
+  const lookers = routers.map((_, j) => j).filter(j => !providers.includes(j))
+  await Promise.all(lookers.map(async (j, m) => {
+    const n = m % providers.length
+    const owner = routers[providers[n] as number] as Libp2pRouter
+    // Publishing is asynchronous: allow it a few seconds to reach the closest peers.
+    const found = await eventually(async () => await collect(routers[j] as Libp2pRouter, keys[n] as string, 3), v => v.length > 0, 15_000)
+    assert.deepEqual(found, [{ id: owner.peerId, addresses: [loopbackIp(providers[n] as number)] }], `node ${j} looking up the key of node ${providers[n]}`)
+  }))
+  const shared = await eventually(async () => await collect(routers[0] as Libp2pRouter, 'docker.io/library/shared:1', 10), v => v.length >= providers.length, 15_000)
+  assert.deepEqual(shared.map(p => p.id).sort(), providers.map(i => routers[i]?.peerId).sort())
+  for (const p of shared) assert.deepEqual(p.addresses, [loopbackIp(routers.findIndex(r => r.peerId === p.id))])
+  assert.ok((routers[0] as Libp2pRouter).peers().length >= 10, 'the seed should be connected to most nodes')
+})
+
+test('expiry and re-provide: withdrawn records vanish after the TTL, advertised ones outlive it', async (t) => {
+  const started: Libp2pRouter[] = []
+  t.after(async () => { await closeAll(started) })
+  const providerTtlMs = 1_200
+  const routers = await startCluster(4, { providerTtlMs, reprovideIntervalMs: 500, lookupCacheTtlMs: 0 }, started)
+  const [a, b] = routers as [Libp2pRouter, Libp2pRouter]
+  await waitFor('ready', () => routers.every(r => r.ready()), 10_000)
+  await a.advertise(['gone', 'kept'])
+  await a.idle()
+  assert.equal((await collect(b, 'gone')).length, 1)
+  await a.withdraw(['gone'])
+  // Remote records are not deleted by a withdraw (the DHT has no such message): still found right after.
+  assert.deepEqual((await collect(b, 'gone')).map(p => p.id), [a.peerId])
+  await sleep(providerTtlMs * 3)
+  assert.deepEqual(await collect(b, 'gone'), [], 'withdrawn record should have expired')
+  assert.deepEqual((await collect(b, 'kept')).map(p => p.id), [a.peerId], 're-provided record should outlive its TTL')
+})
+
+test('late peer: a node whose bootstrap target starts 2 s later keeps retrying, then becomes ready', async (t) => {
+  const routers: Libp2pRouter[] = []
+  t.after(async () => { await closeAll(routers) })
+  const lateIp = loopbackIp(1)
+  const port = await freePort(lateIp)
+  const early = await startRouter(loopbackIp(0), new DnsBootstrapper({ domain: 'late.test', resolve: async (_, family) => family === 4 ? [lateIp] : [] }),
+    { listenAddr: `${loopbackIp(0)}:${port}` })
+  routers.push(early)
+  await early.advertise(['advertised-while-offline'])
+  await sleep(2_000)
+  assert.equal(early.ready(), false, 'must not be ready while its only bootstrap peer is unreachable')
+  assert.match(early.status().lastBootstrapError ?? '', /could not reach/)
+  const late = await startRouter(lateIp, new StaticBootstrapper([]), { listenAddr: `${lateIp}:${port}` })
+  routers.push(late)
+  // Backoff is capped at 10 s.
+  await waitFor('early node ready', () => early.ready(), 12_000)
+  assert.ok(early.peers().some(p => p.id === late.peerId))
+  const found = await eventually(async () => await collect(late, 'advertised-while-offline'), v => v.length > 0, 5_000)
+  assert.deepEqual(found, [{ id: early.peerId, addresses: [loopbackIp(0)] }])
+})
+
+test('a one-node cluster is ready: empty static list, or a DNS name that resolves only to this node', async (t) => {
+  const routers: Libp2pRouter[] = []
+  t.after(async () => { await closeAll(routers) })
+  const alone = await startRouter(loopbackIp(0), new StaticBootstrapper([]))
+  routers.push(alone)
+  await waitFor('static alone ready', () => alone.ready(), 3_000)
+  assert.equal(alone.status().alone, true)
+  const ip = loopbackIp(1)
+  const port = await freePort(ip)
+  const dnsSelf = await startRouter(ip, new DnsBootstrapper({ domain: 'self.test', resolve: async (_, family) => family === 4 ? [ip] : [] }),
+    { listenAddr: `${ip}:${port}` })
+  routers.push(dnsSelf)
+  await waitFor('dns alone ready', () => dnsSelf.ready(), 3_000)
+  assert.equal(dnsSelf.status().routingTableSize, 0)
+  // A lone node answers lookups at once and can still advertise.
+  await dnsSelf.advertise(['k'])
+  assert.deepEqual(await collect(dnsSelf, 'k'), [])
+  // A static list naming only ourselves (by peer id) is "alone" too.
+  const privateKey = await generateKeyPair('Ed25519')
+  const selfId = peerIdFromPrivateKey(privateKey).toString()
+  const selfListed = await startRouter(loopbackIp(2), new StaticBootstrapper([`/ip4/10.255.255.1/tcp/5001/p2p/${selfId}`]), { privateKey })
+  routers.push(selfListed)
+  assert.equal(selfListed.peerId, selfId)
+  await waitFor('self-listed alone ready', () => selfListed.ready(), 3_000)
+})
