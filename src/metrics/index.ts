@@ -22,6 +22,15 @@ export class Metrics {
   })
   readonly httpRequestsInflight = new Gauge({ name: 'http_requests_inflight', help: 'The number of inflight requests being handled at the same time.', labelNames: ['handler'] as const, registers: [this.registry] })
 
+  // Ours, beyond Spegel's: they answer "is it working?" without reading logs.
+  /** Body bytes of successful GET /v2/ responses, by where they came from (`local` content store or a `peer`). */
+  readonly servedBytes = new Counter({ name: 'spegel_served_bytes_total', help: 'Bytes of content served to clients, by source (local or peer).', labelNames: ['source'] as const, registers: [this.registry] })
+  /** Requests to a peer that failed (`connect_timeout`, `stall`, `bad_response`, `connection`, `stream_broken`). */
+  readonly peerFailures = new Counter({ name: 'spegel_peer_failures_total', help: 'Failed requests to peers, by reason.', labelNames: ['reason'] as const, registers: [this.registry] })
+  readonly verificationFailures = new Counter({ name: 'spegel_verification_failures_total', help: 'Content received from peers that did not match its digest.', registers: [this.registry] })
+  /** Findings of the last `doctor` run, by check; 0 means the check passed or was skipped. */
+  readonly doctorFindings = new Gauge({ name: 'spegel_doctor_findings', help: 'Misconfigurations found by the last doctor run, by check.', labelNames: ['check'] as const, registers: [this.registry] })
+
   constructor (options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
   }

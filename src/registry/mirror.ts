@@ -195,6 +195,7 @@ export class PeerMirror implements Mirror {
         }
         lastError = winner.err
         source.fail(winner.peer)
+        if (!signal.aborted) this.init.metrics?.peerFailures.inc({ reason: failureReason(winner.err) })
         this.init.logger.debug({ peer: winner.peer.id, err: winner.err, key }, 'peer request failed')
       }
       const detail = { attempts }
@@ -296,6 +297,7 @@ export class PeerMirror implements Mirror {
           break
         } catch (err) {
           attempt.res.destroy()
+          if (!signal.aborted) this.init.metrics?.peerFailures.inc({ reason: 'stream_broken' })
           if (signal.aborted || path.kind !== 'blobs' || ++resumes > this.init.maxResumes) throw err
           // The same peer may be asked again (it may hold the only copy), but others are tried first.
           source.demote(attempt.peer)
@@ -307,6 +309,7 @@ export class PeerMirror implements Mirror {
       }
       if (hash !== undefined && hash.digest('hex') !== parseDigest(first.digest).hex) {
         for (const id of contributors) this.badPeers.set(id, Date.now() + this.init.badPeerTtlMs)
+        this.init.metrics?.verificationFailures.inc()
         this.init.logger.warn({ digest: first.digest, peers: [...contributors] }, 'peer content does not match its digest; response aborted')
         throw new DigestMismatchError(`content from ${[...contributors].join(', ')} does not match ${first.digest}`)
       }
@@ -330,6 +333,14 @@ class StallError extends Error {
     super(message)
     this.name = 'StallError'
   }
+}
+
+/** The `reason` label of spegel_peer_failures_total. */
+function failureReason (err: unknown): string {
+  if (err instanceof ConnectTimeoutError) return 'connect_timeout'
+  if (err instanceof StallError) return 'stall'
+  if (err instanceof PeerResponseError) return 'bad_response'
+  return 'connection'
 }
 
 function codeOf (path: DistributionPath): 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' {
