@@ -43,9 +43,11 @@ const median = (xs: number[]): number => {
   return s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
 }
 
-// Measure what ships: the compiled JavaScript, as in the container image.
-await run('npm', ['run', 'build'], { timeoutMs: 300_000 })
-const cli = new URL('../dist/cli/main.js', import.meta.url).pathname
+// Measure what ships: the bundled JavaScript with the image's Node flags (see Dockerfile).
+await run('npm', ['run', 'bundle'], { timeoutMs: 300_000 })
+const cli = new URL('../dist/spegel.mjs', import.meta.url).pathname
+const imageNodeOptions = '--max-semi-space-size=1'
+const imageEnv = { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2', MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? '131072' }
 
 const upstream = await startRegistry()
 const node = await startContainerd()
@@ -56,7 +58,7 @@ try {
   const layer = image.manifests[0]?.layers[0]
   if (layer === undefined) throw new Error('no layer')
   await node.ctr(['content', 'fetch', '--plain-http', image.ref])
-  spegel = await startSpegelRegistry({ cli, env: { NODE_OPTIONS: values['node-options'] }, containerdSocket: node.socket, contentPath: node.contentPath, args: ['--bootstrap-kind=static'] })
+  spegel = await startSpegelRegistry({ cli, env: { NODE_OPTIONS: values['node-options'] !== '' ? values['node-options'] : imageNodeOptions, ...imageEnv }, containerdSocket: node.socket, contentPath: node.contentPath, args: ['--bootstrap-kind=static'] })
   const urls = {
     'docker-registry': `${upstream.url}/v2/${image.repository}/blobs/${layer.digest}`,
     'spegel-ts': `${spegel.url}/v2/${image.repository}/blobs/${layer.digest}?ns=${encodeURIComponent(upstream.host)}`,

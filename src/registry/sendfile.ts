@@ -2,9 +2,9 @@ import type { FileHandle } from 'node:fs/promises'
 import type { ServerResponse } from 'node:http'
 
 /** Bytes per read and per socket write. */
-const chunkSize = 1024 * 1024
+const chunkSize = 512 * 1024
 /** Free buffers kept for reuse; beyond this they are left to the GC. */
-const maxPooled = 16
+const maxPooled = 4
 const pool: Buffer[] = []
 
 /** A read or write failed while sending a file; the response is cut short. */
