@@ -1,0 +1,73 @@
+// The container image runs dist/spegel.mjs (one esbuild bundle) with the flags in the Dockerfile's ENTRYPOINT. This
+// builds that bundle and runs it the way the image does, against a real containerd, so a bundling problem (a module
+// that resolves differently, a file loaded relative to the sources) fails here rather than on a node.
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { after, before, describe, it } from 'node:test'
+import { makeImage, startContainerd, writeOciArchive, type ContainerdInstance, type TestImage } from '../../helpers/containerd.ts'
+import { run } from '../../helpers/process.ts'
+import { startSpegelRegistry, type SpegelRegistry } from '../../helpers/spegel.ts'
+import { requireKnownTool } from '../../helpers/tools.ts'
+
+const root = fileURLToPath(new URL('../../../', import.meta.url))
+const bundle = join(root, 'dist', 'spegel.mjs')
+
+/** The node flags the image's ENTRYPOINT passes, read from the Dockerfile so the test follows it. */
+async function entrypointFlags (): Promise<string[]> {
+  const dockerfile = await readFile(join(root, 'Dockerfile'), 'utf8')
+  const m = /^ENTRYPOINT\s+(\[.*\])\s*$/m.exec(dockerfile)
+  assert.ok(m !== null, 'Dockerfile has an exec-form ENTRYPOINT')
+  const argv = JSON.parse(m[1] as string) as string[]
+  assert.equal(argv.at(-1), '/app/dist/spegel.mjs')
+  return argv.slice(1, -1)
+}
+
+describe('the bundled daemon, as the image runs it', { timeout: 120_000 }, () => {
+  let node: ContainerdInstance
+  let spegel: SpegelRegistry
+  let image: TestImage
+
+  before(async () => {
+    requireKnownTool('containerd')
+    await run('npm', ['run', 'bundle'], { cwd: root, timeoutMs: 120_000 })
+    node = await startContainerd()
+    image = makeImage('docker.io/library/bundled:1.0', { layerSizes: [700_000] })
+    const archive = join(node.dir, 'image.tar')
+    await writeOciArchive(archive, [image])
+    await node.ctr(['images', 'import', '--no-unpack', archive])
+  })
+  after(async () => {
+    await spegel?.stop()
+    await node?.stop()
+  })
+
+  it('prints its version', async () => {
+    const res = await run(process.execPath, [bundle, 'version', '--format', 'json'])
+    const info = JSON.parse(res.stdout) as { build: { version: string } }
+    const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { version: string }
+    assert.equal(info.build.version, pkg.version)
+  })
+
+  it('serves content from containerd with the image\'s node flags', async () => {
+    const flags = await entrypointFlags()
+    spegel = await startSpegelRegistry({
+      cli: bundle,
+      // NODE_OPTIONS does not accept --max-old-space-size-percentage; the other flags are what matters to the bundle.
+      env: { NODE_OPTIONS: flags.filter((f) => !f.startsWith('--max-old-space-size-percentage')).join(' ') },
+      containerdSocket: node.socket,
+      // Empty: the bundle must find containerd's content directory through introspection (protos loaded from dist/).
+      contentPath: '',
+      args: ['--bootstrap-kind=static'],
+    })
+    const layer = image.blobs.find((b) => b.size === 700_000) ?? image.blobs[0]
+    assert.ok(layer !== undefined)
+    const res = await fetch(`${spegel.url}/v2/library/bundled/blobs/${layer.digest}`)
+    assert.equal(res.status, 200)
+    assert.equal('sha256:' + createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex'), layer.digest)
+    const tag = await fetch(`${spegel.url}/v2/library/bundled/manifests/1.0?ns=docker.io`)
+    assert.equal(tag.headers.get('docker-content-digest'), image.top.digest)
+  })
+})
