@@ -55,8 +55,7 @@ describe('the bundled daemon, as the image runs it', { timeout: 120_000 }, () =>
     const flags = await entrypointFlags()
     spegel = await startSpegelRegistry({
       cli: bundle,
-      // NODE_OPTIONS does not accept --max-old-space-size-percentage; the other flags are what matters to the bundle.
-      env: { NODE_OPTIONS: flags.filter((f) => !f.startsWith('--max-old-space-size-percentage')).join(' ') },
+      env: { NODE_OPTIONS: flags.join(' ') },
       containerdSocket: node.socket,
       // Empty: the bundle must find containerd's content directory through introspection (protos loaded from dist/).
       contentPath: '',
