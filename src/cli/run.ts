@@ -21,6 +21,7 @@ const handlers: Record<string, () => Promise<Handler>> = {
   registry: async () => (await import('./registry.ts')).registryCommand,
   cleanup: async () => (await import('./cleanup.ts')).cleanupCommand,
   'cleanup-wait': async () => (await import('./cleanup.ts')).cleanupWaitCommand,
+  doctor: async () => (await import('./doctor.ts')).doctorCommand,
   version: async () => versionCommand,
 }
 

@@ -11,6 +11,12 @@ const registryConfigPath: FlagSpec = {
   name: 'containerd-registry-config-path', kind: 'string', env: 'CONTAINERD_REGISTRY_CONFIG_PATH', default: '/etc/containerd/certs.d',
   help: 'Directory of containerd registry host configs (containerd config_path; /etc/cri/conf.d/hosts on Talos).',
 }
+const containerdSock: FlagSpec = { name: 'containerd-sock', kind: 'string', env: 'CONTAINERD_SOCK', default: '/run/containerd/containerd.sock', help: 'containerd gRPC socket.' }
+const containerdNamespace: FlagSpec = { name: 'containerd-namespace', kind: 'string', env: 'CONTAINERD_NAMESPACE', default: 'k8s.io', help: 'containerd namespace whose images are mirrored.' }
+const containerdContentPath: FlagSpec = {
+  name: 'containerd-content-path', kind: 'string', env: 'CONTAINERD_CONTENT_PATH', default: '/var/lib/containerd/io.containerd.content.v1.content',
+  help: 'containerd content directory, read directly for speed; empty: ask containerd.',
+}
 const mirroredRegistries: FlagSpec = {
   name: 'mirrored-registries', kind: 'list', env: 'MIRRORED_REGISTRIES',
   help: 'Registries to mirror, as URLs (https://docker.io); empty or `_default` mirrors every registry.',
@@ -33,9 +39,9 @@ export const commands: readonly CommandSpec[] = [
     help: 'Run the registry mirror daemon.',
     flags: [
       { name: 'metrics-addr', kind: 'string', env: 'METRICS_ADDR', default: ':9090', help: 'Address of the metrics and debug server.' },
-      { name: 'containerd-sock', kind: 'string', env: 'CONTAINERD_SOCK', default: '/run/containerd/containerd.sock', help: 'containerd gRPC socket.' },
-      { name: 'containerd-namespace', kind: 'string', env: 'CONTAINERD_NAMESPACE', default: 'k8s.io', help: 'containerd namespace whose images are mirrored.' },
-      { name: 'containerd-content-path', kind: 'string', env: 'CONTAINERD_CONTENT_PATH', default: '/var/lib/containerd/io.containerd.content.v1.content', help: 'containerd content directory, read directly for speed; empty: ask containerd.' },
+      containerdSock,
+      containerdNamespace,
+      containerdContentPath,
       { name: 'data-dir', kind: 'string', env: 'DATA_DIR', default: '', help: 'Directory for persistent state (the peer identity private.key); empty: none.' },
       { name: 'router-addr', kind: 'string', env: 'ROUTER_ADDR', default: ':5001', help: 'Listen address of the P2P router.' },
       { name: 'registry-addr', kind: 'string', env: 'REGISTRY_ADDR', default: ':5000', help: 'Listen address of the registry; its port is also every peer\'s registry port.' },
@@ -43,6 +49,7 @@ export const commands: readonly CommandSpec[] = [
       { name: 'registry-filters', kind: 'list', env: 'REGISTRY_FILTERS', help: 'Regular expressions matched against registry/repository[:tag]; a match is not mirrored.' },
       { name: 'mirror-resolve-timeout', kind: 'duration', env: 'MIRROR_RESOLVE_TIMEOUT', default: '20ms', help: 'Longest wait for a peer while no request to a peer is in flight.' },
       { name: 'mirror-resolve-retries', kind: 'int', env: 'MIRROR_RESOLVE_RETRIES', default: '3', help: 'Number of peers looked up per request.' },
+      { ...registryConfigPath, help: 'Where `configuration` wrote hosts.toml; checked by the doctor at startup (skipped when not mounted).' },
       { name: 'debug-web-enabled', kind: 'bool', env: 'DEBUG_WEB_ENABLED', default: 'true', help: 'Serve the debug web page on the metrics address.' },
       { name: 'bootstrap-kind', kind: 'string', env: 'BOOTSTRAP_KIND', choices: ['dns', 'http', 'static'], help: 'How to find the first peers: dns, http or static.' },
       { name: 'dns-bootstrap-domain', kind: 'string', env: 'DNS_BOOTSTRAP_DOMAIN', help: 'Domain resolved (A and AAAA) to find peers.' },
@@ -67,6 +74,19 @@ export const commands: readonly CommandSpec[] = [
       { name: 'probe-endpoint', kind: 'string', env: 'PROBE_ENDPOINT', required: true, help: 'host:port of the cleanup probe servers.' },
       { name: 'threshold', kind: 'int', env: 'THRESHOLD', default: '3', help: 'Consecutive all-ready rounds needed.' },
       { name: 'period', kind: 'duration', env: 'PERIOD', default: '2s', help: 'Interval between rounds.' },
+    ],
+  },
+  {
+    name: 'doctor',
+    help: 'Check this node\'s containerd and mirror configuration; print each finding with its fix. Exit 1 if anything is found.',
+    flags: [
+      containerdSock,
+      containerdNamespace,
+      containerdContentPath,
+      registryConfigPath,
+      mirroredRegistries,
+      { name: 'mirror-targets', kind: 'list', env: 'MIRROR_TARGETS', help: 'Mirror URLs as given to `configuration`; the first must be named in hosts.toml. Empty: any mirror host.' },
+      { name: 'format', kind: 'string', default: 'text', choices: ['text', 'json'], help: 'Output format.' },
     ],
   },
   {

@@ -1,0 +1,453 @@
+import { readFile, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parse as parseToml } from 'smol-toml'
+import { parseMirroredRegistries, parseMirrorTargets, type RegistryUrl } from '../containerd/hosts-url.ts'
+import type { Metrics } from '../metrics/index.ts'
+import { isIndexMediaType, MediaType } from '../oci/mediatypes.ts'
+import { NotFoundError } from '../store/errors.ts'
+import type { ContentStore, Descriptor, StoreOptions } from '../store/types.ts'
+import { isMediaTypeLearner } from '../store/walk.ts'
+import { CriUnavailableError, type CriApi } from './cri.ts'
+import { criImageSettings, criTomlSnippet, normalizeDir, splitConfigPath, type CriLayout, type CriImageSettings } from './cri-config.ts'
+import { looksLikeTalos, talosApplyHint, talosConfigPath, talosDiscardPatch } from './talos.ts'
+
+export { CriClient, CriUnavailableError } from './cri.ts'
+export type { CriApi, CriStatus, CriVersion } from './cri.ts'
+export { criImageSettings, splitConfigPath } from './cri-config.ts'
+export type { CriImageSettings, CriLayout } from './cri-config.ts'
+export { talosDiscardPatch } from './talos.ts'
+
+/** The checks, in the order they run; also the `check` label of spegel_doctor_findings. */
+export const checkNames = ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml'] as const
+export type CheckName = typeof checkNames[number]
+
+/** One thing that is wrong, with why it matters and how to fix it. */
+export interface Finding {
+  check: CheckName
+  problem: string
+  impact: string
+  /** A command, config snippet or patch, possibly several lines. */
+  fix: string
+}
+
+export interface CheckResult {
+  check: CheckName
+  status: 'ok' | 'finding' | 'skipped'
+  /** One line: what was checked and the outcome, or why the check could not run. */
+  summary: string
+  findings: Finding[]
+}
+
+export interface DoctorReport {
+  results: CheckResult[]
+  findings: Finding[]
+  talos: boolean
+  containerdVersion?: string
+  layout?: CriLayout
+  finishedAt: Date
+}
+
+/** What the doctor reads; production passes the containerd clients, tests may pass fakes. */
+export interface DoctorComponents {
+  store: ContentStore
+  /** CRI runtime service on containerd's socket. */
+  cri?: CriApi
+  /** containerd introspection, to tell the 1.x and 2.x config layouts apart. */
+  plugins?: (options?: StoreOptions) => Promise<Array<{ type: string, id: string }>>
+  metrics?: Metrics
+}
+
+export interface DoctorInit {
+  /** Where `spegel configuration` writes hosts.toml (`--containerd-registry-config-path`). */
+  registryConfigPath: string
+  /** `--mirrored-registries`; empty means every registry (`_default`). */
+  mirroredRegistries?: readonly string[]
+  /** `--mirror-targets`; the first is this node's mirror. Empty: any mirror host is accepted. */
+  mirrorTargets?: readonly string[]
+  /** containerd namespace, for the commands printed in fixes. */
+  namespace?: string
+  /**
+   * The daemon does not mount the hosts directory (Spegel's chart does not): when it is absent, skip the hosts.toml
+   * check instead of reporting it missing.
+   */
+  hostsOptional?: boolean
+  /** Force Talos advice on or off; default: detected from the paths. */
+  talos?: boolean
+  /** Images examined for missing layers (default 500). */
+  maxImages?: number
+}
+
+/**
+ * Finds the node misconfigurations that make a mirror silently useless: containerd not reading the hosts directory
+ * the mirror configuration is written to, layers discarded after unpacking (by config, and in fact), and hosts.toml
+ * files that do not send pulls to this node's mirror. Never throws for what it finds; each check reports ok, a
+ * finding with its fix, or why it was skipped.
+ */
+export class Doctor {
+  private readonly components: DoctorComponents
+  private readonly init: DoctorInit
+  private last: DoctorReport | undefined
+
+  constructor (components: DoctorComponents, init: DoctorInit) {
+    this.components = components
+    this.init = init
+  }
+
+  /** The report of the last completed run. */
+  get lastReport (): DoctorReport | undefined {
+    return this.last
+  }
+
+  async run (options: StoreOptions = {}): Promise<DoctorReport> {
+    const { signal } = options
+    const results: CheckResult[] = []
+    const ns = this.init.namespace ?? 'k8s.io'
+
+    let reachable = true
+    try {
+      await this.components.store.listImages({ signal })
+      results.push(ok('containerd', `containerd answers (namespace ${ns})`))
+    } catch (err) {
+      signal?.throwIfAborted()
+      reachable = false
+      results.push(finding('containerd', {
+        problem: `containerd cannot be reached: ${message(err)}`,
+        impact: 'without containerd nothing can be served or advertised, and the other checks cannot run.',
+        fix: 'check that containerd runs (systemctl status containerd) and that --containerd-sock points at its socket (default /run/containerd/containerd.sock).',
+      }, 'containerd unreachable'))
+    }
+
+    let settings: CriImageSettings = {}
+    let criError: string | undefined
+    let version: string | undefined
+    if (reachable && this.components.cri !== undefined) {
+      try {
+        version = (await this.components.cri.version({ signal })).runtimeVersion
+      } catch {}
+      try {
+        settings = criImageSettings((await this.components.cri.status({ signal })).info)
+      } catch (err) {
+        signal?.throwIfAborted()
+        criError = err instanceof CriUnavailableError ? err.message : `CRI Status failed: ${message(err)}`
+      }
+    } else if (this.components.cri === undefined) {
+      criError = 'no CRI client'
+    }
+    const layout = reachable ? await this.layout(version, signal) : undefined
+    const talos = this.init.talos ?? looksLikeTalos([this.init.registryConfigPath, ...(settings.configPath !== undefined ? splitConfigPath(settings.configPath) : [])])
+
+    if (!reachable) {
+      for (const check of ['config-path', 'discard-unpacked-layers', 'missing-layers'] as const) results.push(skipped(check, 'containerd unreachable'))
+    } else {
+      results.push(this.checkConfigPath(settings, criError, layout ?? 'grpc.v1.cri', talos))
+      results.push(this.checkDiscard(settings, criError, layout ?? 'grpc.v1.cri', talos))
+      results.push(await this.checkMissingLayers(ns, layout ?? 'grpc.v1.cri', talos, signal))
+    }
+    results.push(await this.checkHosts(settings, talos))
+
+    const report: DoctorReport = {
+      results,
+      findings: results.flatMap((r) => r.findings),
+      talos,
+      ...(version !== undefined ? { containerdVersion: version } : {}),
+      ...(layout !== undefined ? { layout } : {}),
+      finishedAt: new Date(),
+    }
+    const metrics = this.components.metrics
+    if (metrics !== undefined) for (const r of results) metrics.doctorFindings.set({ check: r.check }, r.findings.length)
+    this.last = report
+    return report
+  }
+
+  private async layout (version: string | undefined, signal: AbortSignal | undefined): Promise<CriLayout> {
+    if (this.components.plugins !== undefined) {
+      try {
+        const plugins = await this.components.plugins({ signal })
+        if (plugins.some((p) => p.type === 'io.containerd.cri.v1' && p.id === 'images')) return 'cri.v1.images'
+        if (plugins.some((p) => p.type === 'io.containerd.grpc.v1' && p.id === 'cri')) return 'grpc.v1.cri'
+      } catch {}
+    }
+    const major = Number(/^v?(\d+)\./.exec(version ?? '')?.[1] ?? NaN)
+    return major >= 2 ? 'cri.v1.images' : 'grpc.v1.cri'
+  }
+
+  private checkConfigPath (settings: CriImageSettings, criError: string | undefined, layout: CriLayout, talos: boolean): CheckResult {
+    const ours = normalizeDir(this.init.registryConfigPath)
+    if (settings.configPath === undefined) {
+      return skipped('config-path', criError ?? 'containerd does not report its registry config_path (containerd 2.x); the hosts.toml check still runs')
+    }
+    const dirs = splitConfigPath(settings.configPath)
+    if (dirs.includes(ours)) {
+      return ok('config-path', `containerd reads hosts from ${settings.configPath}, which includes ${ours}`)
+    }
+    const restart = 'then restart containerd (systemctl restart containerd); running pods are not affected.'
+    if (dirs.length === 0) {
+      return finding('config-path', {
+        problem: 'containerd has no registry config_path: it ignores every hosts.toml, including the mirror configuration spegel writes.',
+        impact: 'containerd never asks this node\'s mirror; every pull goes to the upstream registry, and nothing says so.',
+        fix: talos
+          ? `Talos sets config_path to ${talosConfigPath}; set the chart value spegel.containerdRegistryConfigPath=${talosConfigPath}.`
+          : `add to containerd's config (/etc/containerd/config.toml):\n${criTomlSnippet(layout, { configPath: ours })}\n${restart}`,
+      }, 'config_path unset')
+    }
+    const first = dirs[0] as string
+    return finding('config-path', {
+      problem: `containerd reads hosts from ${settings.configPath}, but the mirror configuration is written to ${ours}.`,
+      impact: 'containerd never sees the mirror configuration; every pull goes to the upstream registry.',
+      fix: `either write the mirror configuration where containerd looks: helm upgrade spegel … --set spegel.containerdRegistryConfigPath=${first}` +
+        (dirs.length > 1 ? ` (containerd uses the first directory that has a directory for the registry; ${dirs.join(', ')} are all read)` : '') +
+        `\nor point containerd at it:\n${criTomlSnippet(layout, { configPath: [ours, ...dirs].join(':') })}\n${restart}`,
+    }, 'config_path does not include the mirror configuration')
+  }
+
+  private checkDiscard (settings: CriImageSettings, criError: string | undefined, layout: CriLayout, talos: boolean): CheckResult {
+    if (settings.discardUnpackedLayers === undefined) {
+      return skipped('discard-unpacked-layers', (criError ?? 'containerd does not report discard_unpacked_layers (containerd 2.x)') + '; the missing-layers check looks at the content itself')
+    }
+    if (!settings.discardUnpackedLayers) return ok('discard-unpacked-layers', 'containerd keeps layers after unpacking (discard_unpacked_layers = false)')
+    return finding('discard-unpacked-layers', {
+      problem: 'containerd deletes compressed layers after unpacking them (discard_unpacked_layers = true).',
+      impact: 'this node advertises images whose layers it no longer holds; peers that ask for them get 404 and pull from upstream, so the mirror saves nothing.',
+      fix: discardFix(layout, talos),
+    }, 'layers are discarded after unpacking')
+  }
+
+  private async checkMissingLayers (ns: string, layout: CriLayout, talos: boolean, signal: AbortSignal | undefined): Promise<CheckResult> {
+    const { store } = this.components
+    let images
+    try {
+      images = await store.listImages({ signal })
+    } catch (err) {
+      signal?.throwIfAborted()
+      return skipped('missing-layers', `cannot list images: ${message(err)}`)
+    }
+    const max = this.init.maxImages ?? 500
+    const broken: Array<{ name: string, missing: number }> = []
+    const seen = new Map<string, number>()
+    let examined = 0
+    for (const image of images) {
+      if (examined >= max) break
+      let missing = seen.get(image.digest)
+      if (missing === undefined) {
+        examined++
+        try {
+          missing = await missingLayers(store, image.digest, signal)
+        } catch (err) {
+          signal?.throwIfAborted()
+          missing = 0
+          void err
+        }
+        seen.set(image.digest, missing)
+      }
+      if (missing > 0) broken.push({ name: image.name, missing })
+    }
+    if (broken.length === 0) return ok('missing-layers', `${examined} image(s) examined: every present manifest has its layers`)
+    const names = broken.slice(0, 5).map((b) => `${b.name} (${b.missing} layer(s) missing)`)
+    const example = broken[0]?.name ?? '<image>'
+    return finding('missing-layers', {
+      problem: `${broken.length} image(s) have their manifest but not all their layers: ${names.join(', ')}${broken.length > 5 ? ', …' : ''}.`,
+      impact: 'peers are sent here for these images and get 404 for the missing layers; this is what discard_unpacked_layers = true (or a manual content removal) leaves behind.',
+      fix: `${discardFix(layout, talos)}\nThen fetch the missing layers again, e.g.: ctr -n ${ns} content fetch ${example}`,
+    }, 'layers missing from the content store')
+  }
+
+  private async checkHosts (settings: CriImageSettings, talos: boolean): Promise<CheckResult> {
+    const dir = normalizeDir(this.init.registryConfigPath)
+    let registries: RegistryUrl[]
+    let target: RegistryUrl | undefined
+    try {
+      registries = parseMirroredRegistries(this.init.mirroredRegistries ?? [])
+      target = (this.init.mirrorTargets ?? []).length > 0 ? parseMirrorTargets(this.init.mirrorTargets ?? [])[0] : undefined
+    } catch (err) {
+      return skipped('hosts-toml', `invalid registry flags: ${message(err)}`)
+    }
+    if (!(await isDirectory(dir))) {
+      if (this.init.hostsOptional === true) return skipped('hosts-toml', `${dir} is not visible to this process`)
+    }
+    const configureCmd = `spegel configuration --containerd-registry-config-path=${dir}` +
+      (this.init.mirroredRegistries ?? []).map((r) => ` --mirrored-registries ${r}`).join('') +
+      ` --mirror-targets ${target?.href ?? 'http://<node-ip>:30020'}`
+    const rerun = talos
+      ? `check that the chart uses spegel.containerdRegistryConfigPath=${talosConfigPath} and that the configuration init container of the spegel pod on this node succeeded (kubectl logs <pod> -c configuration), or run: ${configureCmd}`
+      : `check that the configuration init container of the spegel pod on this node succeeded (kubectl -n spegel logs <pod> -c configuration), or run: ${configureCmd}`
+    const findings: Finding[] = []
+    for (const registry of registries) {
+      const label = registry.wildcard ? 'every registry (_default)' : registry.host
+      const candidates = registry.wildcard ? [registry.host] : [registry.host, '_default']
+      let found: { path: string, hosts: string[] } | undefined
+      let invalid: string | undefined
+      for (const name of candidates) {
+        const path = join(dir, name, 'hosts.toml')
+        let text: string
+        try {
+          text = await readFile(path, 'utf8')
+        } catch {
+          continue
+        }
+        try {
+          const doc = parseToml(text) as { host?: Record<string, unknown> }
+          found = { path, hosts: Object.keys(doc.host ?? {}) }
+        } catch (err) {
+          invalid = `${path} is not valid TOML: ${message(err)}`
+        }
+        break
+      }
+      if (invalid !== undefined) {
+        findings.push({ check: 'hosts-toml', problem: invalid, impact: `containerd ignores it, so pulls from ${label} skip the mirror.`, fix: rerun })
+        continue
+      }
+      if (found === undefined) {
+        findings.push({
+          check: 'hosts-toml',
+          problem: `no hosts.toml for ${label} in ${dir}.`,
+          impact: `containerd pulls ${label} straight from the upstream registry, never through this node's mirror.`,
+          fix: rerun,
+        })
+        continue
+      }
+      const wanted = target?.href
+      const names = found.hosts.map((h) => h.replace(/\/+$/, ''))
+      if (wanted !== undefined ? !names.includes(wanted) : names.length === 0) {
+        findings.push({
+          check: 'hosts-toml',
+          problem: wanted !== undefined
+            ? `${found.path} does not name this node's mirror ${wanted} (hosts: ${names.length > 0 ? names.join(', ') : 'none'}).`
+            : `${found.path} names no mirror host.`,
+          impact: `pulls from ${label} do not go through this node's mirror.`,
+          fix: rerun,
+        })
+      }
+    }
+    if (findings.length > 0) return { check: 'hosts-toml', status: 'finding', summary: `${findings.length} registr${findings.length === 1 ? 'y is' : 'ies are'} not mirrored through this node`, findings }
+    return ok('hosts-toml', `hosts.toml in ${dir} sends ${registries.map((r) => r.wildcard ? '_default' : r.host).join(', ')} to ${target?.href ?? 'a mirror'}`)
+  }
+}
+
+function discardFix (layout: CriLayout, talos: boolean): string {
+  if (talos) return `apply this Talos machine-config patch:\n${talosDiscardPatch}\n${talosApplyHint}`
+  return `set in containerd's config (/etc/containerd/config.toml):\n${criTomlSnippet(layout, { discardUnpackedLayers: false })}\n` +
+    'then restart containerd (systemctl restart containerd). On EKS set it through nodeadm\'s NodeConfig containerd.config.'
+}
+
+/**
+ * Counts the layers (and configs) missing under the present manifests of an image. Manifests of an index that are
+ * absent are normal (only this node's platform was pulled) and are not counted.
+ */
+async function missingLayers (store: ContentStore, top: string, signal: AbortSignal | undefined): Promise<number> {
+  const root = await present(store, top, signal)
+  if (root === undefined) return 0
+  const manifests: Descriptor[] = []
+  if (isIndexMediaType(root.mediaType)) {
+    const index = await readJson(store, root.digest, signal) as { manifests?: unknown } | undefined
+    for (const child of descriptors(index?.manifests)) {
+      learn(store, child)
+      const found = await present(store, child.digest, signal)
+      if (found !== undefined) manifests.push({ ...found, mediaType: child.mediaType !== '' ? child.mediaType : found.mediaType })
+    }
+  } else if (root.mediaType === MediaType.ociManifest || root.mediaType === MediaType.dockerManifest) {
+    manifests.push(root)
+  }
+  let missing = 0
+  for (const manifest of manifests) {
+    if (isIndexMediaType(manifest.mediaType)) continue
+    const doc = await readJson(store, manifest.digest, signal) as { config?: unknown, layers?: unknown } | undefined
+    for (const blob of [...descriptors(doc?.config === undefined ? [] : [doc.config]), ...descriptors(doc?.layers)]) {
+      learn(store, blob)
+      if (await present(store, blob.digest, signal) === undefined) missing++
+    }
+  }
+  return missing
+}
+
+function learn (store: ContentStore, d: Descriptor): void {
+  if (d.mediaType !== '' && isMediaTypeLearner(store)) store.learnMediaType(d)
+}
+
+async function present (store: ContentStore, digest: string, signal: AbortSignal | undefined): Promise<Descriptor | undefined> {
+  try {
+    return await store.descriptor(digest, { signal })
+  } catch (err) {
+    if (err instanceof NotFoundError) return undefined
+    throw err
+  }
+}
+
+function descriptors (value: unknown): Descriptor[] {
+  if (!Array.isArray(value)) return []
+  const out: Descriptor[] = []
+  for (const v of value) {
+    if (typeof v !== 'object' || v === null) continue
+    const { digest, mediaType, size } = v as Record<string, unknown>
+    if (typeof digest === 'string') out.push({ digest, mediaType: typeof mediaType === 'string' ? mediaType : '', size: typeof size === 'number' ? size : 0 })
+  }
+  return out
+}
+
+const maxManifestBytes = 4 * 1024 * 1024
+
+async function readJson (store: ContentStore, digest: string, signal: AbortSignal | undefined): Promise<unknown> {
+  let stream
+  try {
+    stream = await store.open(digest, { signal })
+  } catch (err) {
+    if (err instanceof NotFoundError) return undefined
+    throw err
+  }
+  const chunks: Buffer[] = []
+  let length = 0
+  try {
+    for await (const chunk of stream) {
+      length += (chunk as Buffer).byteLength
+      if (length > maxManifestBytes) return undefined
+      chunks.push(chunk as Buffer)
+    }
+  } finally {
+    stream.destroy()
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+  } catch {
+    return undefined
+  }
+}
+
+async function isDirectory (path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+function ok (check: CheckName, summary: string): CheckResult {
+  return { check, status: 'ok', summary, findings: [] }
+}
+
+function skipped (check: CheckName, summary: string): CheckResult {
+  return { check, status: 'skipped', summary, findings: [] }
+}
+
+function finding (check: CheckName, f: Omit<Finding, 'check'>, summary: string): CheckResult {
+  return { check, status: 'finding', summary, findings: [{ check, ...f }] }
+}
+
+function message (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+/** The report as plain text: one line per check, then each finding with what, why and the fix. */
+export function formatReport (report: DoctorReport): string {
+  const lines: string[] = []
+  const n = report.findings.length
+  lines.push(n === 0 ? 'spegel doctor: no findings' : `spegel doctor: ${n} finding${n === 1 ? '' : 's'}`)
+  if (report.containerdVersion !== undefined) lines.push(`containerd ${report.containerdVersion}${report.layout !== undefined ? `, CRI config layout io.containerd.${report.layout}` : ''}${report.talos ? ', Talos' : ''}`)
+  for (const r of report.results) {
+    const mark = r.status === 'ok' ? '[ok]     ' : r.status === 'skipped' ? '[skipped]' : '[FINDING]'
+    lines.push(`${mark} ${r.check}: ${r.summary}`)
+  }
+  for (const f of report.findings) {
+    lines.push('', `== ${f.check}`, `What is wrong: ${f.problem}`, `Why it matters: ${f.impact}`, 'Fix:')
+    for (const l of f.fix.split('\n')) lines.push(`  ${l}`)
+  }
+  return lines.join('\n') + '\n'
+}
