@@ -98,7 +98,8 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
         source = 'peer'
         triedPeers = true
         const ac = new AbortController()
-        req.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort() })
+        // The response closing before it finished means the client went away: stop asking peers.
+        reply.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort() })
         const res = await init.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal: ac.signal })
         const peerPath = path
         reply.raw.once('close', () => {
