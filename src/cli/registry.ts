@@ -1,8 +1,8 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { Advertiser, type StoreChange } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
 import { readBasicAuth } from '../containerd/hosts.ts'
-import type { Logger } from '../log/index.ts'
+import { addReadyzDetail, CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { createRegistryApp, RequestFilter } from '../registry/index.ts'
 import { PeerMirror } from '../registry/mirror.ts'
@@ -10,7 +10,8 @@ import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrappe
 import { Libp2pRouter } from '../routing/libp2p.ts'
 import type { FlagValue } from './args.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
-import { ExitCode, list, num, str, type CommandContext } from './run.ts'
+import { createMetricsApp, measurePull, RecentRequests } from '../web/index.ts'
+import { bool, ExitCode, list, num, str, type CommandContext } from './run.ts'
 
 /** Where Spegel's chart mounts the optional basic-auth secret. */
 export const basicAuthDir = '/etc/secrets/basic-auth'
@@ -66,11 +67,21 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
   const metrics = new Metrics()
   const client = new ContainerdClient({ socket: str(values, 'containerd-sock'), namespace: str(values, 'containerd-namespace') })
   const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path'), logger: logger.child({ component: 'containerd' }) })
+  const cri = new CriClient({ socket: str(values, 'containerd-sock') })
+  const doctor = new Doctor({ store, cri, metrics, plugins: async (options) => await client.plugins([], options) }, {
+    registryConfigPath: str(values, 'containerd-registry-config-path'),
+    mirroredRegistries: list(values, 'mirrored-registries'),
+    namespace: str(values, 'containerd-namespace'),
+    // Spegel's chart does not mount the hosts directory into the registry container.
+    hostsOptional: true,
+  })
+  const recent = new RecentRequests(100)
   const servers: FastifyInstance[] = []
   const background = new AbortController()
   let router: Libp2pRouter | undefined
   let mirror: PeerMirror | undefined
   let advertising: Promise<void> | undefined
+  let doctoring: Promise<void> | undefined
   try {
     const dataDir = str(values, 'data-dir')
     router = await Libp2pRouter.create({
@@ -102,9 +113,35 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
       mirror,
       ready: () => routerRef.ready(),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
+      onRequest: (record) => {
+        recent.record(record)
+        if (record.method === 'GET' && (record.status === 200 || record.status === 206) && record.source !== 'none') {
+          metrics.servedBytes.inc({ source: record.source }, record.bytes)
+        }
+      },
     })
+    addReadyzDetail(registry, () => readyzDetail(doctor.lastReport))
     servers.push(registry)
-    const metricsApp = createMetricsApp(metrics, logger.child({ component: 'metrics' }), { peerId: router.peerId })
+    doctoring = runDoctorLoop(doctor, logger.child({ component: 'doctor' }), background.signal)
+    const registryUrl = `http://${registryAddr.host === '' || registryAddr.host === '0.0.0.0' || registryAddr.host === '::' ? '127.0.0.1' : registryAddr.host.includes(':') ? `[${registryAddr.host}]` : registryAddr.host}:${registryAddr.port}`
+    const metricsApp = createMetricsApp({
+      metrics,
+      logger: logger.child({ component: 'metrics' }),
+      peerId: router.peerId,
+      ...(bool(values, 'debug-web-enabled')
+        ? {
+            debugWeb: {
+              addresses: () => routerRef.multiaddrs(),
+              peers: () => routerRef.peers(),
+              routerStatus: () => routerRef.status(),
+              advertised: () => advertiser.snapshot(),
+              recent,
+              doctor: () => doctor.lastReport,
+              measure: async (image, options) => await measurePull({ router: routerRef, store, registryUrl }, image, options),
+            },
+          }
+        : {}),
+    })
     servers.push(metricsApp)
 
     await registry.listen(listenOptions(registryAddr))
@@ -120,21 +157,13 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     // Leave the DHT first so peers stop being sent here, then let in-flight transfers finish, then release containerd.
     background.abort()
     await advertising
+    await doctoring
     await router?.close().catch((err: unknown) => { logger.warn({ err }, 'router close failed') })
     await Promise.allSettled(servers.map(async (s) => { await s.close() }))
     mirror?.close()
+    cri.close()
     await store.close()
     client.close()
     logger.info('exit gracefully')
   }
-}
-
-function createMetricsApp (metrics: Metrics, logger: Logger, identity: { peerId: string }): FastifyInstance {
-  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, disableRequestLogging: true, forceCloseConnections: true })
-  app.get('/metrics', async (_req, reply) => {
-    const body = await metrics.registry.metrics()
-    return await reply.type(metrics.registry.contentType).send(body)
-  })
-  app.get('/debug/web/metadata', async (_req, reply) => await reply.send({ libp2p: { id: identity.peerId } }))
-  return app
 }

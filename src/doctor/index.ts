@@ -451,3 +451,5 @@ export function formatReport (report: DoctorReport): string {
   }
   return lines.join('\n') + '\n'
 }
+
+export { addReadyzDetail, readyzDetail, runDoctorLoop } from './daemon.ts'
