@@ -9,10 +9,18 @@ import { walkImage } from '../store/walk.ts'
 /** One change in the store. Content deletions invalidate cached image walks (a layer may have gone). */
 export interface StoreChange {
   contentDeleted: boolean
+  /**
+   * Digest of content that just landed (containerd ≥ 2.1 emits `/content/create` per blob). It is advertised at once,
+   * before the image it belongs to is complete, so other nodes pulling the same image can fetch finished layers.
+   */
+  created?: string
 }
 
 /** Something that says "the store changed": containerd's event stream. It throws when the stream breaks. */
 export type ChangeFeed = (signal: AbortSignal) => AsyncIterable<StoreChange>
+
+/** Bound on content tracked outside images (a pull in progress has a few dozen blobs). */
+const maxLoose = 10_000
 
 export interface AdvertiserInit {
   store: ContentStore
@@ -48,6 +56,8 @@ export interface AdvertisedImage {
 export class Advertiser {
   private readonly init: AdvertiserInit
   private readonly walks = new Map<string, string[]>()
+  /** Content announced by create events and not (yet) part of any image. */
+  private readonly loose = new Set<string>()
   private advertised = new Set<string>()
   private images: AdvertisedImage[] = []
   private dirty = true
@@ -107,6 +117,7 @@ export class Advertiser {
       try {
         for await (const event of changes(signal)) {
           if (event.contentDeleted) this.walks.clear()
+          if (event.created !== undefined && this.loose.size < maxLoose) this.loose.add(event.created)
           backoff = 100
           this.changed()
         }
@@ -147,6 +158,15 @@ export class Advertiser {
       images.push(image)
     }
     for (const top of this.walks.keys()) if (!seenTops.has(top)) this.walks.delete(top)
+    for (const digest of this.loose) {
+      if (wanted.has(digest)) { this.loose.delete(digest); continue } // now part of an image
+      try {
+        await store.descriptor(digest, { signal })
+        wanted.add(digest)
+      } catch {
+        this.loose.delete(digest)
+      }
+    }
 
     const added = [...wanted].filter((k) => !this.advertised.has(k))
     const removed = [...this.advertised].filter((k) => !wanted.has(k))

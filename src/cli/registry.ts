@@ -50,7 +50,8 @@ export function bootstrapperFrom (values: Map<string, FlagValue>): Bootstrapper 
 function containerdChanges (client: ContainerdClient): (signal: AbortSignal) => AsyncIterable<StoreChange> {
   return async function * (signal) {
     for await (const event of client.subscribe(['topic~="^/images/"', 'topic~="^/content/"'], { signal })) {
-      yield { contentDeleted: event.payload.type === 'content-delete' }
+      const p = event.payload
+      yield p.type === 'content-create' ? { contentDeleted: false, created: p.digest } : { contentDeleted: p.type === 'content-delete' }
     }
   }
 }

@@ -97,6 +97,29 @@ describe('advertiser', () => {
     }
   })
 
+  it('advertises content as soon as it lands, before its image exists, and withdraws it if it goes', async () => {
+    const network = new MemoryNetwork()
+    const self = new MemoryRouter(network, { id: 'self' })
+    const other = new MemoryRouter(network, { id: 'other' })
+    const store = new MemoryStore()
+    const changes = feed()
+    const advertiser = new Advertiser({ store, router: self, logger, changes: changes.source, debounceMs: 5 })
+    const ac = new AbortController()
+    const running = advertiser.run(ac.signal)
+    try {
+      await until('first pass', async () => advertiser.ready)
+      const layer = store.addBlob('a layer still being pulled', MediaType.ociLayerGzip)
+      changes.push({ contentDeleted: false, created: layer })
+      await until('landed layer advertised', async () => (await providers(other, layer)).length === 1)
+      store.deleteBlob(layer)
+      changes.push({ contentDeleted: true })
+      await until('removed layer withdrawn', async () => (await providers(other, layer)).length === 0)
+    } finally {
+      ac.abort()
+      await running
+    }
+  })
+
   it('never advertises an image whose manifest is absent', async () => {
     const network = new MemoryNetwork()
     const self = new MemoryRouter(network, { id: 'self' })
