@@ -4,7 +4,7 @@ import type { DoctorReport } from '../doctor/index.ts'
 import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import type { PeerInfo } from '../routing/types.ts'
-import { InvalidImageError, type MeasureResult } from './measure.ts'
+import { InvalidImageError, parseImageWithDefaults, type MeasureResult } from './measure.ts'
 import { renderError, renderMeasure, renderPage, renderStats, type StatsView } from './page.ts'
 import type { RecentRequests } from './recent.ts'
 
@@ -106,6 +106,11 @@ export function createMetricsApp (init: MetricsAppInit): FastifyInstance {
     schema: { querystring: { type: 'object', properties: { image: { type: 'string', maxLength: 1024 } } } },
   }, async (req, reply) => {
     const image = req.query.image ?? ''
+    try {
+      parseImageWithDefaults(image)
+    } catch (err) {
+      return await reply.code(400).type(html).send(renderError(`invalid image: ${(err as Error).message}`))
+    }
     if (web.measure === undefined) return await reply.code(501).type(html).send(renderError('measuring is not available on this node'))
     const ac = new AbortController()
     // The response closing before it was written means the browser went away.
