@@ -1,0 +1,180 @@
+import assert from 'node:assert/strict'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import Fastify from 'fastify'
+import {
+  addReadyzDetail, criImageSettings, Doctor, formatReport, readyzDetail, splitConfigPath, talosDiscardPatch,
+  type CriApi, type DoctorReport,
+} from '../../../src/doctor/index.ts'
+import { Metrics } from '../../../src/metrics/index.ts'
+import { MediaType } from '../../../src/oci/mediatypes.ts'
+import { MemoryStore } from '../../../src/store/memory.ts'
+
+/** containerd 1.6's CRI Status info["config"], trimmed to what matters. */
+function config16 (configPath: string, discard: boolean): Record<string, string> {
+  return { config: JSON.stringify({ containerd: { snapshotter: 'overlayfs', discardUnpackedLayers: discard, runtimes: { runc: {} } }, registry: { configPath, mirrors: null }, cni: {} }), golang: '"go1.19"' }
+}
+
+function fakeCri (info: Record<string, string>, version = '1.6.20'): CriApi {
+  return {
+    version: async () => ({ runtimeName: 'containerd', runtimeVersion: version, runtimeApiVersion: 'v1' }),
+    status: async () => ({ conditions: [], info }),
+  }
+}
+
+/** An image whose manifest and config are present; `withLayer` decides whether its layer is. */
+function storeWithImage (withLayer: boolean): MemoryStore {
+  const store = new MemoryStore()
+  const layer = Buffer.alloc(100, 1)
+  const layerDigest = withLayer ? store.addBlob(layer, MediaType.ociLayerGzip) : 'sha256:' + '4'.repeat(64)
+  const config = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } })
+  const configDigest = store.addBlob(config, MediaType.ociConfig)
+  const manifest = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: configDigest, size: config.length }, layers: [{ mediaType: MediaType.ociLayerGzip, digest: layerDigest, size: 100 }] })
+  const manifestDigest = store.addBlob(manifest, MediaType.ociManifest)
+  // An index whose other platform is absent: normal, not a finding.
+  const index = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [
+    { mediaType: MediaType.ociManifest, digest: manifestDigest, size: manifest.length, platform: { os: 'linux', architecture: 'amd64' } },
+    { mediaType: MediaType.ociManifest, digest: 'sha256:' + '5'.repeat(64), size: 500, platform: { os: 'linux', architecture: 'arm64' } },
+  ] })
+  store.addImage('example.com/team/app:1.0', store.addBlob(index, MediaType.ociIndex))
+  return store
+}
+
+describe('reading the CRI config', () => {
+  it('finds config_path and discard_unpacked_layers in containerd 1.6 and in 2.x-style image config', () => {
+    assert.deepEqual(criImageSettings(config16('/etc/containerd/certs.d', true)), {
+      configPath: '/etc/containerd/certs.d', configPathSource: 'config.registry.configPath',
+      discardUnpackedLayers: true, discardSource: 'config.containerd.discardUnpackedLayers',
+    })
+    const v2 = criImageSettings({ config: JSON.stringify({ containerd: { runtimes: {} }, cni: {} }), imageConfig: JSON.stringify({ discardUnpackedLayers: false, registry: { configPath: '/etc/cri/conf.d/hosts' } }) })
+    assert.equal(v2.configPath, '/etc/cri/conf.d/hosts')
+    assert.equal(v2.discardUnpackedLayers, false)
+    assert.equal(v2.discardSource, 'imageConfig.discardUnpackedLayers')
+    // containerd 2.x reporting only the runtime config: unknown, not "unset".
+    assert.deepEqual(criImageSettings({ config: JSON.stringify({ containerd: { runtimes: {} } }), golang: 'not json' }), {})
+  })
+
+  it('splits multi-directory config_path values', () => {
+    assert.deepEqual(splitConfigPath('/etc/containerd/certs.d:/etc/docker/certs.d/'), ['/etc/containerd/certs.d', '/etc/docker/certs.d'])
+    assert.deepEqual(splitConfigPath(''), [])
+  })
+})
+
+describe('Doctor', () => {
+  let dir = ''
+  let hosts = ''
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'spegel-doctor-'))
+    hosts = join(dir, 'certs.d')
+    await mkdir(join(hosts, 'example.com'), { recursive: true })
+    await writeFile(join(hosts, 'example.com', 'hosts.toml'), "server = 'https://example.com'\n\n[host.'http://10.0.0.1:30020']\ncapabilities = ['pull', 'resolve']\n")
+  })
+  after(async () => { await rm(dir, { recursive: true, force: true }) })
+
+  const init = (): ConstructorParameters<typeof Doctor>[1] => ({ registryConfigPath: hosts, mirroredRegistries: ['https://example.com'], mirrorTargets: ['http://10.0.0.1:30020'] })
+
+  it('reports nothing for a correct node, and sets the findings gauge to 0 for every check', async () => {
+    const metrics = new Metrics({ defaultMetrics: false })
+    const doctor = new Doctor({ store: storeWithImage(true), cri: fakeCri(config16(`${hosts}:/etc/docker/certs.d`, false)), metrics }, init())
+    const report = await doctor.run()
+    assert.deepEqual(report.findings, [])
+    assert.deepEqual(report.results.map((r) => [r.check, r.status]), [
+      ['containerd', 'ok'], ['config-path', 'ok'], ['discard-unpacked-layers', 'ok'], ['missing-layers', 'ok'], ['hosts-toml', 'ok'],
+    ])
+    assert.equal(doctor.lastReport, report)
+    const text = await metrics.registry.metrics()
+    for (const check of ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml']) {
+      assert.match(text, new RegExp(`^spegel_doctor_findings\\{check="${check}"\\} 0$`, 'm'))
+    }
+    assert.match(formatReport(report), /^spegel doctor: no findings\n/)
+  })
+
+  it('reports each misconfiguration with what, why and the fix', async () => {
+    const metrics = new Metrics({ defaultMetrics: false })
+    const doctor = new Doctor({ store: storeWithImage(false), cri: fakeCri(config16('', true)), metrics }, { ...init(), mirrorTargets: ['http://10.0.0.9:30020'] })
+    const report = await doctor.run()
+    assert.deepEqual(report.findings.map((f) => f.check), ['config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml'])
+    for (const f of report.findings) {
+      assert.ok(f.problem.length > 10 && f.impact.length > 10 && f.fix.length > 10, f.check)
+    }
+    const byCheck = new Map(report.findings.map((f) => [f.check, f]))
+    assert.match(byCheck.get('config-path')?.fix ?? '', /\[plugins\."io\.containerd\.grpc\.v1\.cri"\.registry\]\n {2}config_path = ".*certs\.d"/)
+    assert.match(byCheck.get('discard-unpacked-layers')?.fix ?? '', /\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\]\n {2}discard_unpacked_layers = false/)
+    assert.match(byCheck.get('missing-layers')?.problem ?? '', /example\.com\/team\/app:1\.0 \(1 layer\(s\) missing\)/)
+    assert.match(byCheck.get('missing-layers')?.fix ?? '', /ctr -n k8s\.io content fetch example\.com\/team\/app:1\.0/)
+    assert.match(byCheck.get('hosts-toml')?.problem ?? '', /does not name this node's mirror http:\/\/10\.0\.0\.9:30020 \(hosts: http:\/\/10\.0\.0\.1:30020\)/)
+    assert.match(await metrics.registry.metrics(), /^spegel_doctor_findings\{check="missing-layers"\} 1$/m)
+    const text = formatReport(report)
+    assert.match(text, /^spegel doctor: 4 findings\n/)
+    assert.match(text, /\[FINDING\] config-path/)
+    assert.match(text, /What is wrong: .*\nWhy it matters: .*\nFix:\n {2}/)
+  })
+
+  it('names config_path directories that do not include the mirror configuration', async () => {
+    const report = await new Doctor({ store: storeWithImage(true), cri: fakeCri(config16('/etc/containerd/certs.d:/etc/docker/certs.d', false)) }, init()).run()
+    const f = report.findings.find((x) => x.check === 'config-path')
+    assert.ok(f !== undefined)
+    assert.match(f.problem, /reads hosts from \/etc\/containerd\/certs\.d:\/etc\/docker\/certs\.d, but the mirror configuration is written to /)
+    assert.match(f.fix, /spegel\.containerdRegistryConfigPath=\/etc\/containerd\/certs\.d/)
+  })
+
+  it('uses the containerd 2.x table and, on Talos, prints the machine-config patch', async () => {
+    const cri = fakeCri({ imageConfig: JSON.stringify({ discardUnpackedLayers: true, registry: { configPath: '/etc/cri/conf.d/hosts' } }) }, 'v2.1.4')
+    const v2 = await new Doctor({ store: storeWithImage(true), cri, plugins: async () => [{ type: 'io.containerd.cri.v1', id: 'images' }] }, { ...init(), talos: false }).run()
+    assert.equal(v2.layout, 'cri.v1.images')
+    assert.match(v2.findings.find((f) => f.check === 'discard-unpacked-layers')?.fix ?? '', /\[plugins\."io\.containerd\.cri\.v1\.images"\]\n {2}discard_unpacked_layers = false/)
+
+    const talos = await new Doctor({ store: storeWithImage(false), cri }, { registryConfigPath: '/etc/cri/conf.d/hosts', hostsOptional: true }).run()
+    assert.equal(talos.talos, true)
+    const fix = talos.findings.find((f) => f.check === 'discard-unpacked-layers')?.fix ?? ''
+    assert.ok(fix.includes(talosDiscardPatch))
+    assert.match(fix, /path: \/etc\/cri\/conf\.d\/20-customization\.part/)
+    assert.match(fix, /--mode=reboot/)
+    assert.doesNotMatch(talosDiscardPatch, /\/var\/etc|grpc\.v1\.cri/)
+    assert.equal(talos.results.find((r) => r.check === 'hosts-toml')?.status, 'skipped')
+  })
+
+  it('skips what containerd does not report instead of guessing; an unreachable containerd is a finding', async () => {
+    const unknown = await new Doctor({ store: storeWithImage(true), cri: fakeCri({ config: '{"containerd":{}}' }, '2.0.0') }, init()).run()
+    assert.equal(unknown.results.find((r) => r.check === 'config-path')?.status, 'skipped')
+    assert.equal(unknown.results.find((r) => r.check === 'discard-unpacked-layers')?.status, 'skipped')
+    assert.deepEqual(unknown.findings, [])
+
+    const down = new MemoryStore()
+    down.listImages = async () => { throw new Error('connection refused') }
+    const report = await new Doctor({ store: down, cri: fakeCri({}) }, init()).run()
+    assert.deepEqual(report.findings.map((f) => f.check), ['containerd'])
+    assert.match(report.findings[0]?.problem ?? '', /connection refused/)
+  })
+
+  it('reports a missing hosts directory unless it is optional (the daemon does not mount it)', async () => {
+    const missing = { registryConfigPath: join(dir, 'nope'), mirroredRegistries: [] }
+    const strict = await new Doctor({ store: storeWithImage(true), cri: fakeCri(config16(join(dir, 'nope'), false)) }, missing).run()
+    assert.match(strict.findings.find((f) => f.check === 'hosts-toml')?.problem ?? '', /no hosts\.toml for every registry \(_default\)/)
+    const optional = await new Doctor({ store: storeWithImage(true), cri: fakeCri(config16(join(dir, 'nope'), false)) }, { ...missing, hostsOptional: true }).run()
+    assert.deepEqual(optional.findings, [])
+  })
+})
+
+describe('/readyz?verbose', () => {
+  it('appends the doctor lines only when asked, keeping the status and the plain body', async () => {
+    let report: DoctorReport | undefined
+    const app = Fastify()
+    app.get('/readyz', async (_req, reply) => await reply.code(503).type('text/plain').send('not ready'))
+    addReadyzDetail(app, () => readyzDetail(report))
+    const plain = await app.inject('/readyz')
+    assert.equal(plain.statusCode, 503)
+    assert.equal(plain.body, 'not ready')
+    const early = await app.inject('/readyz?verbose')
+    assert.equal(early.statusCode, 503)
+    assert.match(early.body, /^not ready\n\[\?\]doctor: not run yet\n$/)
+    report = await new Doctor({ store: storeWithImage(false), cri: fakeCri(config16('/x', false)) }, { registryConfigPath: '/x', hostsOptional: true }).run()
+    const verbose = await app.inject('/readyz?verbose=1')
+    assert.match(verbose.body, /\[\+\]doctor config-path: ok/)
+    assert.match(verbose.body, /\[-\]doctor missing-layers: layers missing/)
+    assert.match(verbose.body, /\[\+\]doctor hosts-toml: skipped/)
+    await app.close()
+  })
+})
