@@ -1,0 +1,299 @@
+// A whole Spegel cluster on one machine: network namespaces (./netns.ts), one containerd and one `spegel registry` per
+// node started inside the node's namespace, the node's hosts.toml written by `spegel configuration`, and one upstream
+// docker-registry in its own namespace. Used by the multi-node test, `npm run demo` and bench/p2p-pull.ts.
+//
+// Every node uses the production ports (registry 5000, router 5001, metrics 9090) on its own address; node 1 is the
+// static bootstrap peer of all. The test process reaches every node through the cluster's host link.
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { startContainerd, type ContainerdInstance } from './containerd.ts'
+import { createCluster, type NetnsCluster, type NetnsMember } from './netns.ts'
+import { run, startProcess, waitFor, type ProcessHandle } from './process.ts'
+import { startRegistry, type RegistryHandle } from './registry.ts'
+import { cliPath, runSpegel } from './spegel.ts'
+import { requireKnownTool } from './tools.ts'
+
+export const registryPort = 5000
+export const routerPort = 5001
+export const metricsPort = 9090
+
+/** One parsed JSON log line of a daemon (pino). */
+export interface DaemonLogRecord {
+  level?: string
+  time?: string
+  msg?: string
+  [key: string]: unknown
+}
+
+export interface PullOptions {
+  /** Go through the node's hosts.toml (its mirror first, the upstream as fallback). Default true. */
+  mirrors?: boolean
+  /** `ctr content fetch` (no unpack; also works for artifacts) instead of `ctr images pull`. */
+  contentOnly?: boolean
+  allPlatforms?: boolean
+  platform?: string
+  timeoutMs?: number
+  signal?: AbortSignal
+}
+
+export interface SpegelNode {
+  /** 1-based. */
+  readonly index: number
+  readonly name: string
+  readonly net: NetnsMember
+  readonly netns: string
+  readonly ip: string
+  readonly containerd: ContainerdInstance
+  /** The hosts directory (containerd's config_path) holding the hosts.toml `spegel configuration` wrote. */
+  readonly hostsDir: string
+  /** `http://IP:5000`: the node's own mirror. */
+  readonly mirrorUrl: string
+  /** The running daemon, undefined while stopped. */
+  readonly daemon: ProcessHandle | undefined
+  /** libp2p peer id from the daemon's "running" log line (stable: the key is kept in the node's data dir). */
+  readonly peerId: string | undefined
+  /** Every JSON log line the daemons of this node wrote so far (all incarnations). */
+  logs: () => DaemonLogRecord[]
+  /** `ctr --address SOCKET -n k8s.io ARGS`, run inside the node's namespace (as a node-local client would be). */
+  ctr: (args: readonly string[], options?: { timeoutMs?: number, signal?: AbortSignal }) => Promise<string>
+  /** Pulls `ref` with ctr from inside the node's namespace. */
+  pull: (ref: string, options?: PullOptions) => Promise<void>
+  /** Digests in the node's content store. */
+  contentDigests: () => Promise<Set<string>>
+  /** Target digest of an image in the node's containerd, undefined when absent. */
+  imageDigest: (name: string) => Promise<string | undefined>
+  /** Removes images and then the given content (and lets containerd's GC run), so the next pull starts cold. */
+  forget: (images: readonly string[], digests: readonly string[]) => Promise<void>
+  /** Starts the daemon (again) and waits for /readyz. */
+  startDaemon: () => Promise<void>
+  /** Graceful stop (SIGTERM). */
+  stopDaemon: () => Promise<void>
+  /** SIGKILL by PID, no goodbye to the DHT. */
+  killDaemon: () => Promise<void>
+}
+
+export interface SpegelCluster {
+  readonly net: NetnsCluster
+  readonly upstream: RegistryHandle
+  /** `IP:5000` of the upstream, as used in image references. */
+  readonly upstreamHost: string
+  readonly nodes: readonly SpegelNode[]
+  /** Waits until `node`'s mirror answers 200 to HEAD `/v2/REPO/(blobs|manifests)/REF?ns=<upstream>`. */
+  waitServable: (node: SpegelNode, repository: string, kind: 'blobs' | 'manifests', reference: string, options?: { timeoutMs?: number }) => Promise<void>
+  /** Stops every daemon, containerd and the upstream, and deletes the namespaces. Idempotent. */
+  stop: () => Promise<void>
+  [Symbol.asyncDispose]: () => Promise<void>
+}
+
+export interface StartSpegelClusterOptions {
+  nodes?: number
+  prefix?: string
+  /** Daemon log level (default INFO; DEBUG adds one "served from peer" line per request served from a peer). */
+  logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR'
+  /** Extra `spegel registry` flags, e.g. `--mirror-resolve-timeout=1s`. */
+  daemonArgs?: readonly string[]
+  /** Called with each parsed daemon log line. */
+  onLog?: (node: SpegelNode, record: DaemonLogRecord) => void
+  /** Kept log records per node (default 20 000; oldest dropped). */
+  maxLogRecords?: number
+}
+
+/** Starts the cluster; on failure stops whatever was started and rethrows. */
+export async function startSpegelCluster (options: StartSpegelClusterOptions = {}): Promise<SpegelCluster> {
+  for (const tool of ['containerd', 'ctr', 'docker-registry', 'skopeo', 'ip', 'tc'] as const) requireKnownTool(tool)
+  const count = options.nodes ?? 3
+  const net = await createCluster({ nodes: count, prefix: options.prefix ?? 'spegel' })
+  const nodes: NodeImpl[] = []
+  let upstream: RegistryHandle | undefined
+  let stopped = false
+  const stop = async (): Promise<void> => {
+    if (stopped) return
+    stopped = true
+    await Promise.allSettled(nodes.map(async (n) => { await n.stopDaemon() }))
+    await Promise.allSettled(nodes.map(async (n) => { await n.containerd.stop() }))
+    await upstream?.stop().catch(() => {})
+    await net.destroy()
+  }
+  try {
+    const up = net.upstream
+    if (up === undefined) throw new Error('the cluster has no upstream namespace')
+    upstream = await startRegistry({ host: up.ip, port: registryPort, netns: up.netns })
+    const upstreamRef = upstream
+    const first = net.nodes[0]
+    if (first === undefined) throw new Error('the cluster has no node')
+    const bootstrap = `/ip4/${first.ip}/tcp/${routerPort}`
+    for (const [i, member] of net.nodes.entries()) {
+      const containerd = await startContainerd({ prefix: [requireKnownTool('ip'), 'netns', 'exec', member.netns] })
+      const node = new NodeImpl(i + 1, member, containerd, {
+        logLevel: options.logLevel ?? 'INFO',
+        args: ['--bootstrap-kind=static', `--static-bootstrap-peers=${bootstrap}`, ...(options.daemonArgs ?? [])],
+        maxLogRecords: options.maxLogRecords ?? 20_000,
+        ...(options.onLog !== undefined ? { onLog: options.onLog } : {}),
+      })
+      nodes.push(node)
+      await runSpegel([
+        'configuration',
+        `--containerd-registry-config-path=${node.hostsDir}`,
+        '--mirrored-registries', upstreamRef.url,
+        '--mirror-targets', node.mirrorUrl,
+      ])
+    }
+    // Node 1 first: it is everyone's bootstrap peer and becomes ready alone.
+    await nodes[0]!.startDaemon()
+    await Promise.all(nodes.slice(1).map(async (n) => { await n.startDaemon() }))
+    const cluster: SpegelCluster = {
+      net,
+      upstream: upstreamRef,
+      upstreamHost: upstreamRef.host,
+      nodes,
+      waitServable: async (node, repository, kind, reference, opts = {}) => {
+        const url = `${node.mirrorUrl}/v2/${repository}/${kind}/${reference}?ns=${encodeURIComponent(upstreamRef.host)}`
+        await waitFor(async () => {
+          const res = await fetch(url, { method: 'HEAD', signal: AbortSignal.timeout(5000) })
+          return res.status === 200
+        }, { timeoutMs: opts.timeoutMs ?? 30_000, intervalMs: 200, what: `${node.name} to serve ${repository} ${kind} ${reference}` })
+      },
+      stop,
+      [Symbol.asyncDispose]: stop,
+    }
+    return cluster
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}
+
+interface NodeInit {
+  logLevel: string
+  args: string[]
+  maxLogRecords: number
+  onLog?: (node: SpegelNode, record: DaemonLogRecord) => void
+}
+
+class NodeImpl implements SpegelNode {
+  readonly index: number
+  readonly name: string
+  readonly net: NetnsMember
+  readonly containerd: ContainerdInstance
+  readonly hostsDir: string
+  readonly mirrorUrl: string
+  private readonly init: NodeInit
+  private proc: ProcessHandle | undefined
+  private id: string | undefined
+  private records: DaemonLogRecord[] = []
+
+  constructor (index: number, net: NetnsMember, containerd: ContainerdInstance, init: NodeInit) {
+    this.index = index
+    this.name = `node${index}`
+    this.net = net
+    this.containerd = containerd
+    this.hostsDir = containerd.configPath
+    this.mirrorUrl = `http://${net.ip}:${registryPort}`
+    this.init = init
+  }
+
+  get netns (): string { return this.net.netns }
+  get ip (): string { return this.net.ip }
+  get daemon (): ProcessHandle | undefined { return this.proc }
+  get peerId (): string | undefined { return this.id }
+
+  logs (): DaemonLogRecord[] {
+    return [...this.records]
+  }
+
+  async ctr (args: readonly string[], options: { timeoutMs?: number, signal?: AbortSignal } = {}): Promise<string> {
+    const res = await run('ctr', ['--address', this.containerd.socket, '-n', this.containerd.namespace, ...args], {
+      netns: this.netns,
+      timeoutMs: options.timeoutMs ?? 180_000,
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    })
+    return res.stdout
+  }
+
+  async pull (ref: string, options: PullOptions = {}): Promise<void> {
+    const args = options.contentOnly === true ? ['content', 'fetch'] : ['images', 'pull']
+    // Without hosts.toml, ctr talks to the upstream directly (plain HTTP, no mirror).
+    args.push(...(options.mirrors ?? true) ? ['--hosts-dir', this.hostsDir] : ['--plain-http'])
+    if (options.allPlatforms === true) args.push('--all-platforms')
+    if (options.platform !== undefined) args.push('--platform', options.platform)
+    args.push(ref)
+    await this.ctr(args, { ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}), ...(options.signal !== undefined ? { signal: options.signal } : {}) })
+  }
+
+  async contentDigests (): Promise<Set<string>> {
+    const out = await this.ctr(['content', 'ls', '-q'])
+    return new Set(out.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('sha256:')))
+  }
+
+  async imageDigest (name: string): Promise<string | undefined> {
+    const out = await this.ctr(['images', 'ls'])
+    for (const line of out.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/)
+      if (cols[0] === name) return cols[2]
+    }
+    return undefined
+  }
+
+  async forget (images: readonly string[], digests: readonly string[]): Promise<void> {
+    if (images.length > 0) await run('ctr', ['--address', this.containerd.socket, '-n', this.containerd.namespace, 'images', 'rm', '--sync', ...images], { allowNonZero: true, timeoutMs: 120_000 })
+    if (digests.length > 0) await run('ctr', ['--address', this.containerd.socket, '-n', this.containerd.namespace, 'content', 'rm', ...digests], { allowNonZero: true, timeoutMs: 120_000 })
+  }
+
+  async startDaemon (): Promise<void> {
+    if (this.proc !== undefined && this.proc.exitStatus === undefined) throw new Error(`${this.name}: daemon already running`)
+    const dataDir = join(this.containerd.dir, 'spegel-data')
+    await mkdir(dataDir, { recursive: true })
+    const args = [
+      cliPath, 'registry',
+      `--log-level=${this.init.logLevel}`,
+      `--registry-addr=${this.ip}:${registryPort}`,
+      `--metrics-addr=${this.ip}:${metricsPort}`,
+      `--router-addr=${this.ip}:${routerPort}`,
+      `--containerd-sock=${this.containerd.socket}`,
+      `--containerd-namespace=${this.containerd.namespace}`,
+      `--containerd-content-path=${this.containerd.contentPath}`,
+      `--containerd-registry-config-path=${this.hostsDir}`,
+      `--data-dir=${dataDir}`,
+      ...this.init.args,
+    ]
+    const proc = await startProcess(process.execPath, args, {
+      netns: this.netns,
+      name: `spegel-${this.name}`,
+      onLine: (line) => { this.onLine(line) },
+    })
+    this.proc = proc
+    try {
+      await waitFor(async () => {
+        if (proc.exitStatus !== undefined) throw new Error(`${this.name}: spegel exited early`)
+        const res = await fetch(`${this.mirrorUrl}/readyz`, { signal: AbortSignal.timeout(1000) })
+        await res.body?.cancel()
+        return res.status === 200 && this.id !== undefined
+      }, { timeoutMs: 30_000, intervalMs: 100, what: `${this.name} spegel /readyz`, context: () => proc.output() })
+    } catch (err) {
+      await proc.stop('SIGKILL')
+      throw err
+    }
+  }
+
+  async stopDaemon (): Promise<void> {
+    await this.proc?.stop('SIGTERM', 10_000)
+  }
+
+  async killDaemon (): Promise<void> {
+    await this.proc?.stop('SIGKILL')
+  }
+
+  private onLine (line: string): void {
+    if (!line.startsWith('{')) return
+    let record: DaemonLogRecord
+    try {
+      record = JSON.parse(line) as DaemonLogRecord
+    } catch {
+      return
+    }
+    if (record.msg === 'running' && typeof record.peerId === 'string') this.id = record.peerId
+    this.records.push(record)
+    if (this.records.length > this.init.maxLogRecords) this.records.splice(0, this.records.length - this.init.maxLogRecords)
+    this.init.onLog?.(this, record)
+  }
+}
