@@ -13,6 +13,8 @@ import { gzipSync } from 'node:zlib'
 export interface StartContainerdOptions {
   /** Hosts directory (`config_path` of the CRI registry config). Default: `<dir>/certs.d`, created. */
   configPath?: string
+  /** Leave the CRI registry `config_path` unset (containerd then ignores every hosts.toml); configPath is still created. */
+  omitConfigPath?: boolean
   /** Extra TOML appended to the generated config. */
   extraConfig?: string
   /** How long to wait for the socket to answer (default 30 s). */
@@ -78,8 +80,7 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
     // The default /opt/containerd is shared with the host's daemon.
     '[plugins."io.containerd.internal.v1.opt"]',
     `  path = ${JSON.stringify(join(dir, 'opt'))}`,
-    '[plugins."io.containerd.grpc.v1.cri".registry]',
-    `  config_path = ${JSON.stringify(configPath)}`,
+    ...(options.omitConfigPath === true ? [] : ['[plugins."io.containerd.grpc.v1.cri".registry]', `  config_path = ${JSON.stringify(configPath)}`]),
     options.extraConfig ?? '',
   ].join('\n') + '\n'
   const configFile = join(dir, 'config.toml')
