@@ -32,6 +32,10 @@ export class Metrics {
   readonly doctorFindings = new Gauge({ name: 'spegel_doctor_findings', help: 'Misconfigurations found by the last doctor run, by check.', labelNames: ['check'] as const, registers: [this.registry] })
 
   constructor (options: { defaultMetrics?: boolean } = {}) {
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+    if (options.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry })
+      // Gauges named like counters fail `promtool check metrics`; each is the sum of its per-type gauge, which stays.
+      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name)
+    }
   }
 }
