@@ -126,7 +126,10 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
           bytes: Number(reply.getHeader('content-length') ?? 0),
           durationMs: performance.now() - started,
         }
-        reply.raw.once('finish', () => { init.onRequest?.({ ...record, durationMs: performance.now() - started }) })
+        const report = (): void => { init.onRequest?.({ ...record, durationMs: performance.now() - started }) }
+        // A small response may have finished before we get here; 'finish' would then never come.
+        if (reply.raw.writableFinished) report()
+        else reply.raw.once('finish', report)
       }
     }
   }
