@@ -23,6 +23,7 @@ export async function doctorCommand (ctx: CommandContext): Promise<number> {
       mirroredRegistries: list(values, 'mirrored-registries'),
       mirrorTargets: list(values, 'mirror-targets'),
       namespace,
+      hostRoot: str(values, 'host-root'),
     })
     const report = await doctor.run({ signal })
     if (str(values, 'format') === 'json') process.stdout.write(JSON.stringify(report, null, 2) + '\n')

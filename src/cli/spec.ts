@@ -86,6 +86,7 @@ export const commands: readonly CommandSpec[] = [
       registryConfigPath,
       mirroredRegistries,
       { name: 'mirror-targets', kind: 'list', env: 'MIRROR_TARGETS', help: 'Mirror URLs as given to `configuration`; the first must be named in hosts.toml. Empty: any mirror host.' },
+      { name: 'host-root', kind: 'string', env: 'HOST_ROOT', default: '', help: 'Where the node\'s root filesystem is mounted (e.g. /host in kubectl debug node/…); hosts.toml is read below it.' },
       { name: 'format', kind: 'string', default: 'text', choices: ['text', 'json'], help: 'Output format.' },
     ],
   },

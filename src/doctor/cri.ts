@@ -1,6 +1,7 @@
 // A tiny client for the two CRI calls the doctor needs (runtime.v1 RuntimeService Version and Status). containerd
 // serves CRI on its main socket; Status with verbose=true carries the CRI plugin's configuration as JSON, the only
 // place a running containerd reports `config_path` and `discard_unpacked_layers`.
+import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { Client, Metadata, credentials, status as grpcStatus } from '@grpc/grpc-js'
 import type { ServiceError } from '@grpc/grpc-js'
@@ -52,7 +53,10 @@ let methods: Methods | undefined
 
 function loadMethods (): Methods {
   if (methods !== undefined) return methods
-  const file = fileURLToPath(new URL('../containerd/proto/cri/api.proto', import.meta.url))
+  // From the sources: src/containerd/proto/; from the bundle (dist/spegel.mjs): dist/proto/, a copy of that directory.
+  const file = [new URL('../containerd/proto/cri/api.proto', import.meta.url), new URL('./proto/cri/api.proto', import.meta.url)]
+    .map((u) => fileURLToPath(u)).find((f) => existsSync(f))
+  if (file === undefined) throw new Error('cri/api.proto not found next to the program')
   const pkg = loadSync(file, { keepCase: true, longs: Number, enums: String, defaults: true })
   const service = pkg['runtime.v1.RuntimeService'] as Record<string, MethodDefinition<never, never>> | undefined
   if (service?.Version === undefined || service.Status === undefined) throw new Error('runtime.v1.RuntimeService is not defined')

@@ -71,6 +71,11 @@ export interface DoctorInit {
    * check instead of reporting it missing.
    */
   hostsOptional?: boolean
+  /**
+   * Where the node's root filesystem is mounted when the doctor runs in a debug pod (`kubectl debug node/…` mounts it at
+   * /host): hosts.toml files are read below it, while paths in messages and comparisons stay the node's own.
+   */
+  hostRoot?: string
   /** Force Talos advice on or off; default: detected from the paths. */
   talos?: boolean
   /** Images examined for missing layers (default 500). */
@@ -253,6 +258,7 @@ export class Doctor {
 
   private async checkHosts (settings: CriImageSettings, talos: boolean): Promise<CheckResult> {
     const dir = normalizeDir(this.init.registryConfigPath)
+    const root = this.init.hostRoot ?? ''
     let registries: RegistryUrl[]
     let target: RegistryUrl | undefined
     try {
@@ -261,7 +267,7 @@ export class Doctor {
     } catch (err) {
       return skipped('hosts-toml', `invalid registry flags: ${message(err)}`)
     }
-    if (!(await isDirectory(dir))) {
+    if (!(await isDirectory(join(root, dir)))) {
       if (this.init.hostsOptional === true) return skipped('hosts-toml', `${dir} is not visible to this process`)
     }
     const configureCmd = `spegel configuration --containerd-registry-config-path=${dir}` +
@@ -280,7 +286,7 @@ export class Doctor {
         const path = join(dir, name, 'hosts.toml')
         let text: string
         try {
-          text = await readFile(path, 'utf8')
+          text = await readFile(join(root, path), 'utf8')
         } catch {
           continue
         }

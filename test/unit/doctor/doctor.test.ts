@@ -149,6 +149,12 @@ describe('Doctor', () => {
     assert.match(report.findings[0]?.problem ?? '', /connection refused/)
   })
 
+  it('reads hosts.toml below --host-root while comparing the node\'s own paths', async () => {
+    const report = await new Doctor({ store: storeWithImage(true), cri: fakeCri(config16('/certs.d', false)) }, { ...init(), registryConfigPath: '/certs.d', hostRoot: dir }).run()
+    assert.deepEqual(report.findings, [])
+    assert.match(report.results.find((r) => r.check === 'hosts-toml')?.summary ?? '', /^hosts\.toml in \/certs\.d sends example\.com to http:\/\/10\.0\.0\.1:30020$/)
+  })
+
   it('reports a missing hosts directory unless it is optional (the daemon does not mount it)', async () => {
     const missing = { registryConfigPath: join(dir, 'nope'), mirroredRegistries: [] }
     const strict = await new Doctor({ store: storeWithImage(true), cri: fakeCri(config16(join(dir, 'nope'), false)) }, missing).run()
