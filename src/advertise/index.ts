@@ -125,7 +125,8 @@ export class Advertiser {
         if (signal.aborted) return
         this.init.logger.warn({ err }, 'containerd event stream broke, resubscribing')
       }
-      await this.sleep(backoff, signal)
+      // Not wakeable: this.wake belongs to the run loop, and taking it would leave the loop asleep until the resync.
+      await this.sleep(backoff, signal, false)
       backoff = Math.min(backoff * 2, 5_000)
       // Whatever happened while the stream was down is found by a full pass.
       this.walks.clear()
@@ -197,18 +198,18 @@ export class Advertiser {
     return digests
   }
 
-  private async sleep (ms: number, signal: AbortSignal): Promise<void> {
+  private async sleep (ms: number, signal: AbortSignal, wakeable = true): Promise<void> {
     if (signal.aborted) return
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer)
         signal.removeEventListener('abort', done)
-        this.wake = undefined
+        if (this.wake === done) this.wake = undefined
         resolve()
       }
       const timer = setTimeout(done, ms)
       signal.addEventListener('abort', done, { once: true })
-      this.wake = done
+      if (wakeable) this.wake = done
     })
   }
 }

@@ -1,0 +1,79 @@
+// Regression: when containerd's event stream broke (containerd restarting), the resubscribe backoff took over the run
+// loop's wake-up, so the loop slept until the periodic resync (5 min) and new content went unadvertised meanwhile.
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { pino } from 'pino'
+import { Advertiser, type StoreChange } from '../../../src/advertise/index.ts'
+import { MediaType } from '../../../src/oci/mediatypes.ts'
+import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
+import { MemoryStore } from '../../../src/store/index.ts'
+
+function addImage (store: MemoryStore, name: string, seed: string): string {
+  const layer = store.addBlob(`layer-${seed}`, MediaType.ociLayerGzip)
+  const config = store.addBlob(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, seed }))
+  const top = store.addBlob(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: config, size: 1 },
+    layers: [{ mediaType: MediaType.ociLayerGzip, digest: layer, size: 1 }],
+  }))
+  store.addImage(name, top)
+  return layer
+}
+
+async function providers (router: MemoryRouter, key: string): Promise<string[]> {
+  const out: string[] = []
+  for await (const p of router.lookup(key, { count: 10 })) out.push(p.id)
+  return out
+}
+
+describe('advertiser after the event stream breaks', () => {
+  it('advertises content that arrives after a resubscription, long before the periodic resync', async () => {
+    const network = new MemoryNetwork()
+    const self = new MemoryRouter(network, { id: 'self', addresses: ['10.0.0.1'] })
+    const other = new MemoryRouter(network, { id: 'other', addresses: ['10.0.0.2'] })
+    const store = new MemoryStore()
+    addImage(store, 'docker.io/library/first:1', 'first')
+    let subscriptions = 0
+    let push: ((c: StoreChange) => void) | undefined
+    // First subscription: one event, then the stream breaks (containerd went away). Second one: stays open.
+    const changes = async function * (signal: AbortSignal): AsyncIterable<StoreChange> {
+      subscriptions++
+      if (subscriptions === 1) {
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        throw new Error('Connection dropped')
+      }
+      const queue: StoreChange[] = []
+      let notify: (() => void) | undefined
+      push = (c) => { queue.push(c); notify?.() }
+      while (!signal.aborted) {
+        const next = queue.shift()
+        if (next !== undefined) { yield next; continue }
+        await new Promise<void>((resolve) => { notify = resolve; signal.addEventListener('abort', () => { resolve() }, { once: true }) })
+      }
+    }
+    const advertiser = new Advertiser({ store, router: self, logger: pino({ level: 'silent' }), changes, debounceMs: 5, resyncIntervalMs: 600_000 })
+    const ac = new AbortController()
+    const running = advertiser.run(ac.signal)
+    try {
+      const deadline = Date.now() + 3000
+      while (push === undefined && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+      assert.ok(push !== undefined, 'the advertiser subscribed again after the stream broke')
+      // Let the pass triggered by the resubscription finish, then add content live.
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const layer = addImage(store, 'docker.io/library/second:1', 'second')
+      push({ contentDeleted: false })
+      let found: string[] = []
+      while (Date.now() < deadline + 2000) {
+        found = await providers(other, layer)
+        if (found.length > 0) break
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      assert.deepEqual(found, ['self'], 'content added after the resubscription is advertised within seconds')
+      assert.deepEqual(await providers(other, 'docker.io/library/second:1'), ['self'])
+    } finally {
+      ac.abort()
+      await running
+    }
+  })
+})
