@@ -89,6 +89,11 @@ export class Advertiser {
         try {
           await this.pass(signal)
           backoff = 100
+          // A change that arrived during the pass (its wake-up found nobody asleep) gets its own pass now.
+          if (this.dirty) {
+            await this.sleep(this.init.debounceMs ?? 100, signal)
+            continue
+          }
         } catch (err) {
           if (signal.aborted) break
           this.dirty = true

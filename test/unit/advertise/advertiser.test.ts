@@ -120,6 +120,36 @@ describe('advertiser', () => {
     }
   })
 
+  it('does not lose a change that arrives while a pass is running', async () => {
+    const network = new MemoryNetwork()
+    const self = new MemoryRouter(network, { id: 'self' })
+    const other = new MemoryRouter(network, { id: 'other' })
+    const store = new MemoryStore()
+    let slow = false
+    const listImages = store.listImages.bind(store)
+    store.listImages = async (options) => {
+      const images = await listImages(options)
+      if (slow) await new Promise((resolve) => setTimeout(resolve, 200))
+      return images
+    }
+    const changes = feed()
+    const advertiser = new Advertiser({ store, router: self, logger, changes: changes.source, debounceMs: 5, resyncIntervalMs: 60_000 })
+    const ac = new AbortController()
+    const running = advertiser.run(ac.signal)
+    try {
+      await until('first pass', async () => advertiser.ready)
+      slow = true
+      changes.push({ contentDeleted: false }) // starts a slow pass
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      addImage(store, 'docker.io/library/late:1', 'late') // lands after the pass listed the images
+      changes.push({ contentDeleted: false })
+      await until('late image advertised without waiting for the resync', async () => (await providers(other, 'docker.io/library/late:1')).length === 1)
+    } finally {
+      ac.abort()
+      await running
+    }
+  })
+
   it('never advertises an image whose manifest is absent', async () => {
     const network = new MemoryNetwork()
     const self = new MemoryRouter(network, { id: 'self' })
