@@ -64,8 +64,13 @@ export interface SpegelNode {
   imageDigest: (name: string) => Promise<string | undefined>
   /** Removes images and then the given content (and lets containerd's GC run), so the next pull starts cold. */
   forget: (images: readonly string[], digests: readonly string[]) => Promise<void>
-  /** Starts the daemon (again) and waits for /readyz. */
-  startDaemon: () => Promise<void>
+  /**
+   * Starts the daemon (again) and waits for /readyz. `bootstrapPeers` replaces the cluster's static bootstrap list
+   * (node 1): a restarted node 1 must be pointed at a live node, or it would stay alone until others re-bootstrap.
+   */
+  startDaemon: (options?: { bootstrapPeers?: readonly string[] }) => Promise<void>
+  /** `/ip4/IP/tcp/5001`: the node's router address, for bootstrapPeers. */
+  readonly routerAddr: string
   /** Graceful stop (SIGTERM). */
   stopDaemon: () => Promise<void>
   /** SIGKILL by PID, no goodbye to the DHT. */
@@ -126,7 +131,8 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
       const containerd = await startContainerd({ prefix: [requireKnownTool('ip'), 'netns', 'exec', member.netns] })
       const node = new NodeImpl(i + 1, member, containerd, {
         logLevel: options.logLevel ?? 'INFO',
-        args: ['--bootstrap-kind=static', `--static-bootstrap-peers=${bootstrap}`, ...(options.daemonArgs ?? [])],
+        bootstrapPeers: [bootstrap],
+        args: [...(options.daemonArgs ?? [])],
         maxLogRecords: options.maxLogRecords ?? 20_000,
         ...(options.onLog !== undefined ? { onLog: options.onLog } : {}),
       })
@@ -165,6 +171,7 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
 
 interface NodeInit {
   logLevel: string
+  bootstrapPeers: readonly string[]
   args: string[]
   maxLogRecords: number
   onLog?: (node: SpegelNode, record: DaemonLogRecord) => void
@@ -239,7 +246,9 @@ class NodeImpl implements SpegelNode {
     if (digests.length > 0) await run('ctr', ['--address', this.containerd.socket, '-n', this.containerd.namespace, 'content', 'rm', ...digests], { allowNonZero: true, timeoutMs: 120_000 })
   }
 
-  async startDaemon (): Promise<void> {
+  get routerAddr (): string { return `/ip4/${this.ip}/tcp/${routerPort}` }
+
+  async startDaemon (options: { bootstrapPeers?: readonly string[] } = {}): Promise<void> {
     if (this.proc !== undefined && this.proc.exitStatus === undefined) throw new Error(`${this.name}: daemon already running`)
     const dataDir = join(this.containerd.dir, 'spegel-data')
     await mkdir(dataDir, { recursive: true })
@@ -254,6 +263,8 @@ class NodeImpl implements SpegelNode {
       `--containerd-content-path=${this.containerd.contentPath}`,
       `--containerd-registry-config-path=${this.hostsDir}`,
       `--data-dir=${dataDir}`,
+      '--bootstrap-kind=static',
+      ...(options.bootstrapPeers ?? this.init.bootstrapPeers).map((p) => `--static-bootstrap-peers=${p}`),
       ...this.init.args,
     ]
     const proc = await startProcess(process.execPath, args, {
