@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.ts'
@@ -37,12 +37,10 @@ const readyTimeoutMs = 2000
 export function createRegistryApp (init: RegistryInit): FastifyInstance {
   const app = Fastify({
     loggerInstance: init.logger as FastifyBaseLogger,
-    disableRequestLogging: true,
-    // Whole path and query are parsed by us from the raw target; fastify's router only sees the prefix.
-    ignoreDuplicateSlashes: false,
+    // One debug line per request is logged by our own hook instead.
+    logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    maxParamLength: 2048,
   })
   const authHeader = init.basicAuth !== undefined
     ? Buffer.from('Basic ' + Buffer.from(`${init.basicAuth.username}:${init.basicAuth.password}`).toString('base64'))

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { AdvertisedImage } from '../advertise/index.ts'
 import type { DoctorReport } from '../doctor/index.ts'
 import type { Logger } from '../log/index.ts'
@@ -46,7 +46,7 @@ const html = 'text/html; charset=utf-8'
  */
 export function createMetricsApp (init: MetricsAppInit): FastifyInstance {
   const { metrics } = init
-  const app = Fastify({ loggerInstance: init.logger as FastifyBaseLogger, disableRequestLogging: true, forceCloseConnections: true })
+  const app = Fastify({ loggerInstance: init.logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true })
   app.get('/metrics', async (_req, reply) => {
     const body = await metrics.registry.metrics()
     return await reply.type(metrics.registry.contentType).send(body)
