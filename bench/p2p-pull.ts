@@ -1,0 +1,238 @@
+// Peer-to-peer benchmarks of issue 3 on a three-node cluster of network namespaces (test/helpers/spegel-cluster.ts):
+// each node has its own containerd and `spegel registry` with production defaults; one upstream docker-registry.
+//
+// (a) Pull time of a ~300 MB three-layer image on node 2 after node 1 has it (through node 2's mirror), against
+//     pulling it straight from the upstream (node 3, no mirror configuration), with the upstream's link shaped to
+//     100 Mbit/s by tc tbf; median of several rounds, each starting cold (image and content removed), plus the
+//     upstream's blob bytes during each peer pull (target: 0).
+// (b) Throughput of a 1 GiB blob proxied by node 2's mirror from node 1 against node 1 serving it itself; curl in
+//     the benchmark's namespace reaches both over the cluster's host link; alternating order, several rounds.
+// (c) Lookup latency through node 3's mirror (HEAD of a blob only node 1 holds): cold = the first request for each
+//     key, warm = repeated requests; p50 and p99.
+//
+//   node bench/p2p-pull.ts [--rounds 3] [--image-mib 300] [--blob-mib 1024] [--blob-rounds 3] [--keys 100] [--rate 100mbit]
+//
+// Needs root and the Debian packages containerd, docker-registry, skopeo, iproute2 and curl. Prints a markdown summary.
+import { join } from 'node:path'
+import { cpus } from 'node:os'
+import { parseArgs } from 'node:util'
+import { makeImage, writeOciArchive } from '../test/helpers/containerd.ts'
+import { buildImage, pushLargeBlobImage, pushLayout, type PushedImage } from '../test/helpers/images.ts'
+import { requireNetnsSupport } from '../test/helpers/netns.ts'
+import { run, waitFor } from '../test/helpers/process.ts'
+import { startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
+import { requireTool } from '../test/helpers/tools.ts'
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    'image-mib': { type: 'string', default: '300' },
+    'blob-mib': { type: 'string', default: '1024' },
+    'blob-rounds': { type: 'string', default: '3' },
+    keys: { type: 'string', default: '100' },
+    rate: { type: 'string', default: '100mbit' },
+  },
+})
+const MiB = 1024 * 1024
+const rounds = Number(values.rounds)
+const imageBytes = Number(values['image-mib']) * MiB
+const blobBytes = Number(values['blob-mib']) * MiB
+const blobRounds = Number(values['blob-rounds'])
+const keyCount = Number(values.keys)
+const rate = values.rate
+
+requireNetnsSupport()
+requireTool('curl', 'apt-get install -y curl')
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+const quantile = (xs: number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!
+}
+const secs = (ms: number): string => (ms / 1000).toFixed(2)
+const mibps = (bps: number): string => (bps / MiB).toFixed(0)
+
+function allDigests (image: PushedImage): string[] {
+  return [image.digest, ...image.children.map((c) => c.digest)]
+}
+
+async function timedPull (node: SpegelNode, ref: string, mirrors: boolean): Promise<number> {
+  const started = performance.now()
+  await node.pull(ref, { mirrors, timeoutMs: 900_000 })
+  return performance.now() - started
+}
+
+/** curl to /dev/null; bytes per second. */
+async function download (url: string, expected: number): Promise<number> {
+  const res = await run('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', url], { timeoutMs: 600_000 })
+  const [size, seconds] = res.stdout.trim().split(' ').map(Number)
+  if (size !== expected) throw new Error(`short download from ${url}: ${size} of ${expected} bytes`)
+  return expected / (seconds ?? 1)
+}
+
+/** HEAD through a mirror; milliseconds and status. */
+async function head (url: string): Promise<{ ms: number, status: number }> {
+  const started = performance.now()
+  const res = await fetch(url, { method: 'HEAD' })
+  const ms = performance.now() - started
+  await res.body?.cancel()
+  return { ms, status: res.status }
+}
+
+async function waitAdvertised (node: SpegelNode, since: number): Promise<void> {
+  await waitFor(() => node.logs().slice(since).some((r) => r.msg === 'advertisements updated'), { timeoutMs: 60_000, what: `${node.name} to advertise` })
+}
+
+async function pullBench (cluster: SpegelCluster): Promise<string[]> {
+  const [n1, n2, n3] = cluster.nodes as [SpegelNode, SpegelNode, SpegelNode]
+  const layer = Math.round(imageBytes / 3)
+  const built = await buildImage({ layers: [{ sizeBytes: layer }, { sizeBytes: layer }, { sizeBytes: layer }], tag: 'v1' })
+  let image: PushedImage
+  try {
+    image = await pushLayout(built, cluster.upstreamHost, 'bench/pull', 'v1')
+  } finally {
+    await built.cleanup()
+  }
+  const size = image.children.reduce((n, c) => n + c.size, image.size)
+  const up = cluster.net.upstream
+  if (up === undefined) throw new Error('no upstream namespace')
+  if (rate !== 'none') await cluster.net.shape(up, { rate })
+  const n1Pull = await timedPull(n1, image.ref, true)
+  await cluster.waitServable(n2, image.repository, 'manifests', image.tag)
+
+  const peer: number[] = []
+  const direct: number[] = []
+  const upstreamBytes: number[] = []
+  for (let r = 0; r < rounds; r++) {
+    await cluster.upstream.waitForQuiet()
+    cluster.upstream.resetAccessLog()
+    peer.push(await timedPull(n2, image.ref, true))
+    await cluster.upstream.waitForQuiet()
+    upstreamBytes.push(cluster.upstream.blobBytesServed())
+    await n2.forget([image.ref], allDigests(image))
+    direct.push(await timedPull(n3, image.ref, false))
+    await n3.forget([image.ref], allDigests(image))
+    console.error(`  round ${r + 1}: peer ${secs(peer.at(-1)!)} s, direct ${secs(direct.at(-1)!)} s, upstream blob bytes during the peer pull ${upstreamBytes.at(-1)}`)
+  }
+  if (rate !== 'none') await cluster.net.unshape(up)
+  await n1.forget([image.ref], allDigests(image))
+  return [
+    `### (a) Pull of a ${(size / MiB).toFixed(0)} MiB three-layer image (gzip), upstream link ${rate}`,
+    '',
+    `Node 1's first pull (from the upstream through its hosts.toml fallback): ${secs(n1Pull)} s.`,
+    '',
+    '| pull on a cold node | median s | rounds (s) |',
+    '|---|---|---|',
+    `| node 2 through its mirror (peer: node 1) | ${secs(median(peer))} | ${peer.map(secs).join(', ')} |`,
+    `| node 3 straight from the upstream | ${secs(median(direct))} | ${direct.map(secs).join(', ')} |`,
+    '',
+    `Speed-up (median direct / median peer): **${(median(direct) / median(peer)).toFixed(1)}×**. Upstream blob bytes during the peer pulls: ${upstreamBytes.join(', ')} (target 0).`,
+  ]
+}
+
+async function throughputBench (cluster: SpegelCluster): Promise<string[]> {
+  const [n1, n2] = cluster.nodes as [SpegelNode, SpegelNode]
+  const image = await pushLargeBlobImage(cluster.upstreamHost, blobBytes, { repository: 'bench/blob' })
+  const layer = image.manifests[0]?.layers[0]
+  if (layer === undefined) throw new Error('no layer')
+  await n1.pull(image.ref, { contentOnly: true, timeoutMs: 900_000 })
+  await cluster.waitServable(n2, image.repository, 'blobs', layer.digest, { timeoutMs: 60_000 })
+  const path = `/v2/${image.repository}/blobs/${layer.digest}?ns=${encodeURIComponent(cluster.upstreamHost)}`
+  const local: number[] = []
+  const proxied: number[] = []
+  const ratios: number[] = []
+  for (let r = 0; r < blobRounds; r++) {
+    let l: number
+    let p: number
+    if (r % 2 === 0) {
+      l = await download(n1.mirrorUrl + path, layer.size)
+      p = await download(n2.mirrorUrl + path, layer.size)
+    } else {
+      p = await download(n2.mirrorUrl + path, layer.size)
+      l = await download(n1.mirrorUrl + path, layer.size)
+    }
+    local.push(l)
+    proxied.push(p)
+    ratios.push(p / l)
+    console.error(`  round ${r + 1}: local ${mibps(l)} MiB/s, proxied ${mibps(p)} MiB/s`)
+  }
+  await n1.forget([image.ref], allDigests(image))
+  return [
+    `### (b) ${(layer.size / MiB).toFixed(0)} MiB blob: proxied by node 2 from node 1 vs served by node 1 (curl over veth)`,
+    '',
+    '| path | median MiB/s | rounds (MiB/s) |',
+    '|---|---|---|',
+    `| node 1 serves its own content | ${mibps(median(local))} | ${local.map(mibps).join(', ')} |`,
+    `| node 2 proxies from node 1 (hashing on the way) | ${mibps(median(proxied))} | ${proxied.map(mibps).join(', ')} |`,
+    '',
+    `Median per-round ratio proxied / local: **${median(ratios).toFixed(2)}×** (rounds: ${ratios.map((r) => r.toFixed(2)).join(', ')}; target ≥ 0.8).`,
+  ]
+}
+
+async function lookupBench (cluster: SpegelCluster): Promise<string[]> {
+  const [n1, n2, n3] = cluster.nodes as [SpegelNode, SpegelNode, SpegelNode]
+  // Many small layers: one fresh key per cold lookup.
+  const image = makeImage(`${cluster.upstreamHost}/bench/keys:v1`, { layerSizes: Array.from({ length: keyCount }, () => 64) })
+  const archive = join(n1.containerd.dir, 'keys.tar')
+  await writeOciArchive(archive, [image])
+  const since = n1.logs().length
+  await n1.ctr(['images', 'import', '--no-unpack', archive])
+  await waitAdvertised(n1, since)
+  const layers = image.blobs.slice(2).map((b) => b.digest)
+  // Node 2 (not node 3) checks the last key is findable, so node 3's lookups stay cold.
+  await cluster.waitServable(n2, 'bench/keys', 'blobs', layers.at(-1)!)
+  const url = (digest: string): string => `${n3.mirrorUrl}/v2/bench/keys/blobs/${digest}?ns=${encodeURIComponent(cluster.upstreamHost)}`
+  const cold: number[] = []
+  let coldMisses = 0
+  for (const digest of layers) {
+    const { ms, status } = await head(url(digest))
+    cold.push(ms)
+    if (status !== 200) coldMisses++
+  }
+  const warm: number[] = []
+  let warmMisses = 0
+  const hot = layers.slice(0, 10)
+  for (let pass = 0; pass < 20; pass++) {
+    for (const digest of hot) {
+      const { ms, status } = await head(url(digest))
+      warm.push(ms)
+      if (status !== 200) warmMisses++
+    }
+  }
+  const f = (ms: number): string => ms.toFixed(1)
+  return [
+    '### (c) Lookup latency through node 3\'s mirror (HEAD of a blob held by node 1; 3 nodes)',
+    '',
+    '| | requests | p50 ms | p99 ms | max ms | not found |',
+    '|---|---|---|---|---|---|',
+    `| cold (first request for a key) | ${cold.length} | ${f(quantile(cold, 0.5))} | ${f(quantile(cold, 0.99))} | ${f(Math.max(...cold))} | ${coldMisses} |`,
+    `| warm (repeated, 10 keys × 20) | ${warm.length} | ${f(quantile(warm, 0.5))} | ${f(quantile(warm, 0.99))} | ${f(Math.max(...warm))} | ${warmMisses} |`,
+    '',
+    'Each time includes the HTTP request from the benchmark to node 3 and node 3\'s HEAD to node 1 (targets: warm p50 ≤ 2 ms, cold p99 ≤ 20 ms).',
+  ]
+}
+
+const cluster = await startSpegelCluster({ nodes: 3, prefix: 'spgbench', logLevel: 'INFO' })
+const onSignal = (): void => { void cluster.stop().finally(() => process.exit(130)) }
+process.once('SIGINT', onSignal)
+process.once('SIGTERM', onSignal)
+try {
+  const out: string[] = [
+    `## Peer-to-peer benchmarks (bench/p2p-pull.ts), ${cpus().length} CPUs, node ${process.version}, 3 namespace nodes with production defaults`,
+    '',
+  ]
+  console.error('(b) blob throughput…')
+  const b = await throughputBench(cluster)
+  console.error('(c) lookup latency…')
+  const c = await lookupBench(cluster)
+  console.error('(a) pull time…')
+  const a = await pullBench(cluster)
+  out.push(...a, '', ...b, '', ...c)
+  console.log(out.join('\n'))
+} finally {
+  await cluster.stop()
+}
