@@ -15,7 +15,7 @@ import { startRegistry } from '../test/helpers/registry.ts'
 import { startSpegelRegistry } from '../test/helpers/spegel.ts'
 import { requireKnownTool, requireTool } from '../test/helpers/tools.ts'
 
-const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, rounds: { type: 'string', default: '5' }, 'node-options': { type: 'string', default: '' } } })
+const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, rounds: { type: 'string', default: '5' }, 'node-options': { type: 'string', default: '' }, 'daemon-args': { type: 'string', default: '' } } })
 const sizeBytes = Number(values['size-mib']) * 1024 * 1024
 const rounds = Number(values.rounds)
 
@@ -65,7 +65,7 @@ try {
   const layer = image.manifests[0]?.layers[0]
   if (layer === undefined) throw new Error('no layer')
   await node.ctr(['content', 'fetch', '--plain-http', image.ref])
-  spegel = await startSpegelRegistry({ cli, env: { NODE_OPTIONS: values['node-options'] !== '' ? values['node-options'] : imageNodeOptions, ...imageEnv }, containerdSocket: node.socket, contentPath: node.contentPath, args: ['--bootstrap-kind=static'] })
+  spegel = await startSpegelRegistry({ cli, env: { NODE_OPTIONS: values['node-options'] !== '' ? values['node-options'] : imageNodeOptions, ...imageEnv }, containerdSocket: node.socket, contentPath: node.contentPath, args: ['--bootstrap-kind=static', ...values['daemon-args'].split(' ').filter((a) => a !== '')] })
   const urls = {
     'docker-registry': `${upstream.url}/v2/${image.repository}/blobs/${layer.digest}`,
     'spegel-ts': `${spegel.url}/v2/${image.repository}/blobs/${layer.digest}?ns=${encodeURIComponent(upstream.host)}`,
