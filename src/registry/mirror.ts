@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto'
-import http from 'node:http'
+import http, { type ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
@@ -8,6 +8,7 @@ import { manifestAccept, MediaType } from '../oci/mediatypes.ts'
 import type { Peer, Router } from '../routing/types.ts'
 import { RegistryError } from './errors.ts'
 import { identifier, type DistributionPath } from './path.ts'
+import { ConnectTimeoutError, PeerConnection, PeerResponseError, StallError, type BodyChunk } from './peer-client.ts'
 import { LatencyTracker, PeerSource } from './peers.ts'
 import type { ByteRangeSpec } from './range.ts'
 import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
@@ -46,17 +47,21 @@ export class DigestMismatchError extends Error {
   }
 }
 
-/** A peer's response was not what a registry must answer. */
-export class PeerResponseError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'PeerResponseError'
-  }
+export { PeerResponseError }
+
+/** A response's head (status and headers) and its body, from node:http or from our own peer client. */
+interface PeerReply {
+  status: number
+  header: (name: string) => string | undefined
+  read: () => Promise<BodyChunk | null>
+  destroy: () => void
+  /** Done with a response whose body is not wanted (HEAD, empty): keeps a keep-alive socket usable. */
+  discard: () => void
 }
 
 interface Attempt {
   peer: Peer
-  res: http.IncomingMessage
+  res: PeerReply
   /** Absolute position of the first and last byte in the body, and the total size. */
   start: number
   end: number
@@ -94,7 +99,10 @@ export class PeerMirror implements Mirror {
   }
 
   async fetch (request: MirrorRequest): Promise<MirrorResponse> {
-    const { path, method, signal } = request
+    const { path, method } = request
+    // Destroying the body (the client went away) cancels the peer requests, as the caller's signal does.
+    const cancel = new AbortController()
+    const signal = AbortSignal.any([request.signal, cancel.signal])
     const key = identifier(path)
     const source = new PeerSource(this.init.router, key, Math.max(1, this.init.resolveRetries), {
       signal,
@@ -116,10 +124,10 @@ export class PeerMirror implements Mirror {
         if (partial) headers['content-range'] = `bytes ${first.start}-${first.end}/${first.size}`
       }
       if (method === 'HEAD' || first.end < first.start) {
-        first.res.resume()
+        first.res.discard()
         return { status: partial ? 206 : 200, headers, peer: first.peer.id }
       }
-      const body = Readable.from(this.stream(source, path, first, !partial, signal), { objectMode: false })
+      const body = new PeerBody(this.stream(source, path, first, !partial, signal), cancel)
       handedOver = true
       return { status: partial ? 206 : 200, headers, body, peer: first.peer.id }
     } finally {
@@ -216,7 +224,9 @@ export class PeerMirror implements Mirror {
     for (const address of peer.addresses) {
       signal.throwIfAborted()
       try {
-        const res = await this.send(address, path, method, rangeHeader, signal)
+        const res = method === 'GET' && path.kind === 'blobs'
+          ? await this.sendRaw(address, path, rangeHeader, signal)
+          : await this.send(address, path, method, rangeHeader, signal)
         try {
           return validate(peer, res, path, method, rangeHeader)
         } catch (err) {
@@ -232,9 +242,27 @@ export class PeerMirror implements Mirror {
     throw lastError
   }
 
-  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal): Promise<http.IncomingMessage> {
-    const ref = path.digest ?? path.tag ?? ''
-    const query = path.registry !== '' ? `?ns=${encodeURIComponent(path.registry)}` : ''
+  /** Blob GETs: our own client reads into reused buffers (see peer-client.ts); the bulk of all bytes goes this way. */
+  private async sendRaw (address: string, path: DistributionPath, rangeHeader: string | undefined, signal: AbortSignal): Promise<PeerReply> {
+    const conn = await PeerConnection.open({
+      host: address,
+      port: this.init.registryPort,
+      target: target(path),
+      headers: this.requestHeaders(path, rangeHeader),
+      connectTimeoutMs: this.init.connectTimeoutMs,
+      stallTimeoutMs: this.init.stallTimeoutMs,
+      signal,
+    })
+    return {
+      status: conn.status,
+      header: (name) => conn.header(name),
+      read: async () => await conn.read(),
+      destroy: () => { conn.destroy() },
+      discard: () => { conn.destroy() },
+    }
+  }
+
+  private requestHeaders (path: DistributionPath, rangeHeader: string | undefined): Record<string, string> {
     const headers: Record<string, string> = {
       'user-agent': 'spegel',
       'x-spegel-mirrored': 'true',
@@ -242,13 +270,18 @@ export class PeerMirror implements Mirror {
     }
     if (rangeHeader !== undefined && path.kind === 'blobs') headers.range = rangeHeader
     if (this.auth !== undefined) headers.authorization = this.auth
-    return await new Promise<http.IncomingMessage>((resolve, reject) => {
+    return headers
+  }
+
+  /** HEAD requests and manifests (small, latency-bound): node:http with a keep-alive agent. */
+  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal): Promise<PeerReply> {
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = http.request({
         host: address,
         port: this.init.registryPort,
         method,
-        path: `/v2/${path.repository}/${path.kind}/${ref}${query}`,
-        headers,
+        path: target(path),
+        headers: this.requestHeaders(path, rangeHeader),
         agent: this.agent,
         signal,
       })
@@ -267,6 +300,17 @@ export class PeerMirror implements Mirror {
       req.once('error', (err) => { clearTimeout(connectTimer); reject(err) })
       req.end()
     })
+    const chunks = (res as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+    return {
+      status: res.statusCode ?? 0,
+      header: (name) => { const v = res.headers[name]; return Array.isArray(v) ? v[0] : v },
+      read: async () => {
+        const r = await chunks.next()
+        return r.done === true ? null : { data: r.value, release: noop }
+      },
+      destroy: () => { res.destroy() },
+      discard: () => { res.resume() },
+    }
   }
 
   /**
@@ -274,23 +318,30 @@ export class PeerMirror implements Mirror {
    * (or the same) peer from the byte reached; when the whole blob is served, hashes it and withholds the last chunk
    * until the digest matches, so a wrong blob is always cut short.
    */
-  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, verify: boolean, signal: AbortSignal): AsyncGenerator<Buffer> {
+  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, verify: boolean, signal: AbortSignal): AsyncGenerator<BodyChunk> {
     let attempt = first
     let offset = first.start
     const end = first.end
     const hash: Hash | undefined = verify ? createHash(parseDigest(first.digest).algorithm) : undefined
     const contributors = new Set<string>([first.peer.id])
-    let pending: Buffer | undefined
+    let pending: BodyChunk | undefined
     let resumes = 0
     try {
       for (;;) {
         try {
-          for await (const chunk of attempt.res as AsyncIterable<Buffer>) {
-            const piece = offset + chunk.length > end + 1 ? chunk.subarray(0, end + 1 - offset) : chunk
+          for (;;) {
+            const chunk = await attempt.res.read()
+            if (chunk === null) break
+            const piece = offset + chunk.data.length > end + 1 ? chunk.data.subarray(0, end + 1 - offset) : chunk.data
+            if (piece.length === 0) { chunk.release(); continue }
             hash?.update(piece)
             offset += piece.length
-            if (pending !== undefined) yield pending
-            pending = piece
+            if (pending !== undefined) {
+              const out = pending
+              pending = undefined
+              yield out
+            }
+            pending = { data: piece, release: chunk.release }
             if (offset > end) break
           }
           if (offset <= end) throw new PeerResponseError(`peer ${attempt.peer.id} ended the body at byte ${offset} of ${end + 1}`)
@@ -313,26 +364,93 @@ export class PeerMirror implements Mirror {
         this.init.logger.warn({ digest: first.digest, peers: [...contributors] }, 'peer content does not match its digest; response aborted')
         throw new DigestMismatchError(`content from ${[...contributors].join(', ')} does not match ${first.digest}`)
       }
-      if (pending !== undefined) yield pending
+      if (pending !== undefined) {
+        const out = pending
+        pending = undefined
+        yield out
+      }
     } finally {
+      pending?.release()
       attempt.res.destroy()
       source.close()
     }
   }
 }
 
-class ConnectTimeoutError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'ConnectTimeoutError'
+/**
+ * A peer-proxied body. Read as a stream it yields copies (its chunks live in reused buffers); `writeTo` instead
+ * writes the buffers straight to an HTTP response, reusing each once the socket has taken it, which is what the
+ * registry does for blob GETs. Only one of the two may be used.
+ */
+export class PeerBody extends Readable {
+  private readonly chunks: AsyncGenerator<BodyChunk>
+  private readonly cancel: AbortController
+  private direct = false
+
+  constructor (chunks: AsyncGenerator<BodyChunk>, cancel: AbortController) {
+    super()
+    this.chunks = chunks
+    this.cancel = cancel
+  }
+
+  override _read (): void {
+    this.chunks.next().then((r) => {
+      if (r.done === true) { this.push(null); return }
+      const copy = Buffer.from(r.value.data)
+      r.value.release()
+      this.push(copy)
+    }, (err: unknown) => { this.destroy(err as Error) })
+  }
+
+  override _destroy (err: Error | null, callback: (error?: Error | null) => void): void {
+    this.cancel.abort()
+    if (this.direct) { callback(err); return }
+    this.chunks.return(undefined).then(() => { callback(err) }, () => { callback(err) })
+  }
+
+  /**
+   * Writes the whole body to a response whose head is already written, then ends it. On failure the response is
+   * destroyed (a cut-short body must not look complete) and the error rethrown.
+   */
+  async writeTo (res: ServerResponse): Promise<void> {
+    this.direct = true
+    let failed: Error | undefined
+    try {
+      for await (const chunk of this.chunks) {
+        if (failed !== undefined) { chunk.release(); throw failed }
+        if (res.destroyed) { chunk.release(); throw new PeerBodyError('client went away') }
+        // The buffer goes back to the peer connection only once the socket has taken it: that is the back-pressure.
+        res.write(chunk.data, (err) => {
+          if (err == null) chunk.release()
+          else failed ??= new PeerBodyError('write to client failed', { cause: err })
+        })
+      }
+      if (failed !== undefined) throw failed
+      await new Promise<void>((resolve) => { res.end(resolve) })
+    } catch (err) {
+      res.destroy()
+      this.cancel.abort()
+      throw err
+    } finally {
+      this.destroy()
+    }
   }
 }
 
-class StallError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'StallError'
+/** Sending a peer-proxied body to the client failed. */
+export class PeerBodyError extends Error {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'PeerBodyError'
   }
+}
+
+function noop (): void {}
+
+function target (path: DistributionPath): string {
+  const ref = path.digest ?? path.tag ?? ''
+  const query = path.registry !== '' ? `?ns=${encodeURIComponent(path.registry)}` : ''
+  return `/v2/${path.repository}/${path.kind}/${ref}${query}`
 }
 
 /** The `reason` label of spegel_peer_failures_total. */
@@ -353,8 +471,8 @@ function formatRange (spec: ByteRangeSpec): string {
 }
 
 /** Checks a peer's response headers and works out which bytes its body holds. */
-function validate (peer: Peer, res: http.IncomingMessage, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Attempt {
-  const status = res.statusCode ?? 0
+function validate (peer: Peer, res: PeerReply, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Attempt {
+  const status = res.status
   const ranged = rangeHeader !== undefined && path.kind === 'blobs'
   if (status !== 200 && status !== 206) throw new PeerResponseError(`peer ${peer.id} answered ${status}`)
   const digestHeader = header(res, 'docker-content-digest') ?? path.digest
@@ -378,9 +496,8 @@ function validate (peer: Peer, res: http.IncomingMessage, path: DistributionPath
   return { peer, res, start: 0, end: length - 1, size: length, digest, mediaType }
 }
 
-function header (res: http.IncomingMessage, name: string): string | undefined {
-  const v = res.headers[name]
-  return Array.isArray(v) ? v[0] : v
+function header (res: PeerReply, name: string): string | undefined {
+  return res.header(name)
 }
 
 async function delay (ms: number, signal: AbortSignal): Promise<void> {
