@@ -44,7 +44,9 @@ test('expiry and re-provide: withdrawn records vanish after the TTL, advertised 
   await waitFor('ready', () => routers.every(r => r.ready()), 10_000)
   await a.advertise(['gone', 'kept'])
   await a.idle()
-  assert.equal((await collect(b, 'gone')).length, 1)
+  // Publishing is asynchronous on a loaded machine: allow it to reach the peers b asks.
+  const first = await eventually(async () => await collect(b, 'gone'), v => v.length > 0, 5_000)
+  assert.deepEqual(first.map(p => p.id), [a.peerId])
   await a.withdraw(['gone'])
   // Remote records are not deleted by a withdraw (the DHT has no such message): still found right after.
   assert.deepEqual((await collect(b, 'gone')).map(p => p.id), [a.peerId])
