@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs'
-import { open as openFile, type FileHandle } from 'node:fs/promises'
+import { access, open as openFile, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { status } from '@grpc/grpc-js'
@@ -60,6 +60,12 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
   private readonly fingerprints: LruMap<string, string>
   private readonly fingerprinting = new Map<string, Promise<string>>()
   private warnedDirectReads = false
+  /**
+   * Set once a blob containerd reports present was found in the content directory: from then on a blob missing from
+   * the directory is known to be absent without asking containerd. Until then (or when the directory turns out not to
+   * be containerd's) every lookup goes over gRPC.
+   */
+  private directoryVerified = false
 
   constructor (options: ContainerdStoreOptions = {}) {
     if (options.client !== undefined) {
@@ -91,8 +97,16 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
   }
 
   async descriptor (digest: string, options?: StoreOptions): Promise<Descriptor> {
-    const d = parseDigest(digest).value
+    const parsed = parseDigest(digest)
+    const d = parsed.value
+    // Most lookups of a mirror are misses (content peers hold): answer those from the directory, a tenth of the time
+    // of a gRPC call. A file that exists still goes to containerd, which decides what this namespace holds.
+    const root = this.directoryVerified ? await this.contentRoot(options?.signal) : ''
+    if (root !== '' && !await exists(join(root, 'blobs', parsed.algorithm, parsed.hex))) {
+      throw new NotFoundError(`content ${d} not found`)
+    }
     const info = await this.client.contentInfo(d, options)
+    if (!this.directoryVerified) await this.verifyDirectory(parsed, options?.signal)
     let mediaType = this.learned.get(d) ?? this.fingerprints.get(d)
     if (mediaType === undefined) {
       mediaType = info.size > maxFingerprintSize ? MediaType.octetStream : await this.fingerprint(d, options)
@@ -208,6 +222,14 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
     return this.client.readContent(digest, { offset: start, size, signal })
   }
 
+  /** Checks that a blob containerd holds is in the content directory, which shows the directory is containerd's. */
+  private async verifyDirectory (d: { algorithm: string, hex: string }, signal: AbortSignal | undefined): Promise<void> {
+    const root = await this.contentRoot(signal)
+    if (root === '') return
+    if (await exists(join(root, 'blobs', d.algorithm, d.hex))) this.directoryVerified = true
+    else this.warnDirectReads(root, new Error(`blob ${d.algorithm}:${d.hex} is not in the content directory`))
+  }
+
   private warnDirectReads (root: string, err: unknown): void {
     if (this.warnedDirectReads) return
     this.warnedDirectReads = true
@@ -244,5 +266,15 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
       chunks.push(buf)
     }
     return Buffer.concat(chunks, length)
+  }
+}
+
+/** True when the file exists; false only when it does not (other errors, e.g. permissions, count as unknown: true). */
+async function exists (path: string): Promise<boolean> {
+  try {
+    await access(path)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT'
   }
 }

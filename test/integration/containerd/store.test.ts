@@ -89,6 +89,37 @@ test('conformance: a store that makes its own client from the socket', async (t)
   await runStoreConformance(t, fixture(store))
 })
 
+test('misses are answered from a verified content directory; an unverified or wrong one always asks containerd', async () => {
+  let infoCalls = 0
+  const counting = new Proxy(client, {
+    get (target, prop, receiver) {
+      if (prop === 'contentInfo') return async (...args: Parameters<ContainerdClient['contentInfo']>) => { infoCalls++; return await target.contentInfo(...args) }
+      const v = Reflect.get(target, prop, receiver) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    },
+  })
+  const missing = 'sha256:' + 'e'.repeat(64)
+  const present = descriptor(multi, 1)
+  const store = new ContainerdStore({ client: counting, contentPath: ctrd.contentPath })
+  // Before any hit has shown the directory is containerd's, a miss asks containerd.
+  await assert.rejects(store.descriptor(missing), NotFoundError)
+  assert.equal(infoCalls, 1)
+  assert.equal((await store.descriptor(present.digest)).size, present.size)
+  assert.equal(infoCalls, 2)
+  await assert.rejects(store.descriptor(missing), NotFoundError)
+  assert.equal(infoCalls, 2, 'a verified directory answers a miss without gRPC')
+  assert.equal((await store.descriptor(present.digest)).size, present.size)
+  assert.equal(infoCalls, 3, 'a present file is still confirmed by containerd')
+
+  // A directory that is not containerd's (a wrong --containerd-content-path) never turns content into misses.
+  infoCalls = 0
+  const wrong = new ContainerdStore({ client: counting, contentPath: join(ctrd.dir, 'not-the-content-dir'), logger: { warn: () => {}, debug: () => {} } })
+  for (let i = 0; i < 2; i++) assert.equal((await wrong.descriptor(present.digest)).size, present.size)
+  const before = infoCalls
+  await assert.rejects(wrong.descriptor(missing), NotFoundError)
+  assert.equal(infoCalls, before + 1, 'an unverified directory never answers a miss by itself')
+})
+
 test('listImages lists every named image and skips bare image IDs', async () => {
   const store = new ContainerdStore({ client, contentPath: ctrd.contentPath })
   const records = await store.listImages()
