@@ -53,7 +53,10 @@ export interface Libp2pRouterInit {
 /** The parts of the kad-dht service we use beyond its exported interface (checked at start). */
 interface DhtService extends KadDHT {
   routingTable: { size: number }
-  providers: { addProvider(cid: CID, provider: PeerId): Promise<void> }
+  providers: {
+    addProvider(cid: CID, provider: PeerId): Promise<void>
+    getProviders(cid: CID, options?: { signal?: AbortSignal }): Promise<PeerId[]>
+  }
 }
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
@@ -171,7 +174,7 @@ export class Libp2pRouter implements Router {
       }
     })
     const dht = node.services.dht as Partial<DhtService>
-    if (typeof dht.routingTable?.size !== 'number' || typeof dht.providers?.addProvider !== 'function') {
+    if (typeof dht.routingTable?.size !== 'number' || typeof dht.providers?.addProvider !== 'function' || typeof dht.providers.getProviders !== 'function') {
       await node.stop()
       throw new Error('unsupported @libp2p/kad-dht version: routingTable/providers not found')
     }
@@ -213,7 +216,24 @@ export class Libp2pRouter implements Router {
 
   lookup (key: string, options: LookupOptions): AsyncIterable<Peer> {
     if (this.shutdown.signal.aborted) throw new RouterClosedError()
+    if (options.thorough === true) return this.thoroughLookup(key, options)
     return this.cache.lookup(key, options)
+  }
+
+  private async * thoroughLookup (key: string, options: LookupOptions): AsyncGenerator<Peer> {
+    if (options.count < 1) return
+    const signals = [this.shutdown.signal, AbortSignal.timeout(this.init.lookupTimeoutMs ?? C.LOOKUP_TIMEOUT_MS)]
+    if (options.signal !== undefined) signals.push(options.signal)
+    let yielded = 0
+    try {
+      for await (const peer of this.queryProviders(key, AbortSignal.any(signals), false)) {
+        yield peer
+        if (++yielded >= options.count) return
+      }
+    } catch (err) {
+      // Like a cached lookup: an ended or failed query is an exhausted one.
+      if (options.signal?.aborted !== true && !this.shutdown.signal.aborted) this.log.debug({ key, err }, 'thorough provider lookup failed')
+    }
   }
 
   async advertise (keys: string[], options?: RouterOptions): Promise<void> {
@@ -281,21 +301,47 @@ export class Libp2pRouter implements Router {
     return this.dht.routingTable.size
   }
 
-  private async * queryProviders (key: string, signal: AbortSignal): AsyncGenerator<Peer> {
+  /**
+   * Providers of a key: first the records this node stores, then a DHT query. While the routing table holds fewer
+   * than k peers the whole cluster is within every publisher's k closest, so every record reaches this node and a
+   * local answer is complete: the query, which costs every node CPU while the caller waits for its first bytes, is
+   * skipped (unless `localFirst` is false: a thorough lookup after those providers failed, or for a record that has
+   * not reached this node yet). Larger clusters, and keys with no local record, always query the DHT.
+   */
+  private async * queryProviders (key: string, signal: AbortSignal, localFirst = true): AsyncGenerator<Peer> {
     const self = this.node.peerId
-    for await (const event of this.dht.findProviders(keyToCid(key), { signal }) as AsyncIterable<QueryEvent>) {
+    const cid = keyToCid(key)
+    const seen = new Set<string>([self.toString()])
+    let local = 0
+    for (const id of await this.dht.providers.getProviders(cid, { signal })) {
+      if (seen.has(id.toString())) continue
+      seen.add(id.toString())
+      const peer = await this.peerFor(id, [])
+      if (peer === undefined) continue
+      local++
+      yield peer
+    }
+    if (localFirst && local > 0 && this.routingTableSize() < (this.init.kBucketSize ?? C.K_BUCKET_SIZE)) return
+    for await (const event of this.dht.findProviders(cid, { signal }) as AsyncIterable<QueryEvent>) {
       if (event.name !== 'PROVIDER') continue
       for (const provider of event.providers) {
-        if (provider.id.equals(self)) continue
-        let addresses = uniqueIps(provider.multiaddrs, this.allowLoopback)
-        if (addresses.length === 0) {
-          const known = await this.node.peerStore.get(provider.id).catch(() => undefined)
-          addresses = uniqueIps(known?.addresses.map(a => a.multiaddr) ?? [], this.allowLoopback)
-        }
-        if (addresses.length === 0) continue
-        yield { id: provider.id.toString(), addresses }
+        if (seen.has(provider.id.toString())) continue
+        const peer = await this.peerFor(provider.id, provider.multiaddrs)
+        if (peer === undefined) continue
+        seen.add(provider.id.toString())
+        yield peer
       }
     }
+  }
+
+  /** A provider with its usable addresses (from the record, else the peer store); undefined when it has none. */
+  private async peerFor (id: PeerId, multiaddrs: Multiaddr[]): Promise<Peer | undefined> {
+    let addresses = uniqueIps(multiaddrs, this.allowLoopback)
+    if (addresses.length === 0) {
+      const known = await this.node.peerStore.get(id).catch(() => undefined)
+      addresses = uniqueIps(known?.addresses.map(a => a.multiaddr) ?? [], this.allowLoopback)
+    }
+    return addresses.length === 0 ? undefined : { id: id.toString(), addresses }
   }
 
   /** Starts publishing pending keys unless already running or there is nobody to publish to. */

@@ -32,6 +32,11 @@ export interface LookupOptions {
   /** Stop after this many providers (≥ 1). */
   count: number
   signal?: AbortSignal
+  /**
+   * Search the whole network: no cached answer, no shortcut through the records this node holds. For a second look
+   * after the providers found first have failed; costs every node some work, so not for the first try.
+   */
+  thorough?: boolean
 }
 
 export interface Router {

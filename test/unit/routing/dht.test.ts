@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { DnsBootstrapper, StaticBootstrapper } from '../../../src/routing/bootstrap.ts'
+import { keyToCid } from '../../../src/routing/keys.ts'
 import type { Libp2pRouter } from '../../../src/routing/libp2p.ts'
 import { collect, eventually } from '../../routing/conformance.ts'
 import { closeAll, freePort, loopbackIp, startCluster, startRouter, waitFor } from './helpers.ts'
@@ -100,4 +101,28 @@ test('a one-node cluster is ready: empty static list, or a DNS name that resolve
   routers.push(selfListed)
   assert.equal(selfListed.peerId, selfId)
   await waitFor('self-listed alone ready', () => selfListed.ready(), 3_000)
+})
+
+test('local-first lookups: a small cluster answers from the records it holds; without one it asks the DHT', async (t) => {
+  const started: Libp2pRouter[] = []
+  t.after(async () => { await closeAll(started) })
+  const routers = await startCluster(4, { lookupCacheTtlMs: 0, exploreAfterJoinMs: [] }, started)
+  const [a, , c] = routers as [Libp2pRouter, Libp2pRouter, Libp2pRouter]
+  await waitFor('ready', () => routers.every(r => r.ready()), 10_000)
+  // Counts the DHT queries c starts (reaching into the router: the behaviour is about which path is taken).
+  const dht = (c as unknown as { dht: { findProviders: (...args: unknown[]) => unknown, providers: { removeProvider: (cid: unknown, peer: unknown) => Promise<void> } } }).dht
+  let queries = 0
+  const original = dht.findProviders.bind(dht)
+  dht.findProviders = (...args: unknown[]) => { queries++; return original(...args) }
+  await a.advertise(['held'])
+  await a.idle()
+  const found = await eventually(async () => await collect(c, 'held'), v => v.length > 0, 5_000)
+  assert.deepEqual(found.map(p => p.id), [a.peerId])
+  queries = 0
+  assert.deepEqual((await collect(c, 'held', 3)).map(p => p.id), [a.peerId])
+  assert.equal(queries, 0, 'a record held locally in a cluster smaller than k needs no DHT query')
+  // Without a local record (c joined after the publish, say), the DHT is asked and finds it on the other nodes.
+  await dht.providers.removeProvider(keyToCid('held'), peerIdFromString(a.peerId))
+  assert.deepEqual((await collect(c, 'held', 3)).map(p => p.id), [a.peerId])
+  assert.equal(queries, 1)
 })
