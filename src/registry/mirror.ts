@@ -16,6 +16,9 @@ import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
 /** Header that marks a request as coming from a peer: it is answered from local content only (no loops). */
 export const mirroredHeaderName = 'X-Spegel-Mirrored'
 
+/** Longest wait for a peer to resume a broken blob stream from. */
+const resumeResolveTimeoutMs = 1000
+
 export interface PeerMirrorInit {
   router: Router
   /** Peers serve their registry on this port (Spegel's rule: the same as ours). */
@@ -175,7 +178,8 @@ export class PeerMirror implements Mirror {
         if (signal.aborted) throw new RegistryError(404, codeOf(path), `request for ${key} cancelled`)
         if (inflight.size === 0) {
           if (attempts >= this.init.maxAttempts) break
-          const peer = await source.next(this.init.resolveTimeoutMs, signal, allowReuse)
+          // A resume has a client mid-transfer: finding another holder is worth more than the usual short wait.
+          const peer = await source.next(allowReuse ? Math.max(this.init.resolveTimeoutMs, resumeResolveTimeoutMs) : this.init.resolveTimeoutMs, signal, allowReuse)
           if (peer === undefined) break
           start(peer)
           continue

@@ -10,18 +10,34 @@ export class PeerSource {
   private readonly found: Peer[] = []
   private readonly failed = new Set<string>()
   private readonly inUse = new Set<string>()
+  private readonly demoted = new Set<string>()
   private done = false
+  private escalated = false
   private waiters: Array<() => void> = []
   private readonly ac = new AbortController()
+  private readonly router: Router
+  private readonly key: string
+  private readonly count: number
+  private readonly options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined }
 
   constructor (router: Router, key: string, count: number, options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined }) {
+    this.router = router
+    this.key = key
+    this.count = count
+    this.options = options
+    this.run(false)
+  }
+
+  /** Fills `found` from one lookup; a thorough one skips providers already known. */
+  private run (thorough: boolean): void {
     const started = performance.now()
-    const signal = AbortSignal.any([options.signal, this.ac.signal])
+    const signal = AbortSignal.any([this.options.signal, this.ac.signal])
+    this.done = false
     void (async () => {
       try {
-        for await (const peer of router.lookup(key, { count, signal })) {
-          options.metrics?.resolveDuration.observe({ router: 'libp2p' }, (performance.now() - started) / 1000)
-          if (options.avoid?.(peer) === true) continue
+        for await (const peer of this.router.lookup(this.key, { count: this.count, signal, thorough })) {
+          if (!thorough) this.options.metrics?.resolveDuration.observe({ router: 'libp2p' }, (performance.now() - started) / 1000)
+          if (this.options.avoid?.(peer) === true || this.found.some((p) => p.id === peer.id)) continue
           this.found.push(peer)
           this.wake()
         }
@@ -34,6 +50,18 @@ export class PeerSource {
     })()
   }
 
+  /**
+   * Once every peer of the first lookup has failed: look again, thoroughly (the first answer may have come from this
+   * node's own records, which can miss a provider whose record has not reached it). Only once per request.
+   */
+  private escalate (): boolean {
+    // No provider at all: the first lookup already asked the network (the shortcut needs a local record).
+    if (this.escalated || !this.done || this.found.length === 0 || this.options.signal.aborted || this.ac.signal.aborted) return false
+    this.escalated = true
+    this.run(true)
+    return true
+  }
+
   get exhausted (): boolean {
     return this.done && this.available() === undefined
   }
@@ -43,22 +71,32 @@ export class PeerSource {
     return this.found.length
   }
 
-  /** A peer that has not failed (and is not in use, unless reuse is allowed), without waiting. */
+  /**
+   * A peer that has not failed, without waiting: one not in use and not demoted, or with `allowReuse` any of them.
+   */
   available (allowReuse = false): Peer | undefined {
-    return this.found.find((p) => !this.failed.has(p.id) && (allowReuse || !this.inUse.has(p.id)))
+    return this.found.find((p) => !this.failed.has(p.id) && (allowReuse || (!this.inUse.has(p.id) && !this.demoted.has(p.id))))
   }
 
-  /** Waits up to timeoutMs for a usable peer; undefined when none came or the lookup ended without one. */
+  /**
+   * Waits up to timeoutMs for a usable peer; undefined when none came or the lookup ended without one. Peers not tried
+   * yet come first; when there are none, a thorough second lookup is made (once); only then, with `allowReuse`, is a
+   * peer in use or one whose stream broke handed out again.
+   */
   async next (timeoutMs: number, signal: AbortSignal, allowReuse = false): Promise<Peer | undefined> {
-    const deadline = performance.now() + timeoutMs
+    let deadline = performance.now() + timeoutMs
     for (;;) {
-      const peer = this.available(allowReuse)
+      let peer = this.available()
+      // Out of fresh peers: the thorough lookup gets the same time to come up with one as the first had.
+      if (peer === undefined && this.done && this.escalate()) deadline = performance.now() + timeoutMs
+      const left = deadline - performance.now()
+      const waiting = !this.done && left > 0 && !signal.aborted
+      if (peer === undefined && allowReuse && !waiting) peer = this.available(true)
       if (peer !== undefined) {
         this.inUse.add(peer.id)
         return peer
       }
-      const left = deadline - performance.now()
-      if (this.done || left <= 0 || signal.aborted) return undefined
+      if (!waiting) return undefined
       await this.waitForChange(left, signal)
     }
   }
@@ -82,11 +120,10 @@ export class PeerSource {
     this.inUse.delete(peer.id)
   }
 
-  /** Releases a peer and moves it behind the others, so the next request prefers someone else. */
+  /** Releases a peer whose stream broke: it is handed out again only when reuse is allowed and nobody else is left. */
   demote (peer: Peer): void {
     this.inUse.delete(peer.id)
-    const i = this.found.findIndex((p) => p.id === peer.id)
-    if (i !== -1) this.found.push(...this.found.splice(i, 1))
+    this.demoted.add(peer.id)
   }
 
   fail (peer: Peer): void {

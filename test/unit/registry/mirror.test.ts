@@ -8,6 +8,7 @@ import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
 import { PeerMirror } from '../../../src/registry/mirror.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
+import type { LookupOptions, Peer, Router } from '../../../src/routing/types.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 import type { FastifyInstance } from 'fastify'
 
@@ -66,7 +67,7 @@ interface Setup {
 }
 
 let nextIp = 10
-async function setup (behaviours: Behaviour[], opts: { stallTimeoutMs?: number } = {}): Promise<Setup> {
+async function setup (behaviours: Behaviour[], opts: { stallTimeoutMs?: number, wrapRouter?: (router: Router) => Router } = {}): Promise<Setup> {
   const probe = http.createServer()
   await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
   const port = (probe.address() as AddressInfo).port
@@ -81,7 +82,7 @@ async function setup (behaviours: Behaviour[], opts: { stallTimeoutMs?: number }
   }
   nextIp++
   const self = new MemoryRouter(network, { id: 'self', addresses: ['127.0.0.1'] })
-  const mirror = new PeerMirror({ router: self, registryPort: port, logger, resolveTimeoutMs: 50, stallTimeoutMs: opts.stallTimeoutMs ?? 300, resolveRetries: 4 })
+  const mirror = new PeerMirror({ router: opts.wrapRouter?.(self) ?? self, registryPort: port, logger, resolveTimeoutMs: 50, stallTimeoutMs: opts.stallTimeoutMs ?? 300, resolveRetries: 4 })
   return {
     mirror,
     servers,
@@ -171,6 +172,42 @@ describe('peer mirror', () => {
     const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
     assert.match(res.peer ?? '', /flaky/)
     assert.deepEqual(await readAll(res.body), blob)
+  })
+
+  it('looks again, thoroughly, when every peer of the first answer failed, and resumes with a holder it missed', async (t) => {
+    // The first (shortcut) answer knows only the flaky peer, as when another holder's record has not reached this node.
+    const lookups: boolean[] = []
+    const partial = (router: Router): Router => ({
+      peerId: router.peerId,
+      ready: () => router.ready(),
+      advertise: async (keys, o) => { await router.advertise(keys, o) },
+      withdraw: async (keys, o) => { await router.withdraw(keys, o) },
+      peers: () => router.peers(),
+      close: async () => { await router.close() },
+      async * lookup (key: string, options: LookupOptions): AsyncIterable<Peer> {
+        lookups.push(options.thorough === true)
+        for await (const peer of router.lookup(key, options)) {
+          if (options.thorough === true || /flaky/.test(peer.id)) yield peer
+        }
+      },
+    })
+    const s = await setup(['flaky', 'good'], { wrapRouter: partial })
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    assert.match(res.peer ?? '', /flaky/)
+    assert.deepEqual(await readAll(res.body), blob)
+    assert.deepEqual(lookups, [false, true], 'one shortcut lookup, then one thorough lookup')
+  })
+
+  it('does not look again when the first lookup found nobody', async (t) => {
+    const lookups: boolean[] = []
+    const counting = (router: Router): Router => Object.assign(Object.create(router) as Router, {
+      lookup: (key: string, options: LookupOptions) => { lookups.push(options.thorough === true); return router.lookup(key, options) },
+    })
+    const s = await setup([], { wrapRouter: counting })
+    t.after(s.close)
+    await assert.rejects(s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal }), /could not find peer/)
+    assert.deepEqual(lookups, [false])
   })
 
   it('resumes a range request at the right absolute offset', async (t) => {
