@@ -42,7 +42,9 @@ try {
   const routers = await startCluster(nodes, {}, started)
   await waitFor('all ready', () => routers.every(r => r.ready()), 60_000)
   console.log(`${nodes} nodes started and ready in ${(performance.now() - t0).toFixed(0)} ms`)
-  const providers = routers.slice(0, 10)
+  // A fifth of the nodes (at least one, at most ten) hold keys; the others look them up.
+  const providerCount = Math.max(1, Math.min(10, Math.floor(nodes / 5)))
+  const providers = routers.slice(0, providerCount)
   const keys: string[] = []
   const t1 = performance.now()
   await Promise.all(providers.map(async (r, i) => {
@@ -52,7 +54,7 @@ try {
     await r.idle()
   }))
   console.log(`${keys.length} keys advertised and published in ${(performance.now() - t1).toFixed(0)} ms`)
-  const pairs = Array.from({ length: lookups }, (_, i) => ({ router: routers[10 + (i % (nodes - 10))] as Libp2pRouter, key: keys[(i * 7) % keys.length] as string }))
+  const pairs = Array.from({ length: lookups }, (_, i) => ({ router: routers[providerCount + (i % (nodes - providerCount))] as Libp2pRouter, key: keys[(i * 7) % keys.length] as string }))
 
   // cold: first lookup of a key by a node; warm: the same lookup right after (5 s cache window).
   const cold = []
