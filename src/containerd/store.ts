@@ -37,6 +37,12 @@ export interface ContainerdStoreOptions {
   learnedMediaTypes?: number
   /** How many fingerprinted media types to remember (default 1 000). */
   fingerprintedMediaTypes?: number
+  /**
+   * How long content containerd confirmed is taken as held without asking again, as long as its file is still in
+   * the (verified) content directory. Default 0: always ask. Whoever sets it must call `forget()` on content
+   * deletions (containerd's /content/delete events), or a deleted blob may be reported for that long.
+   */
+  confirmedTtlMs?: number
 }
 
 const contentPluginType = 'io.containerd.content.v1'
@@ -66,6 +72,10 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
    * be containerd's) every lookup goes over gRPC.
    */
   private directoryVerified = false
+  private probed = false
+  /** Content containerd confirmed lately, with its size: re-confirmed after confirmedTtlMs (files are checked always). */
+  private readonly confirmed = new LruMap<string, { size: number, at: number }>(4096)
+  private readonly confirmedTtlMs: number
 
   constructor (options: ContainerdStoreOptions = {}) {
     if (options.client !== undefined) {
@@ -82,6 +92,12 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
     this.configuredContentPath = options.contentPath ?? ''
     this.learned = new LruMap(options.learnedMediaTypes ?? 100_000)
     this.fingerprints = new LruMap(options.fingerprintedMediaTypes ?? 1_000)
+    this.confirmedTtlMs = options.confirmedTtlMs ?? 0
+  }
+
+  /** Content was deleted: it is asked for afresh next time. */
+  forget (digest: string): void {
+    this.confirmed.delete(digest)
   }
 
   async resolve (reference: string, options?: StoreOptions): Promise<string> {
@@ -99,19 +115,30 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
   async descriptor (digest: string, options?: StoreOptions): Promise<Descriptor> {
     const parsed = parseDigest(digest)
     const d = parsed.value
+    this.probeDirectory()
     // Most lookups of a mirror are misses (content peers hold): answer those from the directory, a tenth of the time
-    // of a gRPC call. A file that exists still goes to containerd, which decides what this namespace holds.
+    // of a gRPC call. A file that exists goes to containerd, which decides what this namespace holds, unless it did
+    // so moments ago (a HEAD is followed by a GET, a peer asks what containerd just asked for).
     const root = this.directoryVerified ? await this.contentRoot(options?.signal) : ''
     if (root !== '' && !await exists(join(root, 'blobs', parsed.algorithm, parsed.hex))) {
+      this.confirmed.delete(d)
       throw new NotFoundError(`content ${d} not found`)
     }
-    const info = await this.client.contentInfo(d, options)
-    if (!this.directoryVerified) await this.verifyDirectory(parsed, options?.signal)
+    const recent = root !== '' && this.confirmedTtlMs > 0 ? this.confirmed.get(d) : undefined
+    let size: number
+    if (recent !== undefined && performance.now() - recent.at < this.confirmedTtlMs) {
+      options?.signal?.throwIfAborted()
+      size = recent.size
+    } else {
+      size = (await this.client.contentInfo(d, options)).size
+      if (!this.directoryVerified) await this.verifyDirectory(parsed, options?.signal)
+      if (this.confirmedTtlMs > 0) this.confirmed.set(d, { size, at: performance.now() })
+    }
     let mediaType = this.learned.get(d) ?? this.fingerprints.get(d)
     if (mediaType === undefined) {
-      mediaType = info.size > maxFingerprintSize ? MediaType.octetStream : await this.fingerprint(d, options)
+      mediaType = size > maxFingerprintSize ? MediaType.octetStream : await this.fingerprint(d, options)
     }
-    return { mediaType, digest: d, size: info.size }
+    return { mediaType, digest: d, size }
   }
 
   async open (digest: string, options: ReadOptions = {}): Promise<Readable> {
@@ -144,6 +171,8 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
       return await openFile(join(root, 'blobs', d.algorithm, d.hex), 'r')
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.warnDirectReads(root, err)
+      // Served content (containerd has it) missing from the directory: the directory cannot answer misses either.
+      else this.directoryVerified = false
       return undefined
     }
   }
@@ -222,6 +251,22 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
     return this.client.readContent(digest, { offset: start, size, signal })
   }
 
+  /**
+   * Once, in the background: checks the content directory against the first blob containerd lists, so a node that
+   * has content but has not been asked for any yet answers misses from the directory too.
+   */
+  private probeDirectory (): void {
+    if (this.probed) return
+    this.probed = true
+    const ac = new AbortController()
+    void (async () => {
+      for await (const info of this.client.listContent([], { signal: ac.signal })) {
+        await this.verifyDirectory(parseDigest(info.digest), undefined)
+        break
+      }
+    })().catch(() => {}).finally(() => { ac.abort(probeDone) })
+  }
+
   /** Checks that a blob containerd holds is in the content directory, which shows the directory is containerd's. */
   private async verifyDirectory (d: { algorithm: string, hex: string }, signal: AbortSignal | undefined): Promise<void> {
     const root = await this.contentRoot(signal)
@@ -268,6 +313,8 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
     return Buffer.concat(chunks, length)
   }
 }
+
+const probeDone = new Error('content directory probe done')
 
 /** True when the file exists; false only when it does not (other errors, e.g. permissions, count as unknown: true). */
 async function exists (path: string): Promise<boolean> {

@@ -111,6 +111,23 @@ test('misses are answered from a verified content directory; an unverified or wr
   assert.equal((await store.descriptor(present.digest)).size, present.size)
   assert.equal(infoCalls, 3, 'a present file is still confirmed by containerd')
 
+  // A new store checks the directory in the background on its first lookup, against content containerd lists.
+  infoCalls = 0
+  const probing = new ContainerdStore({ client: counting, contentPath: ctrd.contentPath })
+  await assert.rejects(probing.descriptor(missing), NotFoundError)
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  await assert.rejects(probing.descriptor(missing), NotFoundError)
+  assert.equal(infoCalls, 1, 'verified by the probe, not by a hit')
+
+  // Opt-in: content confirmed moments ago is not asked for again while its file is there, until forgotten.
+  infoCalls = 0
+  const remembering = new ContainerdStore({ client: counting, contentPath: ctrd.contentPath, confirmedTtlMs: 60_000 })
+  for (let i = 0; i < 3; i++) assert.equal((await remembering.descriptor(present.digest)).size, present.size)
+  assert.equal(infoCalls, 1)
+  remembering.forget(present.digest)
+  assert.equal((await remembering.descriptor(present.digest)).size, present.size)
+  assert.equal(infoCalls, 2)
+
   // A directory that is not containerd's (a wrong --containerd-content-path) never turns content into misses.
   infoCalls = 0
   const wrong = new ContainerdStore({ client: counting, contentPath: join(ctrd.dir, 'not-the-content-dir'), logger: { warn: () => {}, debug: () => {} } })

@@ -51,6 +51,14 @@ class FakeContainerd implements ContainerdApi {
     return { digest, size: b.byteLength, labels: {} }
   }
 
+  async * listContent (_filters: string[] = [], options?: CallOptions): AsyncGenerator<ContentInfo> {
+    // The store's background probe of the content directory: not recorded in `calls`, whose order tests check.
+    for (const [digest, b] of this.blobs) {
+      options?.signal?.throwIfAborted()
+      yield { digest, size: b.byteLength, labels: {} }
+    }
+  }
+
   readContent (digest: string, options: ReadContentOptions = {}): Readable {
     this.calls.push('readContent')
     const b = this.blobs.get(digest)
@@ -180,11 +188,13 @@ test('media types: learned beats fingerprinted, fingerprints are cached, big unk
   // Fingerprinted from the bytes, once.
   assert.equal((await store.descriptor(w.config.digest)).mediaType, MediaType.ociConfig)
   assert.equal((await store.descriptor(w.small.digest)).mediaType, MediaType.octetStream)
-  await rm(join(w.root, 'blobs', 'sha256', w.config.digest.slice(7)))
+  // Files whose bytes now say something else (had they been read again, the answers would change).
+  const manifestLike = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: {}, layers: [] })
+  await writeFile(join(w.root, 'blobs', 'sha256', w.config.digest.slice(7)), 'not json')
   assert.equal((await store.descriptor(w.config.digest)).mediaType, MediaType.ociConfig, 'cached, not read again')
   assert.equal(w.fake.count('readContent'), 0)
   // Not read at all above 4 MiB.
-  await rm(join(w.root, 'blobs', 'sha256', w.big.digest.slice(7)))
+  await writeFile(join(w.root, 'blobs', 'sha256', w.big.digest.slice(7)), manifestLike)
   assert.equal((await store.descriptor(w.big.digest)).mediaType, MediaType.octetStream)
   assert.equal(w.fake.count('readContent'), 0)
   // Walking the image teaches the layers' declared types.
