@@ -1,6 +1,9 @@
 import type { Metrics } from '../metrics/index.ts'
 import type { Peer, Router } from '../routing/types.ts'
 
+/** Abort reason of a closed source's lookup (shared: a reason-less abort builds a DOMException each time). */
+const closed = new Error('peer source closed')
+
 /**
  * The providers of one key, filled in the background from a router lookup so fetching can start with the first one.
  * Peers that failed during this request (or that recently served bad bytes) are not handed out again unless the
@@ -132,7 +135,7 @@ export class PeerSource {
   }
 
   close (): void {
-    this.ac.abort()
+    this.ac.abort(closed)
   }
 
   private wake (): void {
