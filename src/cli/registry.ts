@@ -47,10 +47,11 @@ export function bootstrapperFrom (values: Map<string, FlagValue>): Bootstrapper 
 }
 
 /** containerd's event stream as store changes: image create/update/delete and content create/delete. */
-function containerdChanges (client: ContainerdClient): (signal: AbortSignal) => AsyncIterable<StoreChange> {
+function containerdChanges (client: ContainerdClient, store: ContainerdStore): (signal: AbortSignal) => AsyncIterable<StoreChange> {
   return async function * (signal) {
     for await (const event of client.subscribe(['topic~="^/images/"', 'topic~="^/content/"'], { signal })) {
       const p = event.payload
+      if (p.type === 'content-delete') store.forget(p.digest)
       yield p.type === 'content-create' ? { contentDeleted: false, created: p.digest } : { contentDeleted: p.type === 'content-delete' }
     }
   }
@@ -67,7 +68,9 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
 
   const metrics = new Metrics()
   const client = new ContainerdClient({ socket: str(values, 'containerd-sock'), namespace: str(values, 'containerd-namespace') })
-  const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path'), logger: logger.child({ component: 'containerd' }) })
+  // Content confirmed in the last 2 s is not asked for again (a HEAD then a GET, a peer after containerd); deletions
+  // reach the store through the event stream below.
+  const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path'), logger: logger.child({ component: 'containerd' }), confirmedTtlMs: 2_000 })
   const cri = new CriClient({ socket: str(values, 'containerd-sock') })
   const doctor = new Doctor({ store, cri, metrics, plugins: async (options) => await client.plugins([], options) }, {
     registryConfigPath: str(values, 'containerd-registry-config-path'),
@@ -103,7 +106,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
       metrics,
       ...(basicAuth !== undefined ? { basicAuth } : {}),
     })
-    const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: containerdChanges(client) })
+    const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: containerdChanges(client, store) })
     advertising = advertiser.run(background.signal)
 
     const registry = createRegistryApp({
