@@ -10,7 +10,7 @@
 // (c) Lookup latency through node 3's mirror (HEAD of a blob only node 1 holds): cold = the first request for each
 //     key, warm = repeated requests; p50 and p99.
 //
-//   node bench/p2p-pull.ts [--rounds 3] [--image-mib 300] [--blob-mib 1024] [--blob-rounds 3] [--keys 100] [--rate 100mbit]
+//   node bench/p2p-pull.ts [--rounds 3] [--image-mib 300] [--blob-mib 1024] [--blob-rounds 3] [--keys 100] [--rate 100mbit] [--only a,b,c]
 //
 // Needs root and the Debian packages containerd, docker-registry, skopeo, iproute2 and curl. Prints a markdown summary.
 import http from 'node:http'
@@ -32,6 +32,7 @@ const { values } = parseArgs({
     'blob-rounds': { type: 'string', default: '3' },
     keys: { type: 'string', default: '100' },
     rate: { type: 'string', default: '100mbit' },
+    only: { type: 'string', default: 'a,b,c' },
   },
 })
 const MiB = 1024 * 1024
@@ -41,6 +42,7 @@ const blobBytes = Number(values['blob-mib']) * MiB
 const blobRounds = Number(values['blob-rounds'])
 const keyCount = Number(values.keys)
 const rate = values.rate
+const only = new Set(values.only.split(','))
 
 requireNetnsSupport()
 requireTool('curl', 'apt-get install -y curl')
@@ -117,6 +119,8 @@ async function pullBench (cluster: SpegelCluster): Promise<string[]> {
   const peer: number[] = []
   const direct: number[] = []
   const upstreamBytes: number[] = []
+  const fetchOnly: number[] = []
+  const directFetchOnly: number[] = []
   for (let r = 0; r < rounds; r++) {
     await cluster.upstream.waitForQuiet()
     cluster.upstream.resetAccessLog()
@@ -124,9 +128,18 @@ async function pullBench (cluster: SpegelCluster): Promise<string[]> {
     await cluster.upstream.waitForQuiet()
     upstreamBytes.push(cluster.upstream.blobBytesServed())
     await n2.forget([image.ref], allDigests(image))
+    // The same transfer without unpacking (ctr content fetch): what the mirror accounts for, unpacking aside.
+    let started = performance.now()
+    await n2.pull(image.ref, { mirrors: true, contentOnly: true, timeoutMs: 900_000 })
+    fetchOnly.push(performance.now() - started)
+    await n2.forget([image.ref], allDigests(image))
     direct.push(await timedPull(n3, image.ref, false))
     await n3.forget([image.ref], allDigests(image))
-    console.error(`  round ${r + 1}: peer ${secs(peer.at(-1)!)} s, direct ${secs(direct.at(-1)!)} s, upstream blob bytes during the peer pull ${upstreamBytes.at(-1)}`)
+    started = performance.now()
+    await n3.pull(image.ref, { mirrors: false, contentOnly: true, timeoutMs: 900_000 })
+    directFetchOnly.push(performance.now() - started)
+    await n3.forget([image.ref], allDigests(image))
+    console.error(`  round ${r + 1}: peer ${secs(peer.at(-1)!)} s (fetch only ${secs(fetchOnly.at(-1)!)} s), direct ${secs(direct.at(-1)!)} s (fetch only ${secs(directFetchOnly.at(-1)!)} s), upstream blob bytes during the peer pull ${upstreamBytes.at(-1)}`)
   }
   if (rate !== 'none') await cluster.net.unshape(up)
   await n1.forget([image.ref], allDigests(image))
@@ -139,8 +152,10 @@ async function pullBench (cluster: SpegelCluster): Promise<string[]> {
     '|---|---|---|',
     `| node 2 through its mirror (peer: node 1) | ${secs(median(peer))} | ${peer.map(secs).join(', ')} |`,
     `| node 3 straight from the upstream | ${secs(median(direct))} | ${direct.map(secs).join(', ')} |`,
+    `| node 2, content fetch only (no unpack), through its mirror | ${secs(median(fetchOnly))} | ${fetchOnly.map(secs).join(', ')} |`,
+    `| node 3, content fetch only (no unpack), from the upstream | ${secs(median(directFetchOnly))} | ${directFetchOnly.map(secs).join(', ')} |`,
     '',
-    `Speed-up (median direct / median peer): **${(median(direct) / median(peer)).toFixed(1)}×**. Upstream blob bytes during the peer pulls: ${upstreamBytes.join(', ')} (target 0).`,
+    `Speed-up (median direct / median peer): **${(median(direct) / median(peer)).toFixed(1)}×** (transfer alone: ${(median(directFetchOnly) / median(fetchOnly)).toFixed(1)}×). Upstream blob bytes during the peer pulls: ${upstreamBytes.join(', ')} (target 0).`,
   ]
 }
 
@@ -195,12 +210,15 @@ async function lookupBench (cluster: SpegelCluster): Promise<string[]> {
   const layers = image.blobs.slice(2).map((b) => b.digest)
   // Node 2 (not node 3) checks the last key is findable, so node 3's lookups stay cold.
   await cluster.waitServable(n2, 'bench/keys', 'blobs', layers.at(-1)!)
+  // Measure in steady state: node 1 publishes the new keys in the background for a moment after they are servable.
+  await new Promise((resolve) => setTimeout(resolve, 3_000))
   const url = (digest: string): string => `${n3.mirrorUrl}/v2/bench/keys/blobs/${digest}?ns=${encodeURIComponent(cluster.upstreamHost)}`
   const cold: number[] = []
   let coldMisses = 0
   for (const digest of layers) {
     const { ms, status } = await head(url(digest))
     cold.push(ms)
+    if (process.env.BENCH_TRACE !== undefined) console.error(`cold ${cold.length} ${ms.toFixed(1)}`)
     if (status !== 200) coldMisses++
   }
   const warm: number[] = []
@@ -235,12 +253,9 @@ try {
     `## Peer-to-peer benchmarks (bench/p2p-pull.ts), ${cpus().length} CPUs, node ${process.version}, 3 namespace nodes with production defaults`,
     '',
   ]
-  console.error('(b) blob throughput…')
-  const b = await throughputBench(cluster)
-  console.error('(c) lookup latency…')
-  const c = await lookupBench(cluster)
-  console.error('(a) pull time…')
-  const a = await pullBench(cluster)
+  const b = only.has('b') ? (console.error('(b) blob throughput…'), await throughputBench(cluster)) : []
+  const c = only.has('c') ? (console.error('(c) lookup latency…'), await lookupBench(cluster)) : []
+  const a = only.has('a') ? (console.error('(a) pull time…'), await pullBench(cluster)) : []
   out.push(...a, '', ...b, '', ...c)
   console.log(out.join('\n'))
 } finally {
