@@ -34,3 +34,7 @@ export const HEALTH_CHECK_INTERVAL_MS = 1_000
 export const EXPLORE_AFTER_JOIN_MS = [2_000, 10_000, 60_000]
 /** Minimum gap between two "publish everything again because the table doubled" rounds. */
 export const REPUBLISH_MIN_INTERVAL_MS = 10_000
+/** How often libp2p pings each open connection to check it is alive (libp2p's default: 10 s). */
+export const CONNECTION_PING_INTERVAL_MS = 60_000
+/** Peers a DHT query asks at once (Go kad-dht, as in Spegel: 3). */
+export const QUERY_ALPHA = 3

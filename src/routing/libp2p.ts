@@ -13,7 +13,7 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import type { Libp2p, PeerId, PeerInfo as Libp2pPeerInfo, PrivateKey } from '@libp2p/interface'
+import type { ComponentLogger, Libp2p, Logger as Libp2pLogger, PeerId, PeerInfo as Libp2pPeerInfo, PrivateKey } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { CID } from 'multiformats/cid'
 import { isShareableIp, multiaddrIp, routerListenAddrs, splitHostPort, uniqueIps } from './addr.ts'
@@ -49,6 +49,14 @@ export interface Libp2pRouterInit {
   /** Offsets after joining at which the DHT is explored to fill the routing table. Default 2 s, 10 s, 60 s. */
   exploreAfterJoinMs?: number[]
 }
+
+const silentLog: Libp2pLogger = Object.assign(() => {}, {
+  error: () => {},
+  trace: () => {},
+  enabled: false,
+  newScope: (): Libp2pLogger => silentLog,
+})
+const silentLogger: ComponentLogger = { forComponent: () => silentLog }
 
 /** The parts of the kad-dht service we use beyond its exported interface (checked at start). */
 interface DhtService extends KadDHT {
@@ -137,6 +145,9 @@ export class Libp2pRouter implements Router {
       return ip !== undefined && isShareableIp(ip, allowLoopback)
     })
     const node = await createLibp2p<Services>({
+      // libp2p's own debug logging costs CPU on every stream even when off (it creates a logger and checks the
+      // terminal each time); it is kept only when asked for with DEBUG=libp2p:*.
+      ...(/libp2p/.test(process.env.DEBUG ?? '') ? {} : { logger: silentLogger }),
       privateKey,
       addresses: {
         listen,
@@ -144,6 +155,9 @@ export class Libp2pRouter implements Router {
         appendAnnounce: port === 0 ? [] : publicInterfaceAddrs(listen, port),
         announceFilter: keepShareable
       },
+      // Every connection is pinged on a new stream this often (libp2p's default is 10 s). Dead peers are also found by
+      // yamux keep-alives and failed queries; in a large cluster the pings were most of an idle node's CPU.
+      connectionMonitor: { pingInterval: C.CONNECTION_PING_INTERVAL_MS },
       transports: [tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
@@ -160,6 +174,10 @@ export class Libp2pRouter implements Router {
           protocol: C.DHT_PROTOCOL,
           clientMode: false,
           kBucketSize: init.kBucketSize ?? C.K_BUCKET_SIZE,
+          // Go's kad-dht (Spegel) asks 3 peers at a time on one path; js-libp2p's default asks 10 on each of 10
+          // disjoint paths, a burst of up to 20 streams per lookup that mostly slows the answer it waits for.
+          alpha: C.QUERY_ALPHA,
+          disjointPaths: 1,
           // LAN peers: keep private addresses (the default mapper drops them), drop unusable ones.
           peerInfoMapper: (info: Libp2pPeerInfo): Libp2pPeerInfo => ({ ...info, multiaddrs: keepShareable(info.multiaddrs) }),
           // Never block a query waiting for peers: an empty table means "nobody to ask", answered at once.
