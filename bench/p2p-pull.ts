@@ -2,9 +2,11 @@
 // each node has its own containerd and `spegel registry` with production defaults; one upstream docker-registry.
 //
 // (a) Pull time of a ~300 MB three-layer image on node 2 after node 1 has it (through node 2's mirror), against
-//     pulling it straight from the upstream (node 3, no mirror configuration), with the upstream's link shaped to
-//     100 Mbit/s by tc tbf; median of several rounds, each starting cold (image and content removed), plus the
-//     upstream's blob bytes during each peer pull (target: 0).
+//     pulling it straight from the upstream (node 3, whose hosts.toml then names only the upstream), with the
+//     upstream's link shaped to 100 Mbit/s by tc tbf; median of several rounds, each starting cold (image and content
+//     removed), plus the upstream's blob bytes during the peer pulls (target: 0). Each pull is done twice: with CRI
+//     PullImage, as the kubelet pulls (containerd fetches and unpacks in one pipeline), and with `ctr images pull`
+//     (fetch in the ctr process, then unpack).
 // (b) Throughput of a 1 GiB blob proxied by node 2's mirror from node 1 against node 1 serving it itself; curl in
 //     the benchmark's namespace reaches both over the cluster's host link; alternating order, several rounds.
 // (c) Lookup latency through node 3's mirror (HEAD of a blob only node 1 holds): cold = the first request for each
@@ -14,10 +16,12 @@
 //
 // Needs root and the Debian packages containerd, docker-registry, skopeo, iproute2 and curl. Prints a markdown summary.
 import http from 'node:http'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cpus } from 'node:os'
 import { parseArgs } from 'node:util'
 import { makeImage, writeOciArchive } from '../test/helpers/containerd.ts'
+import { CriImages } from '../test/helpers/cri-images.ts'
 import { buildImage, pushLargeBlobImage, pushLayout, type PushedImage } from '../test/helpers/images.ts'
 import { requireNetnsSupport } from '../test/helpers/netns.ts'
 import { run, waitFor } from '../test/helpers/process.ts'
@@ -116,46 +120,67 @@ async function pullBench (cluster: SpegelCluster): Promise<string[]> {
   const n1Pull = await timedPull(n1, image.ref, true)
   await cluster.waitServable(n2, image.repository, 'manifests', image.tag)
 
-  const peer: number[] = []
-  const direct: number[] = []
+  const peerCri: number[] = []
+  const directCri: number[] = []
+  const peerCtr: number[] = []
+  const directCtr: number[] = []
   const upstreamBytes: number[] = []
-  const fetchOnly: number[] = []
-  const directFetchOnly: number[] = []
-  for (let r = 0; r < rounds; r++) {
-    await cluster.upstream.waitForQuiet()
-    cluster.upstream.resetAccessLog()
-    peer.push(await timedPull(n2, image.ref, true))
-    await cluster.upstream.waitForQuiet()
-    upstreamBytes.push(cluster.upstream.blobBytesServed())
-    await n2.forget([image.ref], allDigests(image))
-    // The same transfer without unpacking (ctr content fetch): what the mirror accounts for, unpacking aside.
-    let started = performance.now()
-    await n2.pull(image.ref, { mirrors: true, contentOnly: true, timeoutMs: 900_000 })
-    fetchOnly.push(performance.now() - started)
-    await n2.forget([image.ref], allDigests(image))
-    direct.push(await timedPull(n3, image.ref, false))
-    await n3.forget([image.ref], allDigests(image))
-    started = performance.now()
-    await n3.pull(image.ref, { mirrors: false, contentOnly: true, timeoutMs: 900_000 })
-    directFetchOnly.push(performance.now() - started)
-    await n3.forget([image.ref], allDigests(image))
-    console.error(`  round ${r + 1}: peer ${secs(peer.at(-1)!)} s (fetch only ${secs(fetchOnly.at(-1)!)} s), direct ${secs(direct.at(-1)!)} s (fetch only ${secs(directFetchOnly.at(-1)!)} s), upstream blob bytes during the peer pull ${upstreamBytes.at(-1)}`)
+  const hostsFile = join(n3.hostsDir, cluster.upstreamHost, 'hosts.toml')
+  const mirrorConfig = await readFile(hostsFile, 'utf8')
+  const criOn = new Map(cluster.nodes.map((n) => [n, new CriImages(n.containerd.socket)]))
+  const cri = (n: SpegelNode): CriImages => criOn.get(n) as CriImages
+  const forget = async (n: SpegelNode): Promise<void> => {
+    await cri(n).remove(image.ref).catch(() => {})
+    await n.forget([image.ref], allDigests(image))
+  }
+  const timed = async (fn: () => Promise<unknown>): Promise<number> => {
+    const started = performance.now()
+    await fn()
+    return performance.now() - started
+  }
+  try {
+    for (let r = 0; r < rounds; r++) {
+      // The kubelet's way: CRI PullImage, containerd fetching through its hosts.toml and unpacking as layers land.
+      await cluster.upstream.waitForQuiet()
+      cluster.upstream.resetAccessLog()
+      peerCri.push(await timed(async () => await cri(n2).pull(image.ref)))
+      // ctr images pull: fetches in the ctr process, then unpacks, one after the other.
+      await forget(n2)
+      peerCtr.push(await timed(async () => { await n2.pull(image.ref, { mirrors: true, timeoutMs: 900_000 }) }))
+      await cluster.upstream.waitForQuiet()
+      upstreamBytes.push(cluster.upstream.blobBytesServed())
+      await forget(n2)
+      // Node 3 without the mirror: a hosts.toml naming only the (plain HTTP) upstream.
+      await writeFile(hostsFile, `server = "${cluster.upstream.url}"\n\n[host."${cluster.upstream.url}"]\n  capabilities = ["pull", "resolve"]\n`)
+      try {
+        directCri.push(await timed(async () => await cri(n3).pull(image.ref)))
+      } finally {
+        await writeFile(hostsFile, mirrorConfig)
+      }
+      await forget(n3)
+      directCtr.push(await timed(async () => { await n3.pull(image.ref, { mirrors: false, timeoutMs: 900_000 }) }))
+      await forget(n3)
+      console.error(`  round ${r + 1}: CRI peer ${secs(peerCri.at(-1)!)} s, direct ${secs(directCri.at(-1)!)} s; ctr peer ${secs(peerCtr.at(-1)!)} s, direct ${secs(directCtr.at(-1)!)} s; upstream blob bytes during the peer pulls ${upstreamBytes.at(-1)}`)
+    }
+  } finally {
+    for (const c of criOn.values()) c.close()
   }
   if (rate !== 'none') await cluster.net.unshape(up)
-  await n1.forget([image.ref], allDigests(image))
+  await forget(n1)
+  const row = (what: string, xs: number[]): string => `| ${what} | ${secs(median(xs))} | ${xs.map(secs).join(', ')} |`
   return [
     `### (a) Pull of a ${(size / MiB).toFixed(0)} MiB three-layer image (gzip), upstream link ${rate}`,
     '',
-    `Node 1's first pull (from the upstream through its hosts.toml fallback): ${secs(n1Pull)} s.`,
+    `Node 1's first pull (ctr, from the upstream through its hosts.toml fallback): ${secs(n1Pull)} s.`,
     '',
-    '| pull on a cold node | median s | rounds (s) |',
+    '| pull on a cold node (fetch + unpack) | median s | rounds (s) |',
     '|---|---|---|',
-    `| node 2 through its mirror (peer: node 1) | ${secs(median(peer))} | ${peer.map(secs).join(', ')} |`,
-    `| node 3 straight from the upstream | ${secs(median(direct))} | ${direct.map(secs).join(', ')} |`,
-    `| node 2, content fetch only (no unpack), through its mirror | ${secs(median(fetchOnly))} | ${fetchOnly.map(secs).join(', ')} |`,
-    `| node 3, content fetch only (no unpack), from the upstream | ${secs(median(directFetchOnly))} | ${directFetchOnly.map(secs).join(', ')} |`,
+    row('CRI PullImage (as the kubelet) on node 2, through its mirror (peer: node 1)', peerCri),
+    row('CRI PullImage on node 3, straight from the upstream', directCri),
+    row('`ctr images pull` on node 2, through its mirror', peerCtr),
+    row('`ctr images pull` on node 3, straight from the upstream', directCtr),
     '',
-    `Speed-up (median direct / median peer): **${(median(direct) / median(peer)).toFixed(1)}×** (transfer alone: ${(median(directFetchOnly) / median(fetchOnly)).toFixed(1)}×). Upstream blob bytes during the peer pulls: ${upstreamBytes.join(', ')} (target 0).`,
+    `Speed-up (median direct / median peer): **${(median(directCri) / median(peerCri)).toFixed(1)}×** with CRI, ${(median(directCtr) / median(peerCtr)).toFixed(1)}× with ctr. Upstream blob bytes during the peer pulls: ${upstreamBytes.join(', ')} (target 0).`,
   ]
 }
 
@@ -201,7 +226,8 @@ async function throughputBench (cluster: SpegelCluster): Promise<string[]> {
 async function lookupBench (cluster: SpegelCluster): Promise<string[]> {
   const [n1, n2, n3] = cluster.nodes as [SpegelNode, SpegelNode, SpegelNode]
   // Many small layers: one fresh key per cold lookup.
-  const image = makeImage(`${cluster.upstreamHost}/bench/keys:v1`, { layerSizes: Array.from({ length: keyCount }, () => 64) })
+  const warmupKeys = 10
+  const image = makeImage(`${cluster.upstreamHost}/bench/keys:v1`, { layerSizes: Array.from({ length: keyCount + warmupKeys }, () => 64) })
   const archive = join(n1.containerd.dir, 'keys.tar')
   await writeOciArchive(archive, [image])
   const since = n1.logs().length
@@ -215,7 +241,9 @@ async function lookupBench (cluster: SpegelCluster): Promise<string[]> {
   const url = (digest: string): string => `${n3.mirrorUrl}/v2/bench/keys/blobs/${digest}?ns=${encodeURIComponent(cluster.upstreamHost)}`
   const cold: number[] = []
   let coldMisses = 0
-  for (const digest of layers) {
+  // The first requests through a freshly started daemon run unoptimised code: a few unmeasured keys warm it up.
+  for (const digest of layers.slice(0, warmupKeys)) await head(url(digest))
+  for (const digest of layers.slice(warmupKeys)) {
     const { ms, status } = await head(url(digest))
     cold.push(ms)
     if (process.env.BENCH_TRACE !== undefined) console.error(`cold ${cold.length} ${ms.toFixed(1)}`)
@@ -223,7 +251,7 @@ async function lookupBench (cluster: SpegelCluster): Promise<string[]> {
   }
   const warm: number[] = []
   let warmMisses = 0
-  const hot = layers.slice(0, 10)
+  const hot = layers.slice(warmupKeys, warmupKeys + 10)
   for (let pass = 0; pass < 20; pass++) {
     for (const digest of hot) {
       const { ms, status } = await head(url(digest))
