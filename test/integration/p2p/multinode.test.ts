@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { makeImage, writeOciArchive } from '../../helpers/containerd.ts'
+import { CriImages } from '../../helpers/cri-images.ts'
 import { pushLargeBlobImage, pushTestImages, type PushedImage, type TestImageSet } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
 import { run, waitFor } from '../../helpers/process.ts'
@@ -96,6 +97,25 @@ describe('Spegel across three network-namespace nodes', { timeout: 300_000 }, ()
       const fromPeers = node.logs().filter((r) => r.msg === 'served from peer' && r.complete === true)
       assert.ok(fromPeers.length > 0, `${node.name} logged content served from peers`)
     }
+  })
+
+  it('serves the kubelet\'s way of pulling: CRI PullImage on node 3 of an image only node 1 holds', async (t) => {
+    // Not on the upstream at all: the pull can only succeed through node 3's mirror.
+    const image = makeImage(`${cluster.upstreamHost}/cri/app:v1`, { layerSizes: [3 * MiB, 200_000] })
+    const archive = join(n1.containerd.dir, 'cri-app.tar')
+    await writeOciArchive(archive, [image])
+    await n1.ctr(['images', 'import', archive])
+    await cluster.waitServable(n3, 'cri/app', 'manifests', 'v1')
+    cluster.upstream.resetAccessLog()
+    const cri = new CriImages(n3.containerd.socket)
+    t.after(() => { cri.close() })
+    const ref = await cri.pull(image.name, 120_000)
+    assert.match(ref, /^sha256:[0-9a-f]{64}$/)
+    assert.equal(await n3.imageDigest(image.name), image.top.digest)
+    const held = await n3.contentDigests()
+    for (const blob of image.blobs) assert.ok(held.has(blob.digest), `node 3 holds ${blob.digest}`)
+    assert.equal(cluster.upstream.blobBytesServed(), 0)
+    assert.ok(n3.logs().some((r) => r.msg === 'served from peer' && r.key === image.blobs.at(-1)?.digest), 'node 3 logged a layer served from a peer')
   })
 
   it('completes a large blob transfer from another holder when the serving node is killed mid-way', async (t) => {
