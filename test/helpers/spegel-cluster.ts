@@ -132,7 +132,8 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
       const node = new NodeImpl(i + 1, member, containerd, {
         logLevel: options.logLevel ?? 'INFO',
         bootstrapPeers: [bootstrap],
-        args: [...(options.daemonArgs ?? [])],
+        // As the chart does: the registry gets the same mirrored registries as the configuration step.
+        args: ['--mirrored-registries', upstreamRef.url, ...(options.daemonArgs ?? [])],
         maxLogRecords: options.maxLogRecords ?? 20_000,
         ...(options.onLog !== undefined ? { onLog: options.onLog } : {}),
       })
