@@ -174,10 +174,10 @@ export class Libp2pRouter implements Router {
           protocol: C.DHT_PROTOCOL,
           clientMode: false,
           kBucketSize: init.kBucketSize ?? C.K_BUCKET_SIZE,
-          // Go's kad-dht (Spegel) asks 3 peers at a time on one path; js-libp2p's default asks 10 on each of 10
-          // disjoint paths, a burst of up to 20 streams per lookup that mostly slows the answer it waits for.
+          // Go's kad-dht (Spegel) asks 3 peers at a time; js-libp2p's default asks 10 on each of 10 disjoint paths, a
+          // burst of up to 20 streams per lookup that mostly slows the answer it waits for. The paths stay as many as
+          // alpha (3): one path can end before all its starting peers are queued (seen under load), others cover it.
           alpha: C.QUERY_ALPHA,
-          disjointPaths: 1,
           // LAN peers: keep private addresses (the default mapper drops them), drop unusable ones.
           peerInfoMapper: (info: Libp2pPeerInfo): Libp2pPeerInfo => ({ ...info, multiaddrs: keepShareable(info.multiaddrs) }),
           // Never block a query waiting for peers: an empty table means "nobody to ask", answered at once.
