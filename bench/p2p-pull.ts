@@ -73,6 +73,14 @@ async function timedPull (node: SpegelNode, ref: string, mirrors: boolean): Prom
   return performance.now() - started
 }
 
+/** CPU time (user + system) a process has used so far, in ms, from /proc (clock ticks of 10 ms). */
+async function cpuMs (pid: number | undefined): Promise<number> {
+  if (pid === undefined) throw new Error('daemon not running')
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 10
+}
+
 /** curl to /dev/null; bytes per second. */
 async function download (url: string, expected: number): Promise<number> {
   const res = await run('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', url], { timeoutMs: 600_000 })
@@ -195,15 +203,31 @@ async function throughputBench (cluster: SpegelCluster): Promise<string[]> {
   const local: number[] = []
   const proxied: number[] = []
   const ratios: number[] = []
+  // CPU per MiB: node 1 serving its own content, node 2 proxying (receive, hash, send).
+  const serveCpu: number[] = []
+  const proxyCpu: number[] = []
+  const mib = layer.size / MiB
+  const localRun = async (): Promise<number> => {
+    const before = await cpuMs(n1.daemon?.pid)
+    const rate = await download(n1.mirrorUrl + path, layer.size)
+    serveCpu.push((await cpuMs(n1.daemon?.pid) - before) / mib)
+    return rate
+  }
+  const proxiedRun = async (): Promise<number> => {
+    const before = await cpuMs(n2.daemon?.pid)
+    const rate = await download(n2.mirrorUrl + path, layer.size)
+    proxyCpu.push((await cpuMs(n2.daemon?.pid) - before) / mib)
+    return rate
+  }
   for (let r = 0; r < blobRounds; r++) {
     let l: number
     let p: number
     if (r % 2 === 0) {
-      l = await download(n1.mirrorUrl + path, layer.size)
-      p = await download(n2.mirrorUrl + path, layer.size)
+      l = await localRun()
+      p = await proxiedRun()
     } else {
-      p = await download(n2.mirrorUrl + path, layer.size)
-      l = await download(n1.mirrorUrl + path, layer.size)
+      p = await proxiedRun()
+      l = await localRun()
     }
     local.push(l)
     proxied.push(p)
@@ -220,6 +244,8 @@ async function throughputBench (cluster: SpegelCluster): Promise<string[]> {
     `| node 2 proxies from node 1 (hashing on the way) | ${mibps(median(proxied))} | ${proxied.map(mibps).join(', ')} |`,
     '',
     `Median per-round ratio proxied / local: **${median(ratios).toFixed(2)}×** (rounds: ${ratios.map((r) => r.toFixed(2)).join(', ')}; target ≥ 0.8).`,
+    '',
+    `CPU per MiB (median): node 1 serving from its store ${median(serveCpu).toFixed(2)} ms, node 2 proxying and hashing ${median(proxyCpu).toFixed(2)} ms.`,
   ]
 }
 
