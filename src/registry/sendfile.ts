@@ -3,6 +3,14 @@ import type { ServerResponse } from 'node:http'
 
 /** Bytes per read and per socket write. */
 const chunkSize = 512 * 1024
+/**
+ * Where the data starts in each allocated buffer. glibc serves an allocation this large with mmap (the image fixes
+ * MALLOC_MMAP_THRESHOLD_ below it) and returns the address 16 bytes past a page boundary. The kernel copies file pages
+ * into a destination that is not cache-line aligned at about half the speed (4.5 against 8 GB/s on the benchmark
+ * machine), so the data starts on the next page boundary. Unaligned buffers cost a quarter of the serving throughput.
+ */
+const dataOffset = 4096 - 16
+const newBuffer = (): Buffer => Buffer.allocUnsafe(dataOffset + chunkSize).subarray(dataOffset)
 /** Free buffers kept for reuse; beyond this they are left to the GC. */
 const maxPooled = 4
 const pool: Buffer[] = []
@@ -22,7 +30,7 @@ export class SendFileError extends Error {
  * lets RSS grow with every concurrent transfer; this keeps each transfer at two buffers.
  */
 export async function sendFileRange (file: FileHandle, start: number, end: number, res: ServerResponse, signal?: AbortSignal): Promise<void> {
-  const buffers = [pool.pop() ?? Buffer.allocUnsafe(chunkSize), pool.pop() ?? Buffer.allocUnsafe(chunkSize)]
+  const buffers = [pool.pop() ?? newBuffer(), pool.pop() ?? newBuffer()]
   let pending: Promise<void> = Promise.resolve()
   let failed = false
   try {
