@@ -15,6 +15,7 @@ import {
   createMetricsApp, escapeHtml, formatBytes, formatDuration, InvalidImageError, measurePull, parseImageWithDefaults, RecentRequests,
   type DebugWebSources,
 } from '../../../src/web/index.ts'
+import { compileStringQuery } from '../../../src/web/query.ts'
 
 const logger = pino({ level: 'silent' })
 const evil = '<script>alert(1)</script>'
@@ -170,6 +171,15 @@ describe('metrics app', () => {
       assert.ok(!bad.body.includes('<b>'))
     })
 
+    it('/debug/web/measure rejects an image longer than 1024 characters or given twice before measuring', async () => {
+      const long = await app.inject(`/debug/web/measure?image=example.com/${'a'.repeat(1020)}`)
+      assert.equal(long.statusCode, 400)
+      assert.match(long.body, /^<p class="error">querystring\/image must NOT have more than 1024 characters/)
+      const twice = await app.inject('/debug/web/measure?image=a&image=b')
+      assert.equal(twice.statusCode, 400)
+      assert.match(twice.body, /^<p class="error">querystring\/image must be one string/)
+    })
+
     it('debug routes are measured in the http_* metrics by route pattern', async () => {
       await app.inject('/debug/web/')
       const text = await metrics.registry.metrics()
@@ -255,3 +265,22 @@ async function readAll (store: MemoryStore, digest: string): Promise<Buffer> {
   for await (const c of await store.open(digest)) chunks.push(c as Buffer)
   return Buffer.concat(chunks)
 }
+
+describe('query-string validation without Ajv', () => {
+  const compile = (schema: unknown, httpPart = 'querystring') => compileStringQuery({ schema, httpPart, method: 'GET', url: '/x' } as Parameters<typeof compileStringQuery>[0])
+
+  it('accepts absent and short strings and rejects long or repeated ones', () => {
+    const validate = compile({ type: 'object', properties: { q: { type: 'string', maxLength: 3 } } })
+    assert.deepEqual(validate({}), { value: {} })
+    assert.deepEqual(validate({ q: 'abc', other: 'x' }), { value: { q: 'abc', other: 'x' } })
+    assert.equal((validate({ q: 'abcd' }) as { error: Error }).error.name, 'QueryValidationError')
+    assert.equal((validate({ q: ['a', 'b'] }) as { error: Error }).error.name, 'QueryValidationError')
+  })
+
+  it('refuses, at registration, schemas it cannot check', () => {
+    assert.throws(() => compile({ type: 'object', properties: { n: { type: 'integer' } } }))
+    assert.throws(() => compile({ type: 'object', properties: { q: { type: 'string', pattern: '^a' } } }))
+    assert.throws(() => compile({ type: 'object', required: ['q'], properties: { q: { type: 'string' } } }))
+    assert.throws(() => compile({ type: 'object', properties: {} }, 'body'))
+  })
+})
