@@ -12,7 +12,8 @@ export async function doctorCommand (ctx: CommandContext): Promise<number> {
   const namespace = str(values, 'containerd-namespace')
   const client = new ContainerdClient({ socket, namespace, callTimeoutMs: 5000 })
   const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path') })
-  const cri = new CriClient({ socket })
+  // One connection to containerd for both APIs.
+  const cri = new CriClient({ channel: client.channel })
   try {
     const doctor = new Doctor({
       store,

@@ -71,7 +71,8 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
   // Content confirmed in the last 2 s is not asked for again (a HEAD then a GET, a peer after containerd); deletions
   // reach the store through the event stream below.
   const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path'), logger: logger.child({ component: 'containerd' }), confirmedTtlMs: 2_000 })
-  const cri = new CriClient({ socket: str(values, 'containerd-sock') })
+  // One connection to containerd for both APIs.
+  const cri = new CriClient({ channel: client.channel })
   const doctor = new Doctor({ store, cri, metrics, plugins: async (options) => await client.plugins([], options) }, {
     registryConfigPath: str(values, 'containerd-registry-config-path'),
     mirroredRegistries: list(values, 'mirrored-registries'),

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream'
 import { Client, Metadata, credentials, status } from '@grpc/grpc-js'
-import type { ClientReadableStream, ServiceError } from '@grpc/grpc-js'
+import type { ChannelInterface, ClientReadableStream, ServiceError } from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import { NotFoundError, StoreUnavailableError } from '../store/errors.ts'
 import type { Descriptor } from '../store/types.ts'
@@ -107,6 +107,14 @@ export class ContainerdClient {
       // Image lists of large nodes exceed the 4 MiB default.
       'grpc.max_receive_message_length': 256 * 1024 * 1024,
     })
+  }
+
+  /**
+   * The channel to containerd's socket, for clients of its other services (the doctor's CRI client) to share instead
+   * of opening a second connection. close() closes it.
+   */
+  get channel (): ChannelInterface {
+    return this.grpc.getChannel()
   }
 
   /** Images.Get: the image record with this exact name. */

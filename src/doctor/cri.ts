@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { Client, Metadata, credentials, status as grpcStatus } from '@grpc/grpc-js'
-import type { ServiceError } from '@grpc/grpc-js'
+import type { ChannelInterface, ServiceError } from '@grpc/grpc-js'
 import { loadSync } from '@grpc/proto-loader'
 import type { MethodDefinition } from '@grpc/proto-loader'
 
@@ -64,17 +64,36 @@ function loadMethods (): Methods {
   return methods
 }
 
+export type CriClientOptions = ({
+  /** containerd's socket: the client opens a channel of its own. */
+  socket: string
+} | {
+  /** A channel to containerd's socket to share (ContainerdClient.channel); its owner closes it. */
+  channel: ChannelInterface
+}) & {
+  /** Deadline of each call in ms (default 5000). */
+  timeoutMs?: number
+}
+
 /** CRI runtime service client on containerd's socket. */
 export class CriClient implements CriApi {
   private readonly grpc: Client
+  private readonly ownsChannel: boolean
   private readonly methods: Methods
   private readonly timeoutMs: number
 
-  constructor (options: { socket: string, timeoutMs?: number }) {
+  constructor (options: CriClientOptions) {
     this.methods = loadMethods()
     this.timeoutMs = options.timeoutMs ?? 5000
-    const address = options.socket.startsWith('unix:') ? options.socket : `unix://${options.socket}`
-    this.grpc = new Client(address, credentials.createInsecure(), { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 })
+    if ('channel' in options) {
+      // The address is unused: calls go over the given channel.
+      this.grpc = new Client('unix:unused', credentials.createInsecure(), { channelOverride: options.channel })
+      this.ownsChannel = false
+    } else {
+      const address = options.socket.startsWith('unix:') ? options.socket : `unix://${options.socket}`
+      this.grpc = new Client(address, credentials.createInsecure(), { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 })
+      this.ownsChannel = true
+    }
   }
 
   async version (options: CallOptions = {}): Promise<CriVersion> {
@@ -87,8 +106,9 @@ export class CriClient implements CriApi {
     return { conditions: res.status?.conditions ?? [], info: res.info }
   }
 
+  /** Closes the client's own channel; a shared one stays open. */
   close (): void {
-    this.grpc.close()
+    if (this.ownsChannel) this.grpc.close()
   }
 
   private async unary<Req, Res> (def: MethodDefinition<Req, Res>, request: Req, options: CallOptions): Promise<Res> {

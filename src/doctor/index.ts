@@ -12,7 +12,7 @@ import { criImageSettings, criTomlSnippet, normalizeDir, splitConfigPath, type C
 import { looksLikeTalos, talosApplyHint, talosConfigPath, talosDiscardPatch } from './talos.ts'
 
 export { CriClient, CriUnavailableError } from './cri.ts'
-export type { CriApi, CriStatus, CriVersion } from './cri.ts'
+export type { CriApi, CriClientOptions, CriStatus, CriVersion } from './cri.ts'
 export { criImageSettings, splitConfigPath } from './cri-config.ts'
 export type { CriImageSettings, CriLayout } from './cri-config.ts'
 export { talosDiscardPatch } from './talos.ts'
