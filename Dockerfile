@@ -14,12 +14,14 @@ ENV NODE_ENV=development \
 COPY package.json package-lock.json .npmrc ./
 RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts ./scripts
 COPY src ./src
-# We ship one bundled, minified ES module (esbuild) rather than the TypeScript sources or a node_modules tree: the
-# build type-checks first (a broken tree fails here, not on the node), startup does no per-file transform, and the
-# daemon holds about half the JavaScript heap it would with the unbundled tree (~14 MiB instead of ~31 MiB), which is
-# what keeps it under 100 MiB RSS while serving (docs/benchmarks.md). The containerd .proto definitions are loaded
-# relative to the bundle, from dist/proto/.
+# We ship a minified esbuild bundle (dist/spegel.mjs and the dist/spegel-*.mjs modules it loads) rather than the
+# TypeScript sources or a node_modules tree: the build type-checks first (a broken tree fails here, not on the node),
+# startup does no per-file transform, and the daemon holds about half the JavaScript heap it would with the unbundled
+# tree (~14 MiB instead of ~31 MiB), which is what keeps it under 100 MiB RSS while serving (docs/benchmarks.md;
+# scripts/bundle.ts says why it is split into several modules). The containerd .proto definitions are loaded relative
+# to the bundle, from dist/proto/.
 RUN npm run typecheck \
  && npm run bundle \
  && test -f dist/spegel.mjs && test -f dist/proto/services/content/v1/content.proto
@@ -30,7 +32,7 @@ RUN npm run typecheck \
 FROM gcr.io/distroless/nodejs24-debian12
 WORKDIR /app
 COPY --from=build /src/package.json ./package.json
-COPY --from=build /src/dist/spegel.mjs ./dist/spegel.mjs
+COPY --from=build /src/dist/spegel.mjs /src/dist/spegel-*.mjs /src/dist/spegel.LEGAL.txt ./dist/
 COPY --from=build /src/dist/proto ./dist/proto
 # Like Spegel, run as root: the containerd socket and content store on the host are root-owned.
 USER root:root

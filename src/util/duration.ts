@@ -6,6 +6,7 @@ export class InvalidDurationError extends Error {
   }
 }
 
+// The micro sign and the Greek mu are escaped in the patterns so the bundle stays ASCII (see scripts/bundle.ts).
 const unitMs: Readonly<Record<string, number>> = {
   ns: 1e-6, us: 1e-3, µs: 1e-3, μs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000,
 }
@@ -14,10 +15,10 @@ const unitMs: Readonly<Record<string, number>> = {
 export function parseDuration (text: string): number {
   const input = text.trim()
   if (input === '0' || input === '+0' || input === '-0') return 0
-  const m = /^([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$/.exec(input)
+  const m = /^([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+$/.exec(input)
   if (m === null) throw new InvalidDurationError(`invalid duration ${JSON.stringify(text)}`)
   let total = 0
-  for (const part of input.replace(/^[+-]/, '').matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g)) {
+  for (const part of input.replace(/^[+-]/, '').matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/g)) {
     total += Number(part[1]) * (unitMs[part[2] ?? ''] ?? 0)
   }
   return m[1] === '-' ? -total : total

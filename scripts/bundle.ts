@@ -1,0 +1,92 @@
+// Builds the daemon the image runs (see the Dockerfile): dist/spegel.mjs, the modules it loads (dist/spegel-*.mjs),
+// the license comments of the bundled packages (dist/spegel.LEGAL.txt) and a copy of the containerd .proto files it
+// reads (dist/proto/). `npm run bundle` runs this.
+//
+// What keeps the daemon's memory down here (docs/benchmarks.md, issue 2):
+// - Several modules of at most ~600 KB instead of one of 2.5 MB. V8 parses a module in one go, with parser memory of
+//   about 6 bytes per source byte (14 MiB for the single bundle) taken from malloc in 32 KiB pieces. glibc cannot give
+//   those back once anything is allocated above them, which happened in most starts: 11 MiB more RSS for the life of
+//   the process. Smaller modules parse in under 4 MiB each, and each reuses what the previous one freed.
+//   esbuild splits only between entry points, so each large dependency is given an entry point of its own (splitAt);
+//   those entry files are not written, only the chunks they cause.
+// - Node built-ins are loaded with require(), not import. Node's ESM wrapper of a built-in reads every export when
+//   the module is linked, and `node:http` has lazy getters (WebSocket, MessageEvent, CloseEvent) whose first read
+//   loads undici, about 2 MiB of JavaScript heap the daemon never uses. require() hands out the module object as is.
+// - The output is ASCII. The source of a module is kept as a string for the life of the process, and one character
+//   outside ASCII makes Node hand it to V8 as a two-byte string, twice the size. License comments, which esbuild
+//   copies verbatim, go to dist/spegel.LEGAL.txt.
+import { cp, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { builtinModules } from 'node:module'
+import { basename, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { build, type Plugin } from 'esbuild'
+
+const root = fileURLToPath(new URL('../', import.meta.url))
+const dist = join(root, 'dist')
+
+/** Packages whose code goes to modules of their own (with what only they use). */
+const splitAt = ['libp2p', '@libp2p/kad-dht', '@grpc/grpc-js', 'fastify']
+const splitEntry = (i: number): string => `split-${i}`
+
+const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]))
+
+/** Turns `import … from 'node:x'` into a CommonJS module that require()s it, so esbuild emits `require('node:x')`. */
+const requireBuiltins: Plugin = {
+  name: 'require-builtins',
+  setup (b) {
+    b.onResolve({ filter: /^[a-z:_/]+$/ }, (args) => {
+      if (args.kind !== 'import-statement' || args.namespace === 'builtin' || !builtins.has(args.path)) return undefined
+      return { path: args.path, namespace: 'builtin' }
+    })
+    b.onLoad({ filter: /.*/, namespace: 'builtin' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)})`, loader: 'js' }))
+  },
+}
+
+const result = await build({
+  entryPoints: {
+    spegel: join(root, 'src/cli/main.ts'),
+    ...Object.fromEntries(splitAt.map((pkg, i) => [splitEntry(i), pkg])),
+  },
+  outdir: dist,
+  entryNames: '[name]',
+  chunkNames: 'spegel-[name]-[hash]',
+  outExtension: { '.js': '.mjs' },
+  bundle: true,
+  splitting: true,
+  platform: 'node',
+  target: 'node24',
+  format: 'esm',
+  minify: true,
+  keepNames: true,
+  charset: 'ascii',
+  legalComments: 'external',
+  logLevel: 'warning',
+  write: false,
+  absWorkingDir: root,
+  // The require() that esbuild's CommonJS wrappers and the plugin above call, in every module.
+  banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+  plugins: [requireBuiltins],
+})
+
+const skipped = new Set(splitAt.map((_, i) => `${splitEntry(i)}.mjs`))
+const modules = result.outputFiles.filter((f) => f.path.endsWith('.mjs') && !skipped.has(basename(f.path)))
+const legal = result.outputFiles.filter((f) => f.path.endsWith('.LEGAL.txt'))
+  .map((f) => f.text.replace(/^Bundled license information:\n/, '').trim()).filter((t) => t !== '')
+
+for (const file of modules) {
+  const at = file.text.search(/[^\x00-\x7f]/)
+  if (at !== -1) {
+    throw new Error(`${basename(file.path)} is not ASCII at offset ${at}: ${JSON.stringify(file.text.slice(Math.max(0, at - 60), at + 20))}; ` +
+      'escape the character in the source (a regular expression literal is the usual place)')
+  }
+}
+
+await mkdir(dist, { recursive: true })
+for (const name of await readdir(dist)) {
+  if (name === 'spegel.mjs' || name.startsWith('spegel-') || name.startsWith('spegel.') || name === 'proto') {
+    await rm(join(dist, name), { recursive: true, force: true })
+  }
+}
+for (const file of modules) await writeFile(file.path, file.contents, { mode: basename(file.path) === 'spegel.mjs' ? 0o755 : 0o644 })
+await writeFile(join(dist, 'spegel.LEGAL.txt'), `Bundled license information:\n\n${legal.join('\n\n')}\n`)
+await cp(join(root, 'src/containerd/proto'), join(dist, 'proto'), { recursive: true })
