@@ -11,6 +11,7 @@ import { identifier, type DistributionPath } from './path.ts'
 import { ConnectTimeoutError, PeerConnection, PeerResponseError, StallError, type BodyChunk } from './peer-client.ts'
 import { LatencyTracker, PeerSource } from './peers.ts'
 import type { ByteRangeSpec } from './range.ts'
+import { endResponse, writeChunk } from './response.ts'
 import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
 
 /** Header that marks a request as coming from a peer: it is answered from local content only (no loops). */
@@ -420,38 +421,35 @@ export class PeerBody extends Readable {
 
   /**
    * Writes the whole body to a response whose head is already written, then ends it. On failure the response is
-   * destroyed (a cut-short body must not look complete) and the error rethrown.
+   * destroyed (a cut-short body must not look complete) and the error rethrown. Each chunk goes back to the peer
+   * connection once the socket has taken it (or the response has closed): that is the back-pressure, and it keeps
+   * the connection's buffers accounted for whatever the client does.
    */
   async writeTo (res: ServerResponse): Promise<void> {
     this.direct = true
-    let failed: Error | undefined
+    let failed: unknown
+    const writes = new Set<Promise<void>>()
     try {
       for await (const chunk of this.chunks) {
         if (failed !== undefined) { chunk.release(); throw failed }
-        if (res.destroyed) { chunk.release(); throw new PeerBodyError('client went away') }
-        // The buffer goes back to the peer connection only once the socket has taken it: that is the back-pressure.
-        res.write(chunk.data, (err) => {
-          if (err == null) chunk.release()
-          else failed ??= new PeerBodyError('write to client failed', { cause: err })
-        })
+        // Every write has its handler attached now: it may fail while we wait for the peer's next chunk.
+        const write: Promise<void> = writeChunk(res, chunk.data).then(
+          () => { chunk.release() },
+          (err: unknown) => { chunk.release(); failed ??= err },
+        ).finally(() => { writes.delete(write) })
+        writes.add(write)
       }
+      await Promise.all(writes)
       if (failed !== undefined) throw failed
-      await new Promise<void>((resolve) => { res.end(resolve) })
+      await endResponse(res)
     } catch (err) {
       res.destroy()
-      this.cancel.abort()
+      this.cancel.abort(finished)
+      await Promise.all(writes)
       throw err
     } finally {
       this.destroy()
     }
-  }
-}
-
-/** Sending a peer-proxied body to the client failed. */
-export class PeerBodyError extends Error {
-  constructor (message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'PeerBodyError'
   }
 }
 

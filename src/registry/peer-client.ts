@@ -1,4 +1,5 @@
 import net from 'node:net'
+import { giveBuffer, takeBuffer } from './buffers.ts'
 
 /**
  * A minimal HTTP/1.1 client for fetching a blob from a peer's registry (always our own registry, which answers GETs
@@ -7,24 +8,11 @@ import net from 'node:net'
  * half MiB instead of node:http's parser, a fresh 64 KiB buffer and a stream push per read.
  */
 
-/** Bytes per buffer: one hash update and one client write each. */
-const chunkSize = 512 * 1024
 /** Buffers one connection may hold (being filled, waiting to be read, being written to the client). */
-const maxBuffers = 4
-/** Free buffers kept for reuse across transfers; beyond this they are left to the GC. */
-const maxPooled = 16
+export const maxBuffersPerConnection = 4
 /** A response head larger than this is not from our registry. */
 const maxHeadSize = 16 * 1024
-const pool: Buffer[] = []
 const headEnd = Buffer.from('\r\n\r\n', 'latin1')
-
-function takeBuffer (): Buffer {
-  return pool.pop() ?? Buffer.allocUnsafe(chunkSize)
-}
-
-function giveBuffer (buffer: Buffer): void {
-  if (pool.length < maxPooled) pool.push(buffer)
-}
 
 /** A peer's response was not what a registry must answer. */
 export class PeerResponseError extends Error {
@@ -244,7 +232,7 @@ export class PeerConnection {
   /** The current buffer is full: hands it out and moves on to a free one, or pauses until one comes back. */
   private nextBuffer (): boolean {
     this.flush()
-    if (this.owned < maxBuffers) {
+    if (this.owned < maxBuffersPerConnection) {
       this.owned++
       this.current = takeBuffer()
       return true
@@ -267,8 +255,13 @@ export class PeerConnection {
       this.reader = undefined
       if (reader !== undefined) reader.resolve(chunk)
       else this.ready.push(chunk)
+    } else if (this.current !== this.waitingFor) {
+      // Nothing in it (the connection ended or failed): back to the pool. Callers destroy the socket in the same
+      // turn, so no read can land in it any more.
+      this.owned--
+      giveBuffer(this.current)
     } else {
-      // Nothing in it: drop it rather than keep a buffer the socket may still point at.
+      // Paused: this buffer is still out with the reader and comes back through release().
       this.owned--
     }
     this.filled = 0
@@ -284,6 +277,8 @@ export class PeerConnection {
       if (this.error === undefined && !this.complete) {
         this.armStall()
         this.socket.resume()
+      } else {
+        giveBuffer(buffer)
       }
       return
     }
@@ -309,7 +304,13 @@ export class PeerConnection {
     this.error = err
     // Bytes received before the failure are still handed out, so a resume starts after them.
     if (this.headDone) this.flush()
+    else this.filled = this.begin = 0
     this.cleanup()
+    if (!this.headDone) {
+      // The socket is destroyed: nothing can read into the buffer any more.
+      this.owned--
+      giveBuffer(this.current)
+    }
     const head = this.head
     this.head = undefined
     head?.reject(err)

@@ -12,6 +12,7 @@ import { RegistryError } from './errors.ts'
 import type { RequestFilter } from './filter.ts'
 import { identifier, parseDistributionPath, type DistributionPath } from './path.ts'
 import { contentRange, parseRange, resolveRange, type ByteRangeSpec } from './range.ts'
+import { ClientGoneError } from './response.ts'
 import { sendFileRange } from './sendfile.ts'
 import type { Mirror, RequestRecord } from './types.ts'
 
@@ -311,7 +312,9 @@ function toRegistryError (err: unknown, path: DistributionPath | undefined): Reg
 
 async function sendError (reply: FastifyReply, req: FastifyRequest, err: RegistryError): Promise<void> {
   if (reply.sent || reply.raw.headersSent) {
-    req.log.warn({ err }, 'error after the response started')
+    // A client hanging up mid-body is routine (containerd cancels, hedging peers cancel the loser, pods go away).
+    if (err.cause instanceof ClientGoneError) req.log.debug({ err: err.cause }, 'client went away mid-response')
+    else req.log.warn({ err }, 'error after the response started')
     reply.raw.destroy()
     return
   }

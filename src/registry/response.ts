@@ -1,0 +1,52 @@
+import type { ServerResponse } from 'node:http'
+
+/**
+ * Writing to a response whose client may hang up at any moment. node:http does not promise to call a write's or an
+ * end's callback once the socket is gone (a write to a destroyed socket is dropped without one), so every wait here
+ * also ends on the response's 'close'. A rejected promise is always one somebody awaits: callers must never leave a
+ * write pending while they wait for something else without attaching a handler (see sendfile.ts).
+ */
+
+/** The client closed the connection (or it broke) before the response was complete. */
+export class ClientGoneError extends Error {
+  constructor (message = 'client went away', options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'ClientGoneError'
+  }
+}
+
+/** Resolves once the socket has taken `chunk`; rejects with ClientGoneError if the response closes first. */
+export async function writeChunk (res: ServerResponse, chunk: Buffer): Promise<void> {
+  if (res.destroyed || res.writableEnded) throw new ClientGoneError()
+  await new Promise<void>((resolve, reject) => {
+    const onClose = (): void => { reject(new ClientGoneError()) }
+    res.once('close', onClose)
+    res.write(chunk, (err) => {
+      res.off('close', onClose)
+      if (err == null) resolve()
+      else reject(new ClientGoneError('write to client failed', { cause: err }))
+    })
+  })
+}
+
+/** Ends the response; resolves when it has finished, rejects with ClientGoneError if it closed before that. */
+export async function endResponse (res: ServerResponse): Promise<void> {
+  if (res.writableFinished) return
+  if (res.destroyed) throw new ClientGoneError()
+  await new Promise<void>((resolve, reject) => {
+    const onClose = (): void => {
+      if (res.writableFinished) resolve()
+      else reject(new ClientGoneError())
+    }
+    res.once('close', onClose)
+    // Typed without arguments, but node:http passes an error when the stream was already destroyed.
+    res.end((...args: unknown[]) => {
+      res.off('close', onClose)
+      if (args[0] instanceof Error) reject(new ClientGoneError('ending the response failed', { cause: args[0] }))
+      else resolve()
+    })
+  })
+}
+
+/** Swallows a rejection that is handled elsewhere (marks the promise as handled). */
+export function noop (): void {}
