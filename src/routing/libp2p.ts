@@ -139,7 +139,7 @@ export class Libp2pRouter implements Router {
     const ttl = init.providerTtlMs ?? C.PROVIDER_TTL_MS
     const reprovide = init.reprovideIntervalMs ?? C.REPROVIDE_INTERVAL_MS
     if (!(ttl > reprovide)) throw new RangeError(`provider TTL (${ttl} ms) must exceed the reprovide interval (${reprovide} ms)`)
-    const privateKey = init.privateKey ?? await loadIdentity(init.dataDir)
+    const privateKey = init.privateKey ?? await loadIdentity(init.dataDir, init.logger)
     const keepShareable = (addrs: Multiaddr[]): Multiaddr[] => addrs.filter(ma => {
       const ip = multiaddrIp(ma)
       return ip !== undefined && isShareableIp(ip, allowLoopback)

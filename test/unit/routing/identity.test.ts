@@ -1,46 +1,218 @@
 import assert from 'node:assert/strict'
-import { generateKeyPairSync } from 'node:crypto'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { Writable } from 'node:stream'
+import { test, type TestContext } from 'node:test'
+import { promisify } from 'node:util'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { createLogger, type Logger } from '../../../src/log/index.ts'
 import { IdentityError } from '../../../src/routing/errors.ts'
 import { loadIdentity, PRIVATE_KEY_FILE } from '../../../src/routing/identity.ts'
+import { cliPath } from '../../helpers/spegel.ts'
+
+const exec = promisify(execFile)
+
+/** A logger whose JSON lines are kept for assertions. */
+function capturingLogger (): { logger: Logger, lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = []
+  const stream = new Writable({
+    write (chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>)
+      done()
+    },
+  })
+  return { logger: createLogger('DEBUG', stream), lines }
+}
+
+const quiet = (): Logger => capturingLogger().logger
+
+async function tempDir (t: TestContext): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'spegel-identity-'))
+  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+  return dir
+}
 
 test('identity persists in <dataDir>/private.key as PKCS#8 PEM, 0600 in a 0755 dir', async (t) => {
-  const base = await mkdtemp(join(tmpdir(), 'spegel-identity-'))
-  t.after(async () => { await rm(base, { recursive: true, force: true }) })
-  const dataDir = join(base, 'data')
-  const first = peerIdFromPrivateKey(await loadIdentity(dataDir))
-  const second = peerIdFromPrivateKey(await loadIdentity(dataDir))
+  const base = await tempDir(t)
+  const dataDir = join(base, 'data', 'nested')
+  const first = peerIdFromPrivateKey(await loadIdentity(dataDir, quiet()))
+  const second = peerIdFromPrivateKey(await loadIdentity(dataDir, quiet()))
   assert.equal(first.toString(), second.toString())
   assert.match(first.toString(), /^12D3KooW/)
   const file = join(dataDir, PRIVATE_KEY_FILE)
   assert.equal((await stat(file)).mode & 0o777, 0o600)
   assert.equal((await stat(dataDir)).mode & 0o777, 0o755)
   assert.match(await readFile(file, 'utf8'), /^-----BEGIN PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END PRIVATE KEY-----\n$/)
+  assert.deepEqual(await readdir(dataDir), [PRIVATE_KEY_FILE], 'no temporary file is left behind')
 })
 
 test('a key written by another tool (Spegel-compatible PKCS#8 Ed25519) is used as is', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'spegel-identity-'))
-  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+  const dir = await tempDir(t)
   const { privateKey, publicKey } = generateKeyPairSync('ed25519')
   await writeFile(join(dir, PRIVATE_KEY_FILE), privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 })
-  const peerId = peerIdFromPrivateKey(await loadIdentity(dir))
+  const peerId = peerIdFromPrivateKey(await loadIdentity(dir, quiet()))
   const x = publicKey.export({ format: 'jwk' }).x
   assert.equal(Buffer.from(peerId.publicKey?.raw ?? []).toString('base64url'), x)
 })
 
-test('without a data dir every start gets a new identity; a broken key file is an IdentityError', async (t) => {
-  const a = peerIdFromPrivateKey(await loadIdentity())
-  const b = peerIdFromPrivateKey(await loadIdentity(''))
+test('without a data dir every start gets a new identity', async () => {
+  const a = peerIdFromPrivateKey(await loadIdentity(undefined, quiet()))
+  const b = peerIdFromPrivateKey(await loadIdentity('', quiet()))
   assert.notEqual(a.toString(), b.toString())
-  const dir = await mkdtemp(join(tmpdir(), 'spegel-identity-'))
-  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
-  await writeFile(join(dir, PRIVATE_KEY_FILE), 'not a key')
-  await assert.rejects(loadIdentity(dir), IdentityError)
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-  await writeFile(join(dir, PRIVATE_KEY_FILE), privateKey.export({ format: 'pem', type: 'pkcs8' }))
-  await assert.rejects(loadIdentity(dir), (err: Error) => err instanceof IdentityError && /ed25519/.test(err.message))
+})
+
+const validPem = (): string => generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString()
+const unusableKeys: Array<[string, () => Buffer]> = [
+  ['a truncated key', () => { const pem = validPem(); return Buffer.from(pem.slice(0, pem.length / 2)) }],
+  ['a key cut inside its base64 body but with both PEM lines', () => Buffer.from(validPem().replace(/\n[A-Za-z0-9+/=]{8}/, '\n'))],
+  ['an empty file', () => Buffer.alloc(0)],
+  ['garbage bytes', () => randomBytes(512)],
+  ['a P-256 key', () => Buffer.from(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }))],
+  ['an RSA key', () => Buffer.from(generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ format: 'pem', type: 'pkcs8' }))],
+  ['an Ed25519 public key', () => Buffer.from(generateKeyPairSync('ed25519').publicKey.export({ format: 'pem', type: 'spki' }))],
+]
+
+for (const [what, bytes] of unusableKeys) {
+  test(`${what} in private.key is moved aside, kept byte for byte, and replaced by a new key`, async (t) => {
+    const dir = await tempDir(t)
+    const file = join(dir, PRIVATE_KEY_FILE)
+    const old = bytes()
+    await writeFile(file, old, { mode: 0o600 })
+    const { logger, lines } = capturingLogger()
+    const before = Date.now()
+    const first = peerIdFromPrivateKey(await loadIdentity(dir, logger))
+
+    const moved = (await readdir(dir)).filter((f) => f.startsWith(`${PRIVATE_KEY_FILE}.corrupt-`))
+    assert.equal(moved.length, 1, `one moved-aside file in ${JSON.stringify(await readdir(dir))}`)
+    const movedName = moved[0] as string
+    const ms = Number(movedName.slice(`${PRIVATE_KEY_FILE}.corrupt-`.length))
+    assert.ok(ms >= before && ms <= Date.now(), `suffix ${movedName} is the unix time in ms`)
+    assert.deepEqual(await readFile(join(dir, movedName)), old, 'the moved file keeps its old bytes')
+    assert.deepEqual((await readdir(dir)).sort(), [PRIVATE_KEY_FILE, movedName].sort())
+
+    const warning = lines.find((l) => l.level === 'WARN')
+    assert.ok(warning !== undefined, 'a warning is logged')
+    assert.equal(warning.path, file)
+    assert.equal(warning.movedTo, join(dir, movedName))
+    assert.equal(typeof warning.reason, 'string')
+
+    assert.match(await readFile(file, 'utf8'), /^-----BEGIN PRIVATE KEY-----\n/)
+    assert.equal((await stat(file)).mode & 0o777, 0o600)
+    const again = capturingLogger()
+    const second = peerIdFromPrivateKey(await loadIdentity(dir, again.logger))
+    assert.equal(second.toString(), first.toString(), 'the new key is persisted')
+    assert.equal(again.lines.filter((l) => l.level === 'WARN').length, 0)
+  })
+}
+
+test('a key file that cannot be read stays an IdentityError and is not moved', async (t) => {
+  const dir = await tempDir(t)
+  // A directory where the key should be: EISDIR, the same path as EACCES (which root cannot provoke with chmod).
+  await mkdir(join(dir, PRIVATE_KEY_FILE))
+  await assert.rejects(loadIdentity(dir, quiet()), (err: Error) => err instanceof IdentityError && /cannot read .*private\.key: EISDIR/.test(err.message))
+  assert.deepEqual(await readdir(dir), [PRIVATE_KEY_FILE])
+  if (process.getuid?.() !== 0) {
+    await rm(join(dir, PRIVATE_KEY_FILE), { recursive: true })
+    await writeFile(join(dir, PRIVATE_KEY_FILE), validPem(), { mode: 0o000 })
+    await assert.rejects(loadIdentity(dir, quiet()), (err: Error) => err instanceof IdentityError && /EACCES/.test(err.message))
+    assert.deepEqual(await readdir(dir), [PRIVATE_KEY_FILE])
+  }
+})
+
+/**
+ * A directory that cannot be written: a read-only tmpfs as root (root ignores permission bits), mode 0555 otherwise.
+ * `prepare` runs while it is still writable. Unmounted and removed after the test, also on failure.
+ */
+async function readOnlyDir (t: TestContext, prepare: (dir: string) => Promise<void> = async () => {}): Promise<string | undefined> {
+  const dir = await mkdtemp(join(tmpdir(), 'spegel-identity-ro-'))
+  let mounted = false
+  t.after(async () => {
+    if (mounted) await exec('umount', [dir])
+    else await chmod(dir, 0o755)
+    await rm(dir, { recursive: true, force: true })
+  })
+  if (process.getuid?.() === 0) {
+    try {
+      await exec('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0755', 'tmpfs', dir])
+    } catch (err) {
+      t.skip(`cannot mount a tmpfs: ${(err as Error).message}`)
+      return undefined
+    }
+    mounted = true
+    await prepare(dir)
+    await exec('mount', ['-o', 'remount,ro', dir])
+  } else {
+    await prepare(dir)
+    await chmod(dir, 0o555)
+  }
+  return dir
+}
+
+const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
+const notWritable = (dataDir: string) => (err: Error): boolean => {
+  assert.ok(err instanceof IdentityError, `IdentityError, got ${err.name}: ${err.message}`)
+  assert.match(err.message, new RegExp(`^data dir ${escape(dataDir)} is not writable \\((EROFS|EACCES|EPERM)\\): `))
+  assert.ok(err.message.includes(`mount a writable volume at ${dataDir}`))
+  assert.ok(err.message.includes('unset --data-dir / DATA_DIR'))
+  assert.ok(!err.message.includes('\n'), 'one line')
+  return true
+}
+
+test('a read-only data dir, or one under a read-only parent, is an IdentityError saying what to do', async (t) => {
+  const ro = await readOnlyDir(t)
+  if (ro === undefined) return
+  await assert.rejects(loadIdentity(ro, quiet()), notWritable(ro))
+  // Node's recursive mkdir would say ENOENT here; the real reason is reported.
+  await assert.rejects(loadIdentity(join(ro, 'data'), quiet()), notWritable(join(ro, 'data')))
+  await assert.rejects(loadIdentity(join(ro, 'a', 'b'), quiet()), notWritable(join(ro, 'a', 'b')))
+  assert.deepEqual(await readdir(ro), [])
+})
+
+test('a corrupt key in a read-only data dir is an IdentityError and the key is left in place', async (t) => {
+  const ro = await readOnlyDir(t, async (dir) => { await writeFile(join(dir, PRIVATE_KEY_FILE), 'not a key') })
+  if (ro === undefined) return
+  await assert.rejects(loadIdentity(ro, quiet()), notWritable(ro))
+  assert.equal(await readFile(join(ro, PRIVATE_KEY_FILE), 'utf8'), 'not a key')
+})
+
+test('a valid key in a read-only data dir is used', async (t) => {
+  const pem = validPem()
+  const ro = await readOnlyDir(t, async (dir) => { await writeFile(join(dir, PRIVATE_KEY_FILE), pem, { mode: 0o600 }) })
+  if (ro === undefined) return
+  const a = peerIdFromPrivateKey(await loadIdentity(ro, quiet()))
+  const b = peerIdFromPrivateKey(await loadIdentity(ro, quiet()))
+  assert.equal(a.toString(), b.toString())
+})
+
+test('a data dir that is a file is an IdentityError saying so', async (t) => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'file')
+  await writeFile(file, 'x')
+  for (const dataDir of [file, join(file, 'data')]) {
+    await assert.rejects(loadIdentity(dataDir, quiet()), (err: Error) => err instanceof IdentityError &&
+      err.message.startsWith(`data dir ${dataDir} is not a directory (`) && err.message.includes(`mount a writable volume at ${dataDir}`))
+  }
+  assert.equal(await readFile(file, 'utf8'), 'x')
+})
+
+test('spegel registry with a read-only data dir exits 1 with the message as its last stderr line', async (t) => {
+  const ro = await readOnlyDir(t)
+  if (ro === undefined) return
+  const dataDir = join(ro, 'data')
+  const res = await exec(process.execPath, [cliPath, 'registry', `--data-dir=${dataDir}`, '--bootstrap-kind=static',
+    '--registry-addr=127.0.0.1:0', '--metrics-addr=127.0.0.1:0', '--router-addr=127.0.0.1:0', `--containerd-sock=${join(ro, 'none.sock')}`],
+  { timeout: 30_000, env: { ...process.env, SPEGEL_BASIC_AUTH_DIR: join(ro, 'none') } }).then(
+    () => assert.fail('spegel registry should fail'),
+    (err: { code?: number, stderr?: string }) => err)
+  assert.equal(res.code, 1)
+  const lines = (res.stderr ?? '').trimEnd().split('\n')
+  // The plain line and the (asynchronous) JSON log lines may come in either order.
+  const plain = lines.filter((l) => !l.startsWith('{'))
+  assert.equal(plain.length, 1, `one plain line, not a stack trace:\n${res.stderr ?? ''}`)
+  assert.match(plain[0] ?? '', new RegExp(`^spegel registry: data dir ${escape(dataDir)} is not writable \\((EROFS|EACCES)\\): mount a writable volume at ${escape(dataDir)}, or unset --data-dir / DATA_DIR`))
+  for (const line of lines) if (line.startsWith('{')) assert.doesNotThrow(() => JSON.parse(line), line)
 })
