@@ -3,7 +3,11 @@
 // loopback, in the same run, alternating which goes first. curl downloads to /dev/null (an independent client).
 // Then the daemon's peak RSS while it serves four such downloads at once.
 //
-//   node bench/blob-serving.ts [--size-mib 1024] [--rounds 5]
+// With `--baseline REF` a second spegel daemon runs revision REF's bundle (bench/baseline.ts) beside the working
+// tree's, with the same Node flags and environment, on the same containerd; each round downloads from all three
+// servers, in an order that goes through every permutation and swaps current and baseline from one round to the next.
+//
+//   node bench/blob-serving.ts [--size-mib 1024] [--rounds 5] [--baseline e9b6e12]
 //
 // Prints a markdown table; docs/benchmarks.md records a run.
 import { readFile } from 'node:fs/promises'
@@ -12,10 +16,19 @@ import { startContainerd } from '../test/helpers/containerd.ts'
 import { pushLargeBlobImage } from '../test/helpers/images.ts'
 import { run } from '../test/helpers/process.ts'
 import { startRegistry } from '../test/helpers/registry.ts'
-import { startSpegelRegistry } from '../test/helpers/spegel.ts'
+import { startSpegelRegistry, type SpegelRegistry } from '../test/helpers/spegel.ts'
 import { requireKnownTool, requireTool } from '../test/helpers/tools.ts'
+import { buildBaselineBundle, buildCurrentBundle, shippedEnv, shippedNodeOptions, type DaemonBundle } from './baseline.ts'
 
-const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, rounds: { type: 'string', default: '5' }, 'node-options': { type: 'string', default: '' }, 'daemon-args': { type: 'string', default: '' } } })
+const { values } = parseArgs({
+  options: {
+    'size-mib': { type: 'string', default: '1024' },
+    rounds: { type: 'string', default: '5' },
+    'node-options': { type: 'string', default: '' },
+    'daemon-args': { type: 'string', default: '' },
+    baseline: { type: 'string' },
+  },
+})
 const sizeBytes = Number(values['size-mib']) * 1024 * 1024
 const rounds = Number(values.rounds)
 
@@ -49,44 +62,17 @@ const median = (xs: number[]): number => {
   const m = Math.floor(s.length / 2)
   return s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
 }
+const mib = (bps: number): string => (bps / 2 ** 20).toFixed(0)
 
-// Measure what ships: the bundled JavaScript with the image's Node flags (see Dockerfile).
-await run('npm', ['run', 'bundle'], { timeoutMs: 300_000 })
-const cli = new URL('../dist/spegel.mjs', import.meta.url).pathname
-const imageNodeOptions = '--max-semi-space-size=1'
-const imageEnv = { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2', MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? '131072' }
+interface PeakLoad {
+  aggregate: number
+  idleKiB: number
+  peakKiB: number
+  peakParts: { anon: number, file: number }
+}
 
-const upstream = await startRegistry()
-const node = await startContainerd()
-let spegel: Awaited<ReturnType<typeof startSpegelRegistry>> | undefined
-try {
-  process.stderr.write(`pushing a ${values['size-mib']} MiB blob…\n`)
-  const image = await pushLargeBlobImage(upstream.host, sizeBytes)
-  const layer = image.manifests[0]?.layers[0]
-  if (layer === undefined) throw new Error('no layer')
-  await node.ctr(['content', 'fetch', '--plain-http', image.ref])
-  spegel = await startSpegelRegistry({ cli, env: { NODE_OPTIONS: values['node-options'] !== '' ? values['node-options'] : imageNodeOptions, ...imageEnv }, containerdSocket: node.socket, contentPath: node.contentPath, args: ['--bootstrap-kind=static', ...values['daemon-args'].split(' ').filter((a) => a !== '')] })
-  const urls = {
-    'docker-registry': `${upstream.url}/v2/${image.repository}/blobs/${layer.digest}`,
-    'spegel-ts': `${spegel.url}/v2/${image.repository}/blobs/${layer.digest}?ns=${encodeURIComponent(upstream.host)}`,
-  }
-  for (const url of Object.values(urls)) sizeBytesOf.set(url, layer.size)
-  // Warm the page cache for both copies so the comparison is about serving, not the disk.
-  for (const url of Object.values(urls)) await download(url)
-
-  const results: Record<string, number[]> = { 'docker-registry': [], 'spegel-ts': [] }
-  const ratios: number[] = []
-  for (let r = 0; r < rounds; r++) {
-    const order = r % 2 === 0 ? ['docker-registry', 'spegel-ts'] : ['spegel-ts', 'docker-registry']
-    const round: Record<string, number> = {}
-    for (const name of order) round[name] = await download(urls[name as keyof typeof urls])
-    for (const name of order) results[name]?.push(round[name] as number)
-    ratios.push((round['spegel-ts'] as number) / (round['docker-registry'] as number))
-    process.stderr.write(`round ${r + 1}: docker-registry ${((round['docker-registry'] as number) / 2 ** 20).toFixed(0)} MiB/s, spegel-ts ${((round['spegel-ts'] as number) / 2 ** 20).toFixed(0)} MiB/s\n`)
-  }
-
-  // Peak RSS while serving four downloads of the blob at once.
-  const pid = spegel.process.pid
+/** Peak RSS of `pid` while it serves four downloads of `url` at once, and their aggregate rate. */
+async function peakUnderLoad (pid: number, url: string, size: number): Promise<PeakLoad> {
   let peak = await rssKiB(pid)
   const idle = peak
   let sampling = true
@@ -101,23 +87,92 @@ try {
     void rssParts(pid).then((p) => { if (p.anon + p.file > peakParts.anon + peakParts.file) peakParts = p }, () => {})
   }, 50)
   const started = performance.now()
-  await Promise.all(Array.from({ length: 4 }, async () => await download(urls['spegel-ts'])))
-  const concurrentSeconds = (performance.now() - started) / 1000
+  await Promise.all(Array.from({ length: 4 }, async () => await download(url)))
+  const seconds = (performance.now() - started) / 1000
   sampling = false
   clearInterval(partsSampler)
   await sampler
+  return { aggregate: 4 * size / seconds, idleKiB: idle, peakKiB: peak, peakParts }
+}
 
-  const mib = (bps: number): string => (bps / 2 ** 20).toFixed(0)
+/** Each round's download order over three servers: all six permutations, the last two swapped from round to round. */
+const orders3 = [[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1], [1, 0, 2], [2, 0, 1]] as const
+
+// Measure what ships: the bundled JavaScript with the image's Node flags (see Dockerfile).
+const bundles: DaemonBundle[] = [await buildCurrentBundle()]
+try {
+  if (values.baseline !== undefined) {
+    process.stderr.write(`building the baseline ${values.baseline}…\n`)
+    bundles.push(await buildBaselineBundle(values.baseline))
+  }
+} catch (err) {
+  for (const b of bundles) await b.cleanup()
+  throw err
+}
+const comparing = bundles.length > 1
+const spegelName = (b: DaemonBundle): string => comparing ? `spegel-ts ${b.label}` : 'spegel-ts'
+
+const upstream = await startRegistry()
+const node = await startContainerd()
+const daemons: Array<{ name: string, registry: SpegelRegistry }> = []
+try {
+  process.stderr.write(`pushing a ${values['size-mib']} MiB blob…\n`)
+  const image = await pushLargeBlobImage(upstream.host, sizeBytes)
+  const layer = image.manifests[0]?.layers[0]
+  if (layer === undefined) throw new Error('no layer')
+  await node.ctr(['content', 'fetch', '--plain-http', image.ref])
+  for (const bundle of bundles) {
+    const registry = await startSpegelRegistry({
+      cli: bundle.cli,
+      env: { NODE_OPTIONS: values['node-options'] !== '' ? values['node-options'] : shippedNodeOptions, ...shippedEnv },
+      containerdSocket: node.socket,
+      contentPath: node.contentPath,
+      args: ['--bootstrap-kind=static', ...values['daemon-args'].split(' ').filter((a) => a !== '')],
+    })
+    daemons.push({ name: spegelName(bundle), registry })
+  }
+  const urls = new Map<string, string>([['docker-registry', `${upstream.url}/v2/${image.repository}/blobs/${layer.digest}`]])
+  for (const d of daemons) urls.set(d.name, `${d.registry.url}/v2/${image.repository}/blobs/${layer.digest}?ns=${encodeURIComponent(upstream.host)}`)
+  const names = [...urls.keys()]
+  for (const url of urls.values()) sizeBytesOf.set(url, layer.size)
+  // Warm the page cache for every copy so the comparison is about serving, not the disk.
+  for (const url of urls.values()) await download(url)
+
+  const results = new Map<string, number[]>(names.map((n) => [n, []]))
+  const rounds3: Array<Map<string, number>> = []
+  for (let r = 0; r < rounds; r++) {
+    const order = names.length === 3
+      ? orders3[r % orders3.length]!.map((i) => names[i]!)
+      : r % 2 === 0 ? names : [...names].reverse()
+    const round = new Map<string, number>()
+    for (const name of order) round.set(name, await download(urls.get(name)!))
+    for (const name of names) results.get(name)!.push(round.get(name)!)
+    rounds3.push(round)
+    process.stderr.write(`round ${r + 1}: ${names.map((n) => `${n} ${mib(round.get(n)!)} MiB/s`).join(', ')}\n`)
+  }
+  const ratioLine = (a: string, b: string): string => {
+    const ratios = rounds3.map((round) => round.get(a)! / round.get(b)!)
+    return `Median per-round ratio ${a} / ${b}: **${median(ratios).toFixed(2)}×** (rounds: ${ratios.map((r) => r.toFixed(2)).join(', ')})`
+  }
+
+  const loads = new Map<string, PeakLoad>()
+  for (const d of daemons) loads.set(d.name, await peakUnderLoad(d.registry.process.pid, urls.get(d.name)!, layer.size))
+
   console.log(`Blob: ${(layer.size / 2 ** 20).toFixed(0)} MiB, ${rounds} rounds, loopback, curl to /dev/null, node ${process.version}`)
   console.log('')
   console.log('| server | median MiB/s | rounds (MiB/s) |')
   console.log('|---|---|---|')
-  for (const [name, xs] of Object.entries(results)) console.log(`| ${name} | ${mib(median(xs))} | ${xs.map(mib).join(', ')} |`)
+  for (const [name, xs] of results) console.log(`| ${name} | ${mib(median(xs))} | ${xs.map(mib).join(', ')} |`)
   console.log('')
-  console.log(`Median per-round ratio spegel-ts / docker-registry: **${median(ratios).toFixed(2)}×** (rounds: ${ratios.map((r) => r.toFixed(2)).join(', ')})`)
-  console.log(`Four concurrent downloads from spegel-ts: ${(4 * layer.size / 2 ** 20 / concurrentSeconds).toFixed(0)} MiB/s aggregate; daemon RSS idle ${(idle / 1024).toFixed(0)} MiB, peak ${(peak / 1024).toFixed(0)} MiB (at peak: ${(peakParts.anon / 1024).toFixed(0)} MiB anonymous, ${(peakParts.file / 1024).toFixed(0)} MiB file-backed code)`)
+  for (const d of daemons) console.log(ratioLine(d.name, 'docker-registry'))
+  if (comparing) console.log(ratioLine(daemons[0]!.name, daemons[1]!.name))
+  for (const d of daemons) {
+    const l = loads.get(d.name)!
+    console.log(`Four concurrent downloads from ${d.name}: ${mib(l.aggregate)} MiB/s aggregate; daemon RSS idle ${(l.idleKiB / 1024).toFixed(0)} MiB, peak ${(l.peakKiB / 1024).toFixed(0)} MiB (at peak: ${(l.peakParts.anon / 1024).toFixed(0)} MiB anonymous, ${(l.peakParts.file / 1024).toFixed(0)} MiB file-backed code)`)
+  }
 } finally {
-  await spegel?.stop()
+  for (const d of daemons) await d.registry.stop()
   await node.stop()
   await upstream.stop()
+  for (const b of bundles) await b.cleanup()
 }

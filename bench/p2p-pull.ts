@@ -12,7 +12,12 @@
 // (c) Lookup latency through node 3's mirror (HEAD of a blob only node 1 holds): cold = the first request for each
 //     key, warm = repeated requests; p50 and p99.
 //
-//   node bench/p2p-pull.ts [--rounds 3] [--image-mib 300] [--blob-mib 1024] [--blob-rounds 3] [--keys 100] [--rate 100mbit] [--only a,b,c]
+//     With `--baseline REF`, (b) instead compares two daemons on the same cluster: the working tree's bundle and
+//     revision REF's (bench/baseline.ts), both with the image's Node flags. Nodes 1 and 2 run one of them at a time,
+//     restarted fresh before every measurement, in alternating order per round; so node 1's serving and node 2's
+//     proxying are both the bundle's. Node 3 keeps the working tree's sources (it only carries the DHT here).
+//
+//   node bench/p2p-pull.ts [--rounds 3] [--image-mib 300] [--blob-mib 1024] [--blob-rounds 3] [--keys 100] [--rate 100mbit] [--only a,b,c] [--baseline e9b6e12]
 //
 // Needs root and the Debian packages containerd, docker-registry, skopeo, iproute2 and curl. Prints a markdown summary.
 import http from 'node:http'
@@ -24,9 +29,10 @@ import { makeImage, writeOciArchive } from '../test/helpers/containerd.ts'
 import { CriImages } from '../test/helpers/cri-images.ts'
 import { buildImage, pushLargeBlobImage, pushLayout, type PushedImage } from '../test/helpers/images.ts'
 import { requireNetnsSupport } from '../test/helpers/netns.ts'
-import { run, waitFor } from '../test/helpers/process.ts'
-import { startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
+import { run, startProcess, waitFor, type ProcessHandle } from '../test/helpers/process.ts'
+import { metricsPort, registryPort, routerPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
 import { requireTool } from '../test/helpers/tools.ts'
+import { buildBaselineBundle, buildCurrentBundle, shippedEnv, shippedNodeOptions, type DaemonBundle } from './baseline.ts'
 
 const { values } = parseArgs({
   options: {
@@ -37,6 +43,7 @@ const { values } = parseArgs({
     keys: { type: 'string', default: '100' },
     rate: { type: 'string', default: '100mbit' },
     only: { type: 'string', default: 'a,b,c' },
+    baseline: { type: 'string' },
   },
 })
 const MiB = 1024 * 1024
@@ -249,6 +256,132 @@ async function throughputBench (cluster: SpegelCluster): Promise<string[]> {
   ]
 }
 
+/**
+ * Runs `cli` as `node`'s daemon in place of the cluster's own (which must be stopped), with the flags the cluster gives
+ * its daemons (NodeImpl.startDaemon in test/helpers/spegel-cluster.ts, which always runs the TypeScript sources) and
+ * the image's Node flags; resolves once /readyz answers 200.
+ */
+async function startNodeDaemon (cluster: SpegelCluster, node: SpegelNode, cli: string, bootstrapPeers: readonly string[]): Promise<ProcessHandle> {
+  const proc = await startProcess(process.execPath, [
+    cli, 'registry',
+    '--log-level=INFO',
+    `--registry-addr=${node.ip}:${registryPort}`,
+    `--metrics-addr=${node.ip}:${metricsPort}`,
+    `--router-addr=${node.ip}:${routerPort}`,
+    `--containerd-sock=${node.containerd.socket}`,
+    `--containerd-namespace=${node.containerd.namespace}`,
+    `--containerd-content-path=${node.containerd.contentPath}`,
+    `--containerd-registry-config-path=${node.hostsDir}`,
+    // The cluster's data dir, so the node keeps its peer id whichever daemon runs.
+    `--data-dir=${join(node.containerd.dir, 'spegel-data')}`,
+    '--bootstrap-kind=static',
+    ...bootstrapPeers.map((p) => `--static-bootstrap-peers=${p}`),
+    '--mirrored-registries', cluster.upstream.url,
+  ], { netns: node.netns, name: `spegel-${node.name}`, env: { NODE_OPTIONS: shippedNodeOptions, ...shippedEnv } })
+  try {
+    await waitFor(async () => {
+      if (proc.exitStatus !== undefined) throw new Error(`${node.name}: spegel exited early`)
+      const res = await fetch(`${node.mirrorUrl}/readyz`, { signal: AbortSignal.timeout(1000) })
+      await res.body?.cancel()
+      return res.status === 200
+    }, { timeoutMs: 30_000, intervalMs: 100, what: `${node.name} spegel /readyz`, context: () => proc.output() })
+  } catch (err) {
+    await proc.stop('SIGKILL')
+    throw err
+  }
+  return proc
+}
+
+/** (b) with `--baseline`: the same measurement for each bundle on nodes 1 and 2, side by side. */
+async function throughputComparison (cluster: SpegelCluster, bundles: readonly DaemonBundle[]): Promise<string[]> {
+  const [n1, n2, n3] = cluster.nodes as [SpegelNode, SpegelNode, SpegelNode]
+  const image = await pushLargeBlobImage(cluster.upstreamHost, blobBytes, { repository: 'bench/blob' })
+  const layer = image.manifests[0]?.layers[0]
+  if (layer === undefined) throw new Error('no layer')
+  await n1.pull(image.ref, { contentOnly: true, timeoutMs: 900_000 })
+  const path = `/v2/${image.repository}/blobs/${layer.digest}?ns=${encodeURIComponent(cluster.upstreamHost)}`
+  const mib = layer.size / MiB
+  interface Side { local: number[], proxied: number[], serveCpu: number[], proxyCpu: number[] }
+  const sides = new Map<DaemonBundle, Side>(bundles.map((b) => [b, { local: [], proxied: [], serveCpu: [], proxyCpu: [] }]))
+  let running: ProcessHandle[] = []
+  const stopRunning = async (): Promise<void> => {
+    for (const p of running.reverse()) await p.stop('SIGTERM', 10_000)
+    running = []
+  }
+  const measure = async (bundle: DaemonBundle, localFirst: boolean): Promise<{ local: number, proxied: number }> => {
+    await stopRunning()
+    // Node 1 first, pointed at node 3 (node 1 is everyone's bootstrap peer); then node 2, pointed at node 1.
+    const d1 = await startNodeDaemon(cluster, n1, bundle.cli, [n3.routerAddr])
+    running.push(d1)
+    const d2 = await startNodeDaemon(cluster, n2, bundle.cli, [n1.routerAddr])
+    running.push(d2)
+    await cluster.waitServable(n2, image.repository, 'blobs', layer.digest, { timeoutMs: 60_000 })
+    const side = sides.get(bundle)!
+    const localRun = async (): Promise<number> => {
+      const before = await cpuMs(d1.pid)
+      const rate = await download(n1.mirrorUrl + path, layer.size)
+      side.serveCpu.push((await cpuMs(d1.pid) - before) / mib)
+      return rate
+    }
+    const proxiedRun = async (): Promise<number> => {
+      const before = await cpuMs(d2.pid)
+      const rate = await download(n2.mirrorUrl + path, layer.size)
+      side.proxyCpu.push((await cpuMs(d2.pid) - before) / mib)
+      return rate
+    }
+    let local: number
+    let proxied: number
+    if (localFirst) {
+      local = await localRun()
+      proxied = await proxiedRun()
+    } else {
+      proxied = await proxiedRun()
+      local = await localRun()
+    }
+    side.local.push(local)
+    side.proxied.push(proxied)
+    return { local, proxied }
+  }
+  const [current, baseline] = bundles as [DaemonBundle, DaemonBundle]
+  const proxiedRatios: number[] = []
+  const localRatios: number[] = []
+  await n2.stopDaemon()
+  await n1.stopDaemon()
+  try {
+    for (let r = 0; r < blobRounds; r++) {
+      const order = r % 2 === 0 ? [current, baseline] : [baseline, current]
+      const round = new Map<DaemonBundle, { local: number, proxied: number }>()
+      for (const bundle of order) round.set(bundle, await measure(bundle, r % 2 === 0))
+      const c = round.get(current)!
+      const b = round.get(baseline)!
+      proxiedRatios.push(c.proxied / b.proxied)
+      localRatios.push(c.local / b.local)
+      console.error(`  round ${r + 1}: ${order.map((x) => `${x.label} local ${mibps(round.get(x)!.local)} MiB/s, proxied ${mibps(round.get(x)!.proxied)} MiB/s`).join('; ')}`)
+    }
+  } finally {
+    await stopRunning()
+    // The cluster's own daemons again, for (c) and (a).
+    await n1.startDaemon({ bootstrapPeers: [n3.routerAddr] })
+    await n2.startDaemon()
+  }
+  await n1.forget([image.ref], allDigests(image))
+  const ratios = (xs: number[]): string => `**${median(xs).toFixed(2)}×** (rounds: ${xs.map((r) => r.toFixed(2)).join(', ')})`
+  const rows = bundles.map((bundle) => {
+    const s = sides.get(bundle)!
+    const perRound = s.proxied.map((p, i) => p / s.local[i]!)
+    return `| ${bundle.label} | ${mibps(median(s.local))} (${s.local.map(mibps).join(', ')}) | ${mibps(median(s.proxied))} (${s.proxied.map(mibps).join(', ')}) | ${median(perRound).toFixed(2)}× | ${median(s.serveCpu).toFixed(2)} / ${median(s.proxyCpu).toFixed(2)} |`
+  })
+  return [
+    `### (b) ${(layer.size / MiB).toFixed(0)} MiB blob, ${current.label} vs ${baseline.label} on nodes 1 and 2 (curl over veth, bundles with the image's Node flags)`,
+    '',
+    '| daemon on nodes 1 and 2 | node 1 serves its own content, median MiB/s (rounds) | node 2 proxies from node 1, median MiB/s (rounds) | proxied / local (median per round) | CPU ms per MiB, serving / proxying (median) |',
+    '|---|---|---|---|---|',
+    ...rows,
+    '',
+    `Median per-round ratio ${current.label} / ${baseline.label}: proxied ${ratios(proxiedRatios)}; local ${ratios(localRatios)}.`,
+  ]
+}
+
 async function lookupBench (cluster: SpegelCluster): Promise<string[]> {
   const [n1, n2, n3] = cluster.nodes as [SpegelNode, SpegelNode, SpegelNode]
   // Many small layers: one fresh key per cold lookup.
@@ -298,8 +431,28 @@ async function lookupBench (cluster: SpegelCluster): Promise<string[]> {
   ]
 }
 
-const cluster = await startSpegelCluster({ nodes: 3, prefix: 'spgbench', logLevel: 'INFO' })
-const onSignal = (): void => { void cluster.stop().finally(() => process.exit(130)) }
+// With --baseline, (b) compares the shipped bundles: built before the cluster starts, deleted at the end.
+const bundles: DaemonBundle[] = []
+if (values.baseline !== undefined && only.has('b')) {
+  try {
+    bundles.push(await buildCurrentBundle())
+    console.error(`building the baseline ${values.baseline}…`)
+    bundles.push(await buildBaselineBundle(values.baseline))
+  } catch (err) {
+    for (const b of bundles) await b.cleanup()
+    throw err
+  }
+}
+const cleanupBundles = async (): Promise<void> => { for (const b of bundles) await b.cleanup() }
+
+let cluster: SpegelCluster
+try {
+  cluster = await startSpegelCluster({ nodes: 3, prefix: 'spgbench', logLevel: 'INFO' })
+} catch (err) {
+  await cleanupBundles()
+  throw err
+}
+const onSignal = (): void => { void cluster.stop().finally(cleanupBundles).finally(() => process.exit(130)) }
 process.once('SIGINT', onSignal)
 process.once('SIGTERM', onSignal)
 try {
@@ -307,7 +460,9 @@ try {
     `## Peer-to-peer benchmarks (bench/p2p-pull.ts), ${cpus().length} CPUs, node ${process.version}, 3 namespace nodes with production defaults`,
     '',
   ]
-  const b = only.has('b') ? (console.error('(b) blob throughput…'), await throughputBench(cluster)) : []
+  const b = only.has('b')
+    ? (console.error('(b) blob throughput…'), bundles.length > 0 ? await throughputComparison(cluster, bundles) : await throughputBench(cluster))
+    : []
   const c = only.has('c') ? (console.error('(c) lookup latency…'), await lookupBench(cluster)) : []
   const a = only.has('a') ? (console.error('(a) pull time…'), await pullBench(cluster)) : []
   out.push(...a, '', ...b, '', ...c)
@@ -315,4 +470,5 @@ try {
 } finally {
   headAgent.destroy()
   await cluster.stop()
+  await cleanupBundles()
 }
