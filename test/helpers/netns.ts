@@ -70,6 +70,16 @@ export interface NetnsCluster {
   shape: (member: NetnsMember, options: ShapeOptions) => Promise<void>
   /** Removes a shaping qdisc added by shape(). */
   unshape: (member: NetnsMember) => Promise<void>
+  /**
+   * Makes `member` look like a node that died or was cut off: every IPv4 and IPv6 packet sent to it is dropped at the
+   * switch, so a connection attempt gets no answer at all (neither accepted nor refused). ARP still passes, so a
+   * sender keeps its neighbour entry and sees pure silence, never a quick "host unreachable". Undo with unblackhole().
+   */
+  blackhole: (member: NetnsMember, options?: BlackholeOptions) => Promise<void>
+  /** Removes a blackhole; does nothing when there is none. */
+  unblackhole: (member: NetnsMember) => Promise<void>
+  /** Packets a blackhole of `member` has dropped so far. */
+  blackholeDrops: (member: NetnsMember) => Promise<BlackholeDrops>
   /** Deletes every namespace and link of this cluster. Idempotent. */
   destroy: () => Promise<void>
   [Symbol.asyncDispose]: () => Promise<void>
@@ -82,6 +92,18 @@ export interface ShapeOptions {
   burst?: string
   /** Longest queueing before drop (default 100ms). */
   latency?: string
+}
+
+export interface BlackholeOptions {
+  /** Count TCP SYNs to this port apart from the other drops (connection attempts, see BlackholeDrops.syn). */
+  countSynToPort?: number
+}
+
+export interface BlackholeDrops {
+  /** TCP SYNs to `countSynToPort` (a first SYN and its retransmissions), 0 without that option. */
+  syn: number
+  /** Every other dropped packet. */
+  other: number
 }
 
 /** Namespaces and links of every live cluster of this process, for the exit hook. */
@@ -209,6 +231,42 @@ export async function createCluster (options: CreateClusterOptions): Promise<Net
       },
       unshape: async (member) => {
         await run(tcBin, ['-n', member.netns, 'qdisc', 'del', 'dev', member.iface, 'root'], { allowNonZero: true })
+      },
+      // On the egress of the member's bridge port rather than the ingress of its eth0: this kernel has no tc gact or
+      // police action (`action drop` fails with "Failed to load TC action module"), so the drop is a zero-length
+      // pfifo that u32 classifies packets into (classification needs no action module). Class 1:2, the default,
+      // lets ARP through; 1:1 drops IP; 1:3 drops the counted SYNs.
+      blackhole: async (member, opts = {}) => {
+        const dev = member.bridgePort
+        const sw = async (...args: string[]): Promise<void> => { await run(tcBin, ['-n', switchNetns, ...args]) }
+        try {
+          await sw('qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', 'htb', 'default', '2')
+          for (const classid of ['1:1', '1:2', '1:3']) {
+            await sw('class', 'add', 'dev', dev, 'parent', '1:', 'classid', classid, 'htb', 'rate', '10gbit', 'quantum', '60000')
+          }
+          await sw('qdisc', 'add', 'dev', dev, 'parent', '1:1', 'handle', '11:', 'pfifo', 'limit', '0')
+          await sw('qdisc', 'add', 'dev', dev, 'parent', '1:3', 'handle', '13:', 'pfifo', 'limit', '0')
+          if (opts.countSynToPort !== undefined) {
+            // Offsets assume an IPv4 header without options (byte 33 = TCP flags), as the kernel sends.
+            await sw('filter', 'add', 'dev', dev, 'parent', '1:', 'prio', '1', 'protocol', 'ip', 'u32',
+              'match', 'ip', 'protocol', '6', '0xff', 'match', 'ip', 'dport', String(opts.countSynToPort), '0xffff',
+              'match', 'u8', '0x02', '0x02', 'at', '33', 'flowid', '1:3')
+          }
+          await sw('filter', 'add', 'dev', dev, 'parent', '1:', 'prio', '2', 'protocol', 'ip', 'u32', 'match', 'u32', '0', '0', 'flowid', '1:1')
+          await sw('filter', 'add', 'dev', dev, 'parent', '1:', 'prio', '3', 'protocol', 'ipv6', 'u32', 'match', 'u32', '0', '0', 'flowid', '1:1')
+        } catch (err) {
+          await run(tcBin, ['-n', switchNetns, 'qdisc', 'del', 'dev', dev, 'root'], { allowNonZero: true }).catch(() => {})
+          throw err
+        }
+      },
+      unblackhole: async (member) => {
+        await run(tcBin, ['-n', switchNetns, 'qdisc', 'del', 'dev', member.bridgePort, 'root'], { allowNonZero: true })
+      },
+      blackholeDrops: async (member) => {
+        const { stdout } = await run(tcBin, ['-n', switchNetns, '-s', '-j', 'qdisc', 'show', 'dev', member.bridgePort])
+        const qdiscs = JSON.parse(stdout) as Array<{ handle?: string, drops?: number }>
+        const drops = (handle: string): number => qdiscs.find((q) => q.handle === handle)?.drops ?? 0
+        return { syn: drops('13:'), other: drops('11:') }
       },
       destroy,
       [Symbol.asyncDispose]: destroy,
