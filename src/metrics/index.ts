@@ -1,5 +1,13 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
+export interface TransferState {
+  reserved: number
+  queued: number
+  inUse: number
+  pooled: number
+  chunkSize: number
+}
+
 /**
  * The daemon's Prometheus metrics. Names, types and labels are Spegel's (spegel-behaviour.md §7) so existing
  * dashboards and alerts keep working.
@@ -30,6 +38,57 @@ export class Metrics {
   readonly verificationFailures = new Counter({ name: 'spegel_verification_failures_total', help: 'Content received from peers that did not match its digest.', registers: [this.registry] })
   /** Findings of the last `doctor` run, by check; 0 means the check passed or was skipped. */
   readonly doctorFindings = new Gauge({ name: 'spegel_doctor_findings', help: 'Misconfigurations found by the last doctor run, by check.', labelNames: ['check'] as const, registers: [this.registry] })
+
+  // Load: the transfer budget (src/registry/budget.ts) and the registry's connections.
+  readonly transferBudget = new Gauge({ name: 'spegel_transfer_budget_bytes', help: 'Memory blob transfers may reserve at once.', registers: [this.registry] })
+  /** Transfers refused for lack of memory: `requester` peer (answered 429) or node (its containerd, answered 404). */
+  readonly transferRejections = new Counter({ name: 'spegel_transfer_rejections_total', help: 'Transfers refused because the transfer budget was full, by requester, source and reason.', labelNames: ['requester', 'source', 'reason'] as const, registers: [this.registry] })
+  readonly transferQueueSeconds = new Histogram({
+    name: 'spegel_transfer_queue_duration_seconds',
+    help: 'Time requests of this node\'s containerd waited for room in the transfer budget, by outcome.',
+    labelNames: ['outcome'] as const,
+    buckets: [0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 5],
+    registers: [this.registry],
+  })
+  private transferState: (() => TransferState) | undefined
+  readonly transferBuffers = new Gauge({
+    name: 'spegel_transfer_buffer_bytes',
+    help: 'Transfer memory: reserved by running transfers, held in buffers in use, and kept free for reuse.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const t = this.transferState?.()
+      if (t === undefined) return
+      this.transferBuffers.set({ state: 'reserved' }, t.reserved)
+      this.transferBuffers.set({ state: 'in_use' }, t.inUse * t.chunkSize)
+      this.transferBuffers.set({ state: 'pooled' }, t.pooled * t.chunkSize)
+    },
+  })
+  readonly transferQueued = new Gauge({ name: 'spegel_transfer_queued', help: 'Requests waiting for room in the transfer budget.', registers: [this.registry], collect: () => { const t = this.transferState?.(); if (t !== undefined) this.transferQueued.set(t.queued) } })
+  private connectionState: (() => { active: number, idle: number }) | undefined
+  readonly httpConnections = new Gauge({
+    name: 'spegel_http_connections',
+    help: 'Open connections to the registry, by state (active: a request in progress).',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const c = this.connectionState?.()
+      if (c === undefined) return
+      this.httpConnections.set({ state: 'active' }, c.active)
+      this.httpConnections.set({ state: 'idle' }, c.idle)
+    },
+  })
+  readonly connectionsClosed = new Counter({ name: 'spegel_http_connections_closed_total', help: 'Registry connections closed by the daemon to stay within its limits, by reason.', labelNames: ['reason'] as const, registers: [this.registry] })
+  /** Promise rejections nobody handled: each is a bug, logged and counted instead of ending the process. */
+  readonly unhandledErrors = new Counter({ name: 'spegel_unhandled_errors_total', help: 'Errors no code path handled (bugs); the daemon logged them and kept running.', registers: [this.registry] })
+
+  registerTransferGauges (state: () => TransferState): void {
+    this.transferState = state
+  }
+
+  registerConnectionGauges (state: () => { active: number, idle: number }): void {
+    this.connectionState = state
+  }
 
   constructor (options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) {

@@ -8,9 +8,10 @@ import { manifestAccept, MediaType } from '../oci/mediatypes.ts'
 import type { Peer, Router } from '../routing/types.ts'
 import { RegistryError } from './errors.ts'
 import { identifier, type DistributionPath } from './path.ts'
-import { ConnectTimeoutError, PeerConnection, PeerResponseError, StallError, type BodyChunk } from './peer-client.ts'
+import { ConnectTimeoutError, PeerBusyError, PeerConnection, PeerResponseError, StallError, type BodyChunk } from './peer-client.ts'
 import { LatencyTracker, PeerSource } from './peers.ts'
-import type { ByteRangeSpec } from './range.ts'
+import { contentRange, resolveRange } from './range.ts'
+import { InvalidRangeError } from '../oci/errors.ts'
 import { endResponse, writeChunk } from './response.ts'
 import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
 
@@ -96,7 +97,7 @@ export class PeerMirror implements Mirror {
     this.init = {
       resolveTimeoutMs: 20,
       resolveRetries: 3,
-      connectTimeoutMs: 300,
+      connectTimeoutMs: 30_000,
       stallTimeoutMs: 3000,
       maxAttempts: 4,
       maxResumes: 8,
@@ -121,23 +122,36 @@ export class PeerMirror implements Mirror {
     })
     let handedOver = false
     try {
-      const rangeHeader = request.range !== undefined ? formatRange(request.range) : undefined
-      const first = await this.race(source, path, method, rangeHeader, signal, false)
-      const headers: Record<string, string> = {
-        'content-type': first.mediaType,
-        'content-length': String(first.end - first.start + 1),
-        'docker-content-digest': first.digest,
+      // Peers are always asked for the whole content, never for the client's range: a range is cut out here, after
+      // the size is known, and the bytes before and after it are read and hashed too, so a range is verified
+      // against the digest like a whole blob (re-reading the rest from a peer is cheap next to the upstream).
+      const first = await this.race(source, path, method, undefined, signal, false)
+      const size = first.size
+      let window = { start: 0, end: size - 1 }
+      if (request.range !== undefined) {
+        try {
+          window = resolveRange(request.range, size)
+        } catch (err) {
+          first.res.destroy()
+          if (!(err instanceof InvalidRangeError)) throw err
+          throw new RegistryError(416, 'RANGE_INVALID', err.message, { headers: { 'content-range': `bytes */${size}` } })
+        }
       }
       const partial = request.range !== undefined
+      const headers: Record<string, string> = {
+        'content-type': partial ? MediaType.octetStream : first.mediaType,
+        'content-length': String(window.end - window.start + 1),
+        'docker-content-digest': first.digest,
+      }
       if (path.kind === 'blobs') {
         headers['accept-ranges'] = 'bytes'
-        if (partial) headers['content-range'] = `bytes ${first.start}-${first.end}/${first.size}`
+        if (partial) headers['content-range'] = contentRange(window, size)
       }
-      if (method === 'HEAD' || first.end < first.start) {
+      if (method === 'HEAD' || size === 0) {
         first.res.discard()
         return { status: partial ? 206 : 200, headers, peer: first.peer.id }
       }
-      const body = new PeerBody(this.stream(source, path, first, !partial, signal), cancel)
+      const body = new PeerBody(this.stream(source, path, first, window, signal), cancel)
       handedOver = true
       return { status: partial ? 206 : 200, headers, body, peer: first.peer.id }
     } finally {
@@ -325,15 +339,15 @@ export class PeerMirror implements Mirror {
   }
 
   /**
-   * The response body: streams the first peer's bytes; if the stream breaks, continues with a range request to another
-   * (or the same) peer from the byte reached; when the whole blob is served, hashes it and withholds the last chunk
-   * until the digest matches, so a wrong blob is always cut short.
+   * The response body: bytes `window` of the content, read from the first peer from byte 0 to the end; if the stream
+   * breaks, continues with a range request to another (or the same) peer from the byte reached. Everything is hashed
+   * and the last chunk of the window is withheld until the digest matches, so wrong content is always cut short.
    */
-  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, verify: boolean, signal: AbortSignal): AsyncGenerator<BodyChunk> {
+  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, window: { start: number, end: number }, signal: AbortSignal): AsyncGenerator<BodyChunk> {
     let attempt = first
     let offset = first.start
-    const end = first.end
-    const hash: Hash | undefined = verify ? createHash(parseDigest(first.digest).algorithm) : undefined
+    const end = first.size - 1
+    const hash: Hash = createHash(parseDigest(first.digest).algorithm)
     const contributors = new Set<string>([first.peer.id])
     let pending: BodyChunk | undefined
     let resumes = 0
@@ -344,15 +358,21 @@ export class PeerMirror implements Mirror {
             const chunk = await attempt.res.read()
             if (chunk === null) break
             const piece = offset + chunk.data.length > end + 1 ? chunk.data.subarray(0, end + 1 - offset) : chunk.data
-            if (piece.length === 0) { chunk.release(); continue }
-            hash?.update(piece)
+            hash.update(piece)
+            // The part of this piece inside the window, relative to the piece.
+            const from = Math.max(window.start - offset, 0)
+            const to = Math.min(window.end + 1 - offset, piece.length)
             offset += piece.length
-            if (pending !== undefined) {
-              const out = pending
-              pending = undefined
-              yield out
+            if (from >= to) {
+              chunk.release()
+            } else {
+              if (pending !== undefined) {
+                const out = pending
+                pending = undefined
+                yield out
+              }
+              pending = { data: from === 0 && to === piece.length ? piece : piece.subarray(from, to), release: chunk.release }
             }
-            pending = { data: piece, release: chunk.release }
             if (offset > end) break
           }
           if (offset <= end) throw new PeerResponseError(`peer ${attempt.peer.id} ended the body at byte ${offset} of ${end + 1}`)
@@ -365,11 +385,11 @@ export class PeerMirror implements Mirror {
           source.demote(attempt.peer)
           this.init.logger.info({ peer: attempt.peer.id, offset, err: (err as Error).message, digest: first.digest }, 'peer stream broke, resuming elsewhere')
           attempt = await this.race(source, path, 'GET', `bytes=${offset}-${end}`, signal, true)
-          if (attempt.start !== offset) throw new PeerResponseError(`peer ${attempt.peer.id} resumed at ${attempt.start}, want ${offset}`)
+          if (attempt.start !== offset || attempt.size !== first.size) throw new PeerResponseError(`peer ${attempt.peer.id} resumed at ${attempt.start} of ${attempt.size}, want ${offset} of ${first.size}`)
           contributors.add(attempt.peer.id)
         }
       }
-      if (hash !== undefined && hash.digest('hex') !== parseDigest(first.digest).hex) {
+      if (hash.digest('hex') !== parseDigest(first.digest).hex) {
         for (const id of contributors) this.badPeers.set(id, Date.now() + this.init.badPeerTtlMs)
         this.init.metrics?.verificationFailures.inc()
         this.init.logger.warn({ digest: first.digest, peers: [...contributors] }, 'peer content does not match its digest; response aborted')
@@ -465,6 +485,7 @@ function target (path: DistributionPath): string {
 function failureReason (err: unknown): string {
   if (err instanceof ConnectTimeoutError) return 'connect_timeout'
   if (err instanceof StallError) return 'stall'
+  if (err instanceof PeerBusyError) return 'busy'
   if (err instanceof PeerResponseError) return 'bad_response'
   return 'connection'
 }
@@ -473,15 +494,11 @@ function codeOf (path: DistributionPath): 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' {
   return path.kind === 'manifests' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN'
 }
 
-function formatRange (spec: ByteRangeSpec): string {
-  if (spec.suffix !== undefined) return `bytes=-${spec.suffix}`
-  return `bytes=${spec.start ?? 0}-${spec.end ?? ''}`
-}
-
 /** Checks a peer's response headers and works out which bytes its body holds. */
 function validate (peer: Peer, res: PeerReply, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Attempt {
   const status = res.status
   const ranged = rangeHeader !== undefined && path.kind === 'blobs'
+  if (status === 429 || status === 503) throw new PeerBusyError(`peer ${peer.id} is busy (${status})`)
   if (status !== 200 && status !== 206) throw new PeerResponseError(`peer ${peer.id} answered ${status}`)
   const digestHeader = header(res, 'docker-content-digest') ?? path.digest
   if (digestHeader === undefined) throw new PeerResponseError(`peer ${peer.id} sent no Docker-Content-Digest`)

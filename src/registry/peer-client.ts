@@ -22,6 +22,14 @@ export class PeerResponseError extends Error {
   }
 }
 
+/** The peer answered that it is too busy to serve now (429 or 503): another holder is asked at once. */
+export class PeerBusyError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'PeerBusyError'
+  }
+}
+
 /** The peer did not accept the TCP connection in time. */
 export class ConnectTimeoutError extends Error {
   constructor (message: string) {

@@ -13,7 +13,11 @@ import type { RequestFilter } from './filter.ts'
 import { identifier, parseDistributionPath, type DistributionPath } from './path.ts'
 import { contentRange, parseRange, resolveRange, type ByteRangeSpec } from './range.ts'
 import { ClientGoneError } from './response.ts'
-import { sendFileRange } from './sendfile.ts'
+import { sendFileRange, smallBodyBytes } from './sendfile.ts'
+import { chunkSize } from './buffers.ts'
+import type { Requester, TransferBudget, TransferSource } from './budget.ts'
+import { ConnectionLimits, type ConnectionLimitsInit } from './connections.ts'
+import { maxBuffersPerConnection } from './peer-client.ts'
 import type { Mirror, RequestRecord } from './types.ts'
 
 export const mirroredHeader = 'x-spegel-mirrored'
@@ -30,9 +34,16 @@ export interface RegistryInit {
   /** Called once per answered /v2/ request. */
   onRequest?: (record: RequestRecord) => void
   metrics?: Metrics
+  /** Bounds the memory blob transfers may hold; without it, transfers are not limited. */
+  budget?: TransferBudget
+  /** Limits on idle and open connections (defaults: ConnectionLimits'). */
+  connections?: Omit<ConnectionLimitsInit, 'metrics'>
 }
 
 const readyTimeoutMs = 2000
+/** What one transfer reserves: a local file two chunks (sendfile.ts), a proxied blob a peer connection's buffers and one more for a hedged or resumed request. */
+const localReserveBytes = 2 * chunkSize
+const proxiedReserveBytes = (maxBuffersPerConnection + 1) * chunkSize
 
 /** Builds the registry HTTP app: the read-only OCI distribution API plus /readyz and /livez. */
 export function createRegistryApp (init: RegistryInit): FastifyInstance {
@@ -43,6 +54,8 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   })
+  // Bounds idle connections whatever clients do (see connections.ts).
+  void new ConnectionLimits(app.server, { ...init.connections, ...(init.metrics !== undefined ? { metrics: init.metrics } : {}) })
   const authHeader = init.basicAuth !== undefined
     ? Buffer.from('Basic ' + Buffer.from(`${init.basicAuth.username}:${init.basicAuth.password}`).toString('base64'))
     : undefined
@@ -87,19 +100,20 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
       const method = req.method
       const range = path.kind === 'blobs' ? rangeOf(req) : undefined
       const mirrored = req.headers[mirroredHeader] === 'true'
+      const requester: Requester = mirrored ? 'peer' : 'node'
       const local = await findLocal(init.store, path, mirrored, req.log)
       if (local !== undefined) {
         source = 'local'
-        await serveLocal(init.store, reply, path, local, method, range)
+        await serveLocal(init, reply, path, local, method, range, requester)
       } else if (mirrored || init.mirror === undefined) {
         throw notFound(path, 'not found')
       } else {
         source = 'peer'
         triedPeers = true
-        const ac = new AbortController()
-        // The response closing before it finished means the client went away: stop asking peers.
-        reply.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort() })
-        const res = await init.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal: ac.signal })
+        const signal = closedSignal(reply)
+        if (method === 'GET' && path.kind === 'blobs') await reserve(init.budget, reply, proxiedReserveBytes, requester, 'peer', path, signal)
+        const res = await init.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal })
+        if (path.registry !== '') reply.header('oci-namespace', path.registry)
         const peerPath = path
         reply.raw.once('close', () => {
           req.log.debug({ peer: res.peer, key: identifier(peerPath), bytes: Number(res.headers['content-length'] ?? 0), complete: reply.raw.writableFinished, ms: Math.round(performance.now() - started) }, 'served from peer')
@@ -116,6 +130,13 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
       }
     } catch (err) {
       source = 'none'
+      if (err instanceof ClientGoneError) {
+        // Nobody is left to answer.
+        req.log.debug({ err }, 'client went away')
+        reply.raw.destroy()
+        if (!reply.sent) reply.hijack()
+        return
+      }
       await sendError(reply, req, toRegistryError(err, path))
     } finally {
       if (triedPeers && path !== undefined && init.metrics !== undefined) {
@@ -198,8 +219,35 @@ function checkAuth (req: FastifyRequest, expected: Buffer | undefined): void {
   if (expected === undefined) return
   const got = Buffer.from(req.headers.authorization ?? '')
   if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
-    throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials')
+    throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials', { headers: { 'www-authenticate': 'Basic realm="spegel"' } })
   }
+}
+
+/** Aborts when the response closes before it finished: the client went away, so stop waiting or asking peers. */
+function closedSignal (reply: FastifyReply): AbortSignal {
+  const ac = new AbortController()
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort(clientGone) })
+  return ac.signal
+}
+/** The abort reason of a request whose client went away (shared: see `finished` in mirror.ts). */
+const clientGone = new ClientGoneError()
+
+/**
+ * Reserves transfer memory for the response, released when the response closes. Without room: a peer is told 429
+ * (it asks another holder at once), this node's containerd 404 (it pulls from the upstream) after a short wait.
+ */
+async function reserve (budget: TransferBudget | undefined, reply: FastifyReply, bytes: number, requester: Requester, source: TransferSource, path: DistributionPath, signal: AbortSignal): Promise<void> {
+  if (budget === undefined) return
+  const lease = await budget.admit(bytes, requester, source, signal)
+  if (lease === undefined) {
+    if (signal.aborted) throw new ClientGoneError()
+    if (requester === 'peer') {
+      throw new RegistryError(429, 'TOOMANYREQUESTS', 'too many transfers in progress on this node; ask another peer', { headers: { 'retry-after': '1' } })
+    }
+    throw notFound(path, 'cannot be served now: too many transfers in progress; pull it from the registry')
+  }
+  if (reply.raw.closed) lease.release()
+  else reply.raw.once('close', lease.release)
 }
 
 function rangeOf (req: FastifyRequest): ByteRangeSpec | undefined {
@@ -245,13 +293,15 @@ async function resolveTag (store: ContentStore, path: DistributionPath): Promise
 }
 
 async function serveLocal (
-  store: ContentStore,
+  init: RegistryInit,
   reply: FastifyReply,
   path: DistributionPath,
   desc: Descriptor,
   method: 'GET' | 'HEAD',
   rangeSpec: ByteRangeSpec | undefined,
+  requester: Requester,
 ): Promise<void> {
+  const store = init.store
   if (path.kind === 'manifests' && !isManifestMediaType(desc.mediaType)) {
     throw new RegistryError(404, 'MANIFEST_UNKNOWN', `${desc.digest} is not a manifest (${desc.mediaType})`)
   }
@@ -277,6 +327,7 @@ async function serveLocal (
     await reply.send()
     return
   }
+  if (end - start + 1 > smallBodyBytes) await reserve(init.budget, reply, localReserveBytes, requester, 'local', path, closedSignal(reply))
   const file = await store.openFile?.(desc.digest)
   if (file !== undefined) {
     try {

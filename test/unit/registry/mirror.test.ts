@@ -16,13 +16,16 @@ const logger = pino({ level: 'silent' })
 const blob = randomBytes(3 * 1024 * 1024 + 17)
 const digest = 'sha256:' + createHash('sha256').update(blob).digest('hex')
 
-type Behaviour = 'good' | 'slow' | 'flaky' | 'stall' | 'liar' | 'error500'
+type Behaviour = 'good' | 'slow' | 'flaky' | 'stall' | 'liar' | 'liarMid' | 'error500' | 'busy'
+/** Where 'liarMid' flips a byte: inside the blob, far from both ends. */
+const lieAt = 2 * 1024 * 1024 + 5
 
 /** A fake peer registry on 127.0.0.<n>:port that serves `blob` with a given misbehaviour. */
 async function startPeer (ip: string, port: number, behaviour: Behaviour): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     assert.equal(req.headers['x-spegel-mirrored'], 'true')
     if (behaviour === 'error500') { res.writeHead(500).end(); return }
+    if (behaviour === 'busy') { res.writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' }).end('{"errors":[{"code":"TOOMANYREQUESTS","message":"busy"}]}'); return }
     let start = 0
     let end = blob.length - 1
     const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '')
@@ -44,6 +47,12 @@ async function startPeer (ip: string, port: number, behaviour: Behaviour): Promi
         res.write(body.subarray(0, Math.floor(body.length * 0.4)))
         if (behaviour === 'flaky') setTimeout(() => res.destroy(), 10)
         return // stall: never finish
+      }
+      if (behaviour === 'liarMid') {
+        const wrong = Buffer.from(body)
+        if (lieAt >= start && lieAt <= end) wrong[lieAt - start] = (wrong[lieAt - start] ?? 0) ^ 0x01
+        res.end(wrong)
+        return
       }
       if (behaviour === 'liar') {
         const wrong = Buffer.from(body)
@@ -128,6 +137,65 @@ describe('peer mirror', () => {
     assert.equal(res.status, 206)
     assert.equal(res.headers['content-range'], `bytes 10-19/${blob.length}`)
     assert.deepEqual(await readAll(res.body), blob.subarray(10, 20))
+  })
+
+  it('asks peers for the whole blob and cuts the range out, so the range is verified', async (t) => {
+    const s = await setup(['good'])
+    t.after(s.close)
+    const ranges: Array<string | undefined> = []
+    s.servers[0]?.on('request', (req: http.IncomingMessage) => { ranges.push(req.headers.range) })
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', range: { start: lieAt - 3, end: lieAt + 3 }, signal: new AbortController().signal })
+    assert.equal(res.status, 206)
+    assert.equal(res.headers['content-length'], '7')
+    assert.deepEqual(await readAll(res.body), blob.subarray(lieAt - 3, lieAt + 4))
+    assert.deepEqual(ranges, [undefined])
+  })
+
+  for (const [name, range] of [
+    ['a range inside the blob', { start: lieAt - 10, end: lieAt + 10 }],
+    ['a range to the end (containerd resuming)', { start: lieAt - 1000 }],
+    ['a suffix range', { suffix: blob.length - lieAt + 50 }],
+    ['a range that does not contain the wrong byte', { start: 0, end: 99 }],
+  ] as const) {
+    it(`never completes ${name} from a peer that lies inside it, and avoids that peer afterwards`, async (t) => {
+      const s = await setup(['liarMid'])
+      t.after(s.close)
+      const res = await s.mirror.fetch({ path: blobPath, method: 'GET', range, signal: new AbortController().signal })
+      assert.equal(res.status, 206)
+      const length = Number(res.headers['content-length'])
+      let received = 0
+      await assert.rejects(async () => {
+        for await (const c of res.body as AsyncIterable<Buffer>) received += c.length
+      }, /does not match/)
+      assert.ok(received < length, `received ${received} of ${length}`)
+      await assert.rejects(s.mirror.fetch({ path: blobPath, method: 'GET', range, signal: new AbortController().signal }), /could not find peer/)
+    })
+  }
+
+  it('answers 416 with the size for a range the blob cannot satisfy, as it does for local content', async (t) => {
+    const s = await setup(['good'])
+    t.after(s.close)
+    for (const method of ['GET', 'HEAD'] as const) {
+      await assert.rejects(s.mirror.fetch({ path: blobPath, method, range: { start: blob.length + 5 }, signal: new AbortController().signal }),
+        (err: Error & { status?: number, headers?: Record<string, string> }) => err.status === 416 && err.headers?.['content-range'] === `bytes */${blob.length}`)
+    }
+  })
+
+  it('answers HEAD with a range from the size the peer reports', async (t) => {
+    const s = await setup(['good'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'HEAD', range: { suffix: 100 }, signal: new AbortController().signal })
+    assert.equal(res.status, 206)
+    assert.equal(res.headers['content-range'], `bytes ${blob.length - 100}-${blob.length - 1}/${blob.length}`)
+    assert.equal(res.headers['content-length'], '100')
+  })
+
+  it('asks the next holder at once when a peer is busy (429)', async (t) => {
+    const s = await setup(['busy', 'good'])
+    t.after(s.close)
+    const res = await s.mirror.fetch({ path: blobPath, method: 'GET', signal: new AbortController().signal })
+    assert.match(res.peer ?? '', /good/)
+    assert.deepEqual(await readAll(res.body), blob)
   })
 
   it('answers 404 BLOB_UNKNOWN when no peer has it', async (t) => {
@@ -278,6 +346,8 @@ describe('registry with a peer mirror', () => {
   it('serves a blob from a peer over real sockets', async () => {
     const res = await fetch(`http://127.0.200.1:${port}/v2/library/app/blobs/${digest}?ns=docker.io`)
     assert.equal(res.status, 200)
+    assert.equal(res.headers.get('oci-namespace'), 'docker.io')
+    assert.equal(res.headers.get('docker-content-digest'), digest)
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), blob)
   })
 

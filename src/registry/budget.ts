@@ -1,0 +1,149 @@
+import type { Metrics } from '../metrics/index.ts'
+import { bufferStats, setPoolLimit } from './buffers.ts'
+
+/**
+ * How much memory blob transfers may hold at once, and who gets it. Every transfer that reads a blob through the
+ * shared buffers (buffers.ts) reserves what it can hold before its response starts: a local file two chunks, a
+ * peer-proxied blob a peer connection's buffers. Past the budget a request is not served with more memory but
+ * answered at once, which is what keeps the daemon inside its container's memory limit whatever the load:
+ * - a peer gets 429 with Retry-After, and asks another holder straight away;
+ * - this node's containerd waits briefly in a queue, then gets 404 and pulls from the upstream registry.
+ */
+
+/** Who asks: another node's mirror, or this node's own containerd. */
+export type Requester = 'peer' | 'node'
+/** What the transfer reads from: a file of this node, or a peer. */
+export type TransferSource = 'local' | 'peer'
+
+export interface TransferBudgetInit {
+  /** Bytes of transfer buffers that may be reserved at once. */
+  bytes: number
+  /** Longest wait of this node's containerd for room before it is told 404 (default 2 s). */
+  queueTimeoutMs?: number
+  /** Requests allowed to wait at once; beyond, they are answered at once (default 128). */
+  maxQueued?: number
+  metrics?: Metrics
+}
+
+/** Memory reserved for one transfer; release() is idempotent. */
+export interface Lease {
+  readonly bytes: number
+  release: () => void
+}
+
+interface Waiter {
+  bytes: number
+  grant: (lease: Lease) => void
+}
+
+export class TransferBudget {
+  readonly capacity: number
+  private readonly queueTimeoutMs: number
+  private readonly maxQueued: number
+  private readonly metrics: Metrics | undefined
+  private reserved = 0
+  private readonly queue: Waiter[] = []
+
+  constructor (init: TransferBudgetInit) {
+    this.capacity = Math.max(1, Math.floor(init.bytes))
+    this.queueTimeoutMs = init.queueTimeoutMs ?? 2_000
+    this.maxQueued = init.maxQueued ?? 128
+    this.metrics = init.metrics
+    const { chunkSize } = bufferStats()
+    // A full budget's worth of buffers can be reused without allocating; the pool gives them back when idle.
+    setPoolLimit(Math.ceil(this.capacity / chunkSize))
+    this.metrics?.transferBudget.set(this.capacity)
+    this.metrics?.registerTransferGauges(() => ({ reserved: this.reserved, queued: this.queue.length, ...bufferStats() }))
+  }
+
+  /** Bytes reserved now. */
+  get used (): number {
+    return this.reserved
+  }
+
+  /** Requests waiting for room now. */
+  get queued (): number {
+    return this.queue.length
+  }
+
+  /**
+   * Reserves `bytes` for a transfer. Peers are answered at once (undefined: no room); this node's containerd waits
+   * in line up to the queue timeout. A request larger than the whole budget is clamped to it, so it can always run
+   * alone. Undefined also when `signal` aborts while waiting.
+   */
+  async admit (bytes: number, requester: Requester, source: TransferSource, signal?: AbortSignal): Promise<Lease | undefined> {
+    const want = Math.min(Math.max(0, Math.ceil(bytes)), this.capacity)
+    if (this.queue.length === 0 && this.reserved + want <= this.capacity) return this.grant(want)
+    if (requester === 'peer' || this.queue.length >= this.maxQueued || this.queueTimeoutMs <= 0 || signal?.aborted === true) {
+      this.reject(requester, source, 'full')
+      return undefined
+    }
+    const started = performance.now()
+    let cancelled = false
+    const lease = await new Promise<Lease | undefined>((resolve) => {
+      const waiter: Waiter = {
+        bytes: want,
+        grant: (l) => { done(); resolve(l) },
+      }
+      const timer = setTimeout(() => { done(); resolve(undefined) }, this.queueTimeoutMs)
+      const onAbort = (): void => { cancelled = true; done(); resolve(undefined) }
+      const done = (): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        const i = this.queue.indexOf(waiter)
+        if (i !== -1) this.queue.splice(i, 1)
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.queue.push(waiter)
+    })
+    this.metrics?.transferQueueSeconds.observe({ outcome: lease !== undefined ? 'admitted' : 'timeout' }, (performance.now() - started) / 1000)
+    if (lease === undefined) {
+      this.reject(requester, source, cancelled ? 'cancelled' : 'timeout')
+      // Leaving the line may let the next one in.
+      this.drain()
+    }
+    return lease
+  }
+
+  private grant (bytes: number): Lease {
+    this.reserved += bytes
+    let released = false
+    return {
+      bytes,
+      release: () => {
+        if (released) return
+        released = true
+        this.reserved -= bytes
+        this.drain()
+      },
+    }
+  }
+
+  /** Admits waiters in arrival order while the first one fits. */
+  private drain (): void {
+    for (;;) {
+      const next = this.queue[0]
+      if (next === undefined || this.reserved + next.bytes > this.capacity) return
+      this.queue.shift()
+      next.grant(this.grant(next.bytes))
+    }
+  }
+
+  private reject (requester: Requester, source: TransferSource, reason: 'full' | 'timeout' | 'cancelled'): void {
+    if (reason === 'cancelled') return
+    this.metrics?.transferRejections.inc({ requester, source, reason })
+  }
+}
+
+const MiB = 1024 * 1024
+
+/**
+ * The default budget for a process under `limitBytes` (the container's memory limit; undefined or 0: none found).
+ * About 80 MiB of a daemon's resident memory does not depend on load (the Node binary's code pages, the JavaScript
+ * heap of an idle daemon); half of what is left above that goes to transfers, the rest is headroom for the heap,
+ * connections and sockets. Measured under 128 MiB (docs/benchmarks.md): 24 MiB, peak RSS well below the limit.
+ */
+export function defaultTransferBudget (limitBytes: number | undefined): number {
+  if (limitBytes === undefined || limitBytes <= 0 || !Number.isFinite(limitBytes) || limitBytes >= 2 ** 50) return 256 * MiB
+  return Math.max(8 * MiB, Math.floor((limitBytes - 80 * MiB) / 2))
+}
