@@ -97,7 +97,7 @@ export class PeerMirror implements Mirror {
     this.init = {
       resolveTimeoutMs: 20,
       resolveRetries: 3,
-      connectTimeoutMs: 30_000,
+      connectTimeoutMs: 300,
       stallTimeoutMs: 3000,
       maxAttempts: 4,
       maxResumes: 8,
