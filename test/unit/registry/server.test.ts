@@ -223,7 +223,10 @@ describe('registry basic auth', () => {
     it(`${url} with ${auth === undefined ? 'no' : auth === ok ? 'good' : 'bad'} credentials: ${status}`, async () => {
       const res = await app.inject({ method: 'GET', url, headers: auth === undefined ? {} : { authorization: auth } })
       assert.equal(res.statusCode, status)
-      if (status === 401) assert.equal(JSON.parse(res.body).errors[0].code, 'UNAUTHORIZED')
+      if (status === 401) {
+        assert.equal(JSON.parse(res.body).errors[0].code, 'UNAUTHORIZED')
+        assert.equal(res.headers['www-authenticate'], 'Basic realm="spegel"')
+      }
     })
   }
 })
