@@ -9,6 +9,7 @@ import { PeerMirror } from '../registry/mirror.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
 import type { FlagValue } from './args.ts'
+import type { Logger } from '../log/index.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
 import { createMetricsApp, measurePull, RecentRequests } from '../web/index.ts'
 import { bool, ExitCode, list, num, str, type CommandContext } from './run.ts'
@@ -159,16 +160,43 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     })
     return ExitCode.ok
   } finally {
-    // Leave the DHT first so peers stop being sent here, then let in-flight transfers finish, then release containerd.
+    // Leave the DHT first so peers stop being sent here, then let in-flight transfers finish (up to --drain-timeout),
+    // then release containerd.
     background.abort()
     await advertising
     await doctoring
     await router?.close().catch((err: unknown) => { logger.warn({ err }, 'router close failed') })
-    await Promise.allSettled(servers.map(async (s) => { await s.close() }))
+    await drain(servers, num(values, 'drain-timeout'), logger)
     mirror?.close()
     cri.close()
     await store.close()
     client.close()
     logger.info('exit gracefully')
+  }
+}
+
+/**
+ * Closes the apps: no new connections, idle keep-alive ones at once, in-flight transfers get `timeoutMs`, then every
+ * remaining connection is cut. Without the cut a client that stops reading keeps the process up until it gives up,
+ * beyond the pod's termination grace period, and the kubelet then SIGKILLs it.
+ */
+async function drain (servers: readonly FastifyInstance[], timeoutMs: number, logger: Logger): Promise<void> {
+  const closed = Promise.allSettled(servers.map(async (s) => { await s.close() }))
+  // node:http's close() ends only the connections idle at that moment; one whose response ends later stays open as
+  // keep-alive, and would hold the process until the deadline.
+  const sweep = setInterval(() => { for (const s of servers) s.server.closeIdleConnections() }, 100)
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<boolean>((resolve) => { timer = setTimeout(() => { resolve(true) }, timeoutMs) })
+  try {
+    if (!await Promise.race([closed.then(() => false), expired])) return
+    const counts = await Promise.all(servers.map(async (s) => await new Promise<number>((resolve) => {
+      s.server.getConnections((err, n) => { resolve(err === null ? n : 0) })
+    })))
+    for (const s of servers) s.server.closeAllConnections()
+    logger.info({ connections: counts.reduce((a, b) => a + b, 0), drainTimeoutMs: timeoutMs }, 'drain timeout reached, cut the remaining connections')
+    await closed
+  } finally {
+    clearInterval(sweep)
+    clearTimeout(timer)
   }
 }

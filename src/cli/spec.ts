@@ -49,6 +49,10 @@ export const commands: readonly CommandSpec[] = [
       { name: 'registry-filters', kind: 'list', env: 'REGISTRY_FILTERS', help: 'Regular expressions matched against registry/repository[:tag]; a match is not mirrored.' },
       { name: 'mirror-resolve-timeout', kind: 'duration', env: 'MIRROR_RESOLVE_TIMEOUT', default: '20ms', help: 'Longest wait for a peer while no request to a peer is in flight.' },
       { name: 'mirror-resolve-retries', kind: 'int', env: 'MIRROR_RESOLVE_RETRIES', default: '3', help: 'Number of peers looked up per request.' },
+      {
+        name: 'drain-timeout', kind: 'duration', env: 'DRAIN_TIMEOUT', default: '20s',
+        help: 'On SIGTERM, how long transfers in flight may continue before their connections are cut (keep it below the pod\'s terminationGracePeriodSeconds).',
+      },
       { ...registryConfigPath, help: 'Where `configuration` wrote hosts.toml; checked by the doctor at startup (skipped when not mounted).' },
       { name: 'debug-web-enabled', kind: 'bool', env: 'DEBUG_WEB_ENABLED', default: 'true', help: 'Serve the debug web page on the metrics address.' },
       { name: 'bootstrap-kind', kind: 'string', env: 'BOOTSTRAP_KIND', choices: ['dns', 'http', 'static'], help: 'How to find the first peers: dns, http or static.' },

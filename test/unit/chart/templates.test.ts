@@ -133,6 +133,7 @@ describe('chart rendered with default values', () => {
     assert.equal(spec.containers[0].image, 'ghcr.io/spegel-ts/spegel:v0.0.1')
     assert.equal(spec.serviceAccountName, 'spegel')
     assert.equal(spec.priorityClassName, 'system-node-critical')
+    assert.equal(spec.terminationGracePeriodSeconds, 30)
     assert.deepEqual(spec.nodeSelector, { 'kubernetes.io/os': 'linux' })
     assert.equal(spec.tolerations.length, 3)
     for (const c of [...spec.initContainers, ...spec.containers]) {
@@ -184,6 +185,9 @@ describe('chart rendered with default values', () => {
     const p = parseContainer(container(r, 'registry'), 'registry')
     assert.equal(p.values.get('mirror-resolve-retries'), 3)
     assert.equal(p.values.get('mirror-resolve-timeout'), 20)
+    // Spegel cuts transfers still running at the drain timeout and exits before the kubelet's SIGKILL.
+    assert.equal(p.values.get('drain-timeout'), 20_000)
+    assert.ok((p.values.get('drain-timeout') as number) + 5_000 <= podSpec(r).terminationGracePeriodSeconds * 1000)
     assert.equal(p.values.get('registry-addr'), ':5000')
     assert.equal(p.values.get('router-addr'), ':5001')
     assert.equal(p.values.get('metrics-addr'), ':9090')
