@@ -91,7 +91,6 @@ async function stuckGet (port: number, path: string, headers: Record<string, str
   const socket = net.connect({ host: '127.0.0.1', port })
   await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
   socket.pause()
-  socket.setRecvBufferSize?.(4096)
   let request = `GET ${path} HTTP/1.1\r\nHost: x\r\n`
   for (const [k, v] of Object.entries(headers)) request += `${k}: ${v}\r\n`
   socket.write(request + '\r\n')
