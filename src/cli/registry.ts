@@ -5,6 +5,8 @@ import { readBasicAuth } from '../containerd/hosts.ts'
 import { addReadyzDetail, CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { createRegistryApp, RequestFilter } from '../registry/index.ts'
+import { defaultTransferBudget, TransferBudget } from '../registry/budget.ts'
+import { InvalidSizeError, parseByteSize } from '../util/size.ts'
 import { PeerMirror } from '../registry/mirror.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
@@ -58,6 +60,19 @@ function containerdChanges (client: ContainerdClient, store: ContainerdStore): (
   }
 }
 
+/** Bytes of the transfer budget: `auto` derives it from the memory limit of the container (cgroup) the process runs in. */
+export function transferMemory (value: string, limit = process.constrainedMemory()): number {
+  if (value === '' || value === 'auto') return defaultTransferBudget(limit)
+  try {
+    const bytes = parseByteSize(value)
+    if (bytes < 1024 * 1024) throw new ConfigurationError(`--transfer-memory=${value} is below 1Mi: not even one transfer would fit`)
+    return bytes
+  } catch (err) {
+    if (err instanceof InvalidSizeError) throw new ConfigurationError(`--transfer-memory: ${err.message}`)
+    throw err
+  }
+}
+
 /** `spegel registry`: serve the node's containerd content to containerd and to peers until SIGTERM. */
 export async function registryCommand (ctx: CommandContext): Promise<number> {
   const { values, logger, signal } = ctx
@@ -65,9 +80,17 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
   const metricsAddr = parseListenAddress(str(values, 'metrics-addr'))
   const filter = new RequestFilter({ mirroredRegistries: list(values, 'mirrored-registries'), registryFilters: list(values, 'registry-filters') })
   const bootstrapper = bootstrapperFrom(values)
+  const transferBytes = transferMemory(str(values, 'transfer-memory'))
   const basicAuth = await readBasicAuth(ctx.env.SPEGEL_BASIC_AUTH_DIR ?? basicAuthDir)
 
   const metrics = new Metrics()
+  // Nothing a client or a peer does may end the daemon. A rejection nobody handled is a bug: it is logged and counted
+  // (spegel_unhandled_errors_total) instead of taking every transfer on this node down with it.
+  const onUnhandled = (reason: unknown): void => {
+    metrics.unhandledErrors.inc()
+    logger.error({ err: reason }, 'unhandled promise rejection (a bug; the daemon keeps running)')
+  }
+  process.on('unhandledRejection', onUnhandled)
   const client = new ContainerdClient({ socket: str(values, 'containerd-sock'), namespace: str(values, 'containerd-namespace') })
   // Content confirmed in the last 2 s is not asked for again (a HEAD then a GET, a peer after containerd); deletions
   // reach the store through the event stream below.
@@ -111,8 +134,10 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: containerdChanges(client, store) })
     advertising = advertiser.run(background.signal)
 
+    const budget = new TransferBudget({ bytes: transferBytes, metrics })
     const registry = createRegistryApp({
       store,
+      budget,
       logger: logger.child({ component: 'registry' }),
       filter,
       metrics,
@@ -152,6 +177,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
 
     await registry.listen(listenOptions(registryAddr))
     await metricsApp.listen(listenOptions(metricsAddr))
+    logger.info({ transferMemory: transferBytes, memoryLimit: process.constrainedMemory() || undefined }, 'transfer budget')
     logger.info({ registry: str(values, 'registry-addr'), metrics: str(values, 'metrics-addr'), router: str(values, 'router-addr'), peerId: router.peerId }, 'running')
 
     await new Promise<void>((resolve) => {
@@ -171,6 +197,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     cri.close()
     await store.close()
     client.close()
+    process.off('unhandledRejection', onUnhandled)
     logger.info('exit gracefully')
   }
 }

@@ -53,6 +53,10 @@ export const commands: readonly CommandSpec[] = [
         name: 'drain-timeout', kind: 'duration', env: 'DRAIN_TIMEOUT', default: '20s',
         help: 'On SIGTERM, how long transfers in flight may continue before their connections are cut (keep it below the pod\'s terminationGracePeriodSeconds).',
       },
+      {
+        name: 'transfer-memory', kind: 'string', env: 'TRANSFER_MEMORY', default: 'auto',
+        help: 'Memory blob transfers may hold at once (e.g. 24Mi); past it peers get 429 and containerd falls back to the upstream. auto: derived from the container\'s memory limit.',
+      },
       { ...registryConfigPath, help: 'Where `configuration` wrote hosts.toml; checked by the doctor at startup (skipped when not mounted).' },
       { name: 'debug-web-enabled', kind: 'bool', env: 'DEBUG_WEB_ENABLED', default: 'true', help: 'Serve the debug web page on the metrics address.' },
       { name: 'bootstrap-kind', kind: 'string', env: 'BOOTSTRAP_KIND', choices: ['dns', 'http', 'static'], help: 'How to find the first peers: dns, http or static.' },
