@@ -24,6 +24,9 @@ export const mirroredHeaderName = 'X-Spegel-Mirrored'
  */
 const finished = new Error('request finished')
 
+/** Longest wait for a response head on a kept-alive connection to a peer (see PeerMirror.send). */
+const reusedHeadTimeoutMs = 1000
+
 /** Longest wait for a peer to resume a broken blob stream from. */
 const resumeResolveTimeoutMs = 1000
 
@@ -314,15 +317,23 @@ export class PeerMirror implements Mirror {
       const connectTimer = setTimeout(() => {
         if (!connected) req.destroy(new ConnectTimeoutError(`connect to ${address} timed out after ${this.init.connectTimeoutMs}ms`))
       }, this.init.connectTimeoutMs)
+      let headTimer: NodeJS.Timeout | undefined
       req.once('socket', (socket) => {
-        if (!socket.connecting) { connected = true; clearTimeout(connectTimer) } else {
+        if (!socket.connecting) {
+          connected = true
+          clearTimeout(connectTimer)
+          // A kept-alive socket skips the connect, and so the connect timeout: if the peer died since it was last
+          // used, nothing would end the request before the stall timeout. HEADs and manifests are answered in
+          // milliseconds, so a reused socket gets a short deadline for the response head.
+          headTimer = setTimeout(() => { req.destroy(new StallError(`peer ${address} sent no answer on a kept-alive connection within ${reusedHeadTimeoutMs}ms`)) }, reusedHeadTimeoutMs)
+        } else {
           socket.once('connect', () => { connected = true; clearTimeout(connectTimer) })
         }
       })
       // Covers a peer that stalls before or during the body: no byte for stallTimeoutMs ends the request.
       req.setTimeout(this.init.stallTimeoutMs, () => { req.destroy(new StallError(`peer ${address} stalled for ${this.init.stallTimeoutMs}ms`)) })
-      req.once('response', (res) => { clearTimeout(connectTimer); resolve(res) })
-      req.once('error', (err) => { clearTimeout(connectTimer); reject(err) })
+      req.once('response', (res) => { clearTimeout(connectTimer); clearTimeout(headTimer); resolve(res) })
+      req.once('error', (err) => { clearTimeout(connectTimer); clearTimeout(headTimer); reject(err) })
       req.end()
     })
     const chunks = (res as AsyncIterable<Buffer>)[Symbol.asyncIterator]()

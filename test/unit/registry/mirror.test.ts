@@ -16,14 +16,17 @@ const logger = pino({ level: 'silent' })
 const blob = randomBytes(3 * 1024 * 1024 + 17)
 const digest = 'sha256:' + createHash('sha256').update(blob).digest('hex')
 
-type Behaviour = 'good' | 'slow' | 'flaky' | 'stall' | 'liar' | 'liarMid' | 'error500' | 'busy'
+type Behaviour = 'good' | 'slow' | 'flaky' | 'stall' | 'liar' | 'liarMid' | 'error500' | 'busy' | 'muteAfterFirst'
 /** Where 'liarMid' flips a byte: inside the blob, far from both ends. */
 const lieAt = 2 * 1024 * 1024 + 5
 
 /** A fake peer registry on 127.0.0.<n>:port that serves `blob` with a given misbehaviour. */
 async function startPeer (ip: string, port: number, behaviour: Behaviour): Promise<http.Server> {
+  let requests = 0
   const server = http.createServer((req, res) => {
     assert.equal(req.headers['x-spegel-mirrored'], 'true')
+    // Answers once, then goes silent without closing anything: a node that died behind a kept-alive connection.
+    if (behaviour === 'muteAfterFirst' && ++requests > 1) return
     if (behaviour === 'error500') { res.writeHead(500).end(); return }
     if (behaviour === 'busy') { res.writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' }).end('{"errors":[{"code":"TOOMANYREQUESTS","message":"busy"}]}'); return }
     let start = 0
@@ -188,6 +191,19 @@ describe('peer mirror', () => {
     assert.equal(res.status, 206)
     assert.equal(res.headers['content-range'], `bytes ${blob.length - 100}-${blob.length - 1}/${blob.length}`)
     assert.equal(res.headers['content-length'], '100')
+  })
+
+  it('does not wait for the stall timeout on a kept-alive connection to a peer that went silent', async (t) => {
+    const s = await setup(['muteAfterFirst'], { stallTimeoutMs: 5000 })
+    t.after(s.close)
+    const first = await s.mirror.fetch({ path: blobPath, method: 'HEAD', signal: new AbortController().signal })
+    assert.equal(first.status, 200)
+    // Let the socket go back to the keep-alive pool.
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    const started = performance.now()
+    await assert.rejects(s.mirror.fetch({ path: blobPath, method: 'HEAD', signal: new AbortController().signal }), /all request retries exhausted/)
+    const elapsed = performance.now() - started
+    assert.ok(elapsed < 2500, `gave up after ${Math.round(elapsed)} ms, not the 5 s stall timeout`)
   })
 
   it('asks the next holder at once when a peer is busy (429)', async (t) => {
