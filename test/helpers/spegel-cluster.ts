@@ -4,13 +4,20 @@
 //
 // Every node uses the production ports (registry 5000, router 5001, metrics 9090) on its own address; node 1 is the
 // static bootstrap peer of all. The test process reaches every node through the cluster's host link.
-import { mkdir } from 'node:fs/promises'
+//
+// With `image`, each daemon runs the way the container image runs it (see the Dockerfile): the esbuild bundle in an
+// /app-like directory, the ENTRYPOINT's node flags, only the image's environment, and inside a memory cgroup of its
+// own with the pod's limit (./cgroup.ts), so Node sizes its heap from that limit as it does in a pod.
+import { cp, mkdir, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createMemoryCgroup, joinCgroupCommand, memoryCgroupOf, requireMemoryCgroupV1, type MemoryCgroup } from './cgroup.ts'
 import { startContainerd, type ContainerdInstance } from './containerd.ts'
 import { createCluster, type NetnsCluster, type NetnsMember } from './netns.ts'
 import { run, startProcess, waitFor, type ProcessHandle } from './process.ts'
 import { startRegistry, type RegistryHandle } from './registry.ts'
 import { cliPath, runSpegel } from './spegel.ts'
+import { makeTempDir, type TempDir } from './tmp.ts'
 import { requireKnownTool } from './tools.ts'
 
 export const registryPort = 5000
@@ -75,6 +82,8 @@ export interface SpegelNode {
   stopDaemon: () => Promise<void>
   /** SIGKILL by PID, no goodbye to the DHT. */
   killDaemon: () => Promise<void>
+  /** With the `image` option: the memory cgroup every incarnation of this node's daemon runs in. */
+  readonly cgroup: MemoryCgroup | undefined
 }
 
 export interface SpegelCluster {
@@ -101,15 +110,131 @@ export interface StartSpegelClusterOptions {
   onLog?: (node: SpegelNode, record: DaemonLogRecord) => void
   /** Kept log records per node (default 20 000; oldest dropped). */
   maxLogRecords?: number
+  /** Called with every line a daemon writes (stdout and stderr, JSON or not: crashes print plain text). */
+  onOutput?: (node: SpegelNode, line: string, stream: 'stdout' | 'stderr') => void
+  /** Run each daemon as the container image does (bundle, ENTRYPOINT flags, image env, memory cgroup). */
+  image?: ImageRuntimeOptions
+}
+
+export interface ImageRuntimeOptions {
+  /** Limit of each daemon's own memory cgroup, bytes: the chart's default `128Mi` is 134217728. */
+  memoryLimitBytes: number
+  /** RLIMIT_NOFILE of the daemon (up to the hard limit where it cannot be raised; see joinCgroupCommand). */
+  nofile?: number
+  /**
+   * Give each node its own copy of the node binary, as each node of a cluster has its own image (default true). The
+   * binary's pages in memory (about 45 MiB of RSS) are then charged to that daemon's cgroup, as in a pod, instead of
+   * to whichever process touched the shared file first (the test runner runs the same binary).
+   */
+  privateNodeBinary?: boolean
+  /** A checkout (with node_modules) whose Dockerfile and sources make the image; default this working tree. */
+  root?: string
+}
+
+/** The daemon as the image ships it, built from this working tree. */
+export interface ImageApp {
+  /** A private copy of the image's /app: package.json and dist/ (bundle modules and protos). */
+  readonly appDir: string
+  /** `<appDir>/dist/spegel.mjs`. */
+  readonly bundle: string
+  /** The node flags of the Dockerfile's ENTRYPOINT (between the node binary and the bundle). */
+  readonly nodeFlags: readonly string[]
+  /** The environment the image sets (the final stage's ENV, ARG defaults substituted) plus the base image's PATH. */
+  readonly env: Readonly<Record<string, string>>
+  /** `NODE FLAGS BUNDLE ARGS…`; NODE (the image's /nodejs/bin/node) defaults to this process's Node 24. */
+  argv: (args: readonly string[], node?: string) => string[]
+  cleanup: () => Promise<void>
+}
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
+/** PATH of the distroless base image (gcr.io/distroless/nodejs24-debian12). */
+const baseImagePath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+/** The node flags and the environment of the image, read from the Dockerfile so tests follow it. */
+export async function readImageRuntime (dockerfilePath = join(repoRoot, 'Dockerfile')): Promise<{ nodeFlags: string[], env: Record<string, string> }> {
+  const text = await readFile(dockerfilePath, 'utf8')
+  // Instructions with their continuation lines joined, comments dropped.
+  const instructions: string[] = []
+  let current = ''
+  for (const raw of text.split('\n')) {
+    const line = raw.trimEnd()
+    if (current === '' && (line.trimStart().startsWith('#') || line.trim() === '')) continue
+    if (line.endsWith('\\')) { current += line.slice(0, -1) + ' '; continue }
+    instructions.push(current + line)
+    current = ''
+  }
+  if (current !== '') instructions.push(current)
+  const lastFrom = instructions.findLastIndex((i) => /^FROM\s/i.test(i))
+  const final = instructions.slice(lastFrom + 1)
+  const entry = final.findLast((i) => /^ENTRYPOINT\s/i.test(i))
+  const m = entry === undefined ? null : /^ENTRYPOINT\s+(\[.*\])\s*$/i.exec(entry)
+  if (m === null) throw new Error(`${dockerfilePath}: the final stage has no exec-form ENTRYPOINT`)
+  const argv = JSON.parse(m[1] as string) as string[]
+  if (argv.length < 2 || !/\/node$/.test(argv[0] ?? '') || !/\/dist\/spegel\.mjs$/.test(argv.at(-1) ?? '')) {
+    throw new Error(`${dockerfilePath}: ENTRYPOINT is not [node, ...flags, .../dist/spegel.mjs]: ${m[1]}`)
+  }
+  const args = new Map<string, string>()
+  const env: Record<string, string> = { PATH: baseImagePath }
+  for (const instruction of final) {
+    const [, kind, rest] = /^(ARG|ENV)\s+(.*)$/i.exec(instruction) ?? []
+    if (kind === undefined || rest === undefined) continue
+    for (const token of rest.trim().split(/\s+/)) {
+      const eq = token.indexOf('=')
+      if (eq <= 0) continue
+      const key = token.slice(0, eq)
+      const value = token.slice(eq + 1).replace(/^"(.*)"$/, '$1').replace(/\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g, (_all, name: string) => args.get(name) ?? env[name] ?? '')
+      if (kind.toUpperCase() === 'ARG') args.set(key, value)
+      else env[key] = value
+    }
+  }
+  return { nodeFlags: argv.slice(1, -1), env }
+}
+
+/**
+ * Builds the bundle (`npm run bundle`, as the image's build stage does) and copies what the image ships into a private
+ * directory, so a rebuild of dist/ by anyone else while the daemons run cannot change the modules they load lazily.
+ */
+export async function prepareImageApp (root: string = repoRoot): Promise<ImageApp> {
+  const { nodeFlags, env } = await readImageRuntime(join(root, 'Dockerfile'))
+  await run('npm', ['run', 'bundle'], { cwd: root, timeoutMs: 180_000 })
+  const tmp: TempDir = await makeTempDir('spegel-image-app')
+  try {
+    const appDir = join(tmp.path, 'app')
+    const dist = join(root, 'dist')
+    await mkdir(join(appDir, 'dist'), { recursive: true })
+    await cp(join(root, 'package.json'), join(appDir, 'package.json'))
+    // What the Dockerfile copies: dist/spegel.mjs, dist/spegel-*.mjs, dist/spegel.LEGAL.txt and dist/proto.
+    for (const name of await readdir(dist)) {
+      if (name === 'spegel.mjs' || (name.startsWith('spegel-') && name.endsWith('.mjs')) || name === 'spegel.LEGAL.txt' || name === 'proto') {
+        await cp(join(dist, name), join(appDir, 'dist', name), { recursive: true })
+      }
+    }
+    const bundle = join(appDir, 'dist', 'spegel.mjs')
+    await readFile(bundle)
+    return {
+      appDir,
+      bundle,
+      nodeFlags,
+      env,
+      argv: (args, node = process.execPath) => [node, ...nodeFlags, bundle, ...args],
+      cleanup: tmp.cleanup,
+    }
+  } catch (err) {
+    await tmp.cleanup()
+    throw err
+  }
 }
 
 /** Starts the cluster; on failure stops whatever was started and rethrows. */
 export async function startSpegelCluster (options: StartSpegelClusterOptions = {}): Promise<SpegelCluster> {
   for (const tool of ['containerd', 'ctr', 'docker-registry', 'skopeo', 'ip', 'tc'] as const) requireKnownTool(tool)
+  if (options.image !== undefined) requireMemoryCgroupV1()
   const count = options.nodes ?? 3
   const net = await createCluster({ nodes: count, prefix: options.prefix ?? 'spegel' })
   const nodes: NodeImpl[] = []
+  const cgroups: MemoryCgroup[] = []
   let upstream: RegistryHandle | undefined
+  let app: ImageApp | undefined
   let stopped = false
   const stop = async (): Promise<void> => {
     if (stopped) return
@@ -118,8 +243,14 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
     await Promise.allSettled(nodes.map(async (n) => { await n.containerd.stop() }))
     await upstream?.stop().catch(() => {})
     await net.destroy()
+    await app?.cleanup().catch(() => {})
+    // Last, once every daemon has exited: a cgroup can only be removed empty. A leak is reported, not hidden.
+    const removals = await Promise.allSettled(cgroups.map(async (c) => { await c.remove() }))
+    const failed = removals.flatMap((r) => r.status === 'rejected' ? [r.reason as Error] : [])
+    if (failed.length > 0) throw new AggregateError(failed, `cluster stopped, but ${failed.length} cgroup(s) could not be removed: ${failed.map((e) => e.message).join('; ')}`)
   }
   try {
+    if (options.image !== undefined) app = await prepareImageApp(options.image.root)
     const up = net.upstream
     if (up === undefined) throw new Error('the cluster has no upstream namespace')
     upstream = await startRegistry({ host: up.ip, port: registryPort, netns: up.netns })
@@ -129,6 +260,23 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
     const bootstrap = `/ip4/${first.ip}/tcp/${routerPort}`
     for (const [i, member] of net.nodes.entries()) {
       const containerd = await startContainerd({ prefix: [requireKnownTool('ip'), 'netns', 'exec', member.netns] })
+      let image: NodeInit['image']
+      if (options.image !== undefined && app !== undefined) {
+        const cgroup = await createMemoryCgroup({ limitBytes: options.image.memoryLimitBytes, prefix: `${options.prefix ?? 'spegel'}-n${i + 1}` })
+        cgroups.push(cgroup)
+        let node: string | undefined
+        if (options.image.privateNodeBinary ?? true) {
+          // Where the image has it; inside the node's own directory, removed with it.
+          node = join(containerd.dir, 'nodejs', 'bin', 'node')
+          await mkdir(join(containerd.dir, 'nodejs', 'bin'), { recursive: true })
+          await cp(process.execPath, node)
+          // Out of the page cache again (written back, then dropped), so the pages the daemon runs are read in by it
+          // and charged to its cgroup, as the binary of a freshly pulled image is.
+          await run('sync', [node])
+          await run('dd', [`if=${node}`, 'iflag=nocache', 'count=0', 'status=none'])
+        }
+        image = { app, cgroup, ...(node !== undefined ? { node } : {}), ...(options.image.nofile !== undefined ? { nofile: options.image.nofile } : {}) }
+      }
       const node = new NodeImpl(i + 1, member, containerd, {
         logLevel: options.logLevel ?? 'INFO',
         bootstrapPeers: [bootstrap],
@@ -136,6 +284,8 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
         args: ['--mirrored-registries', upstreamRef.url, ...(options.daemonArgs ?? [])],
         maxLogRecords: options.maxLogRecords ?? 20_000,
         ...(options.onLog !== undefined ? { onLog: options.onLog } : {}),
+        ...(options.onOutput !== undefined ? { onOutput: options.onOutput } : {}),
+        ...(image !== undefined ? { image } : {}),
       })
       nodes.push(node)
       await runSpegel([
@@ -176,6 +326,8 @@ interface NodeInit {
   args: string[]
   maxLogRecords: number
   onLog?: (node: SpegelNode, record: DaemonLogRecord) => void
+  onOutput?: (node: SpegelNode, line: string, stream: 'stdout' | 'stderr') => void
+  image?: { app: ImageApp, cgroup: MemoryCgroup, node?: string, nofile?: number }
 }
 
 class NodeImpl implements SpegelNode {
@@ -204,6 +356,7 @@ class NodeImpl implements SpegelNode {
   get ip (): string { return this.net.ip }
   get daemon (): ProcessHandle | undefined { return this.proc }
   get peerId (): string | undefined { return this.id }
+  get cgroup (): MemoryCgroup | undefined { return this.init.image?.cgroup }
 
   logs (): DaemonLogRecord[] {
     return [...this.records]
@@ -254,7 +407,7 @@ class NodeImpl implements SpegelNode {
     const dataDir = join(this.containerd.dir, 'spegel-data')
     await mkdir(dataDir, { recursive: true })
     const args = [
-      cliPath, 'registry',
+      'registry',
       `--log-level=${this.init.logLevel}`,
       `--registry-addr=${this.ip}:${registryPort}`,
       `--metrics-addr=${this.ip}:${metricsPort}`,
@@ -268,10 +421,18 @@ class NodeImpl implements SpegelNode {
       ...(options.bootstrapPeers ?? this.init.bootstrapPeers).map((p) => `--static-bootstrap-peers=${p}`),
       ...this.init.args,
     ]
-    const proc = await startProcess(process.execPath, args, {
+    const image = this.init.image
+    // As the image: `node FLAGS /app/dist/spegel.mjs registry …` with only the image's environment, in the cgroup.
+    const [cmd, ...argv] = image === undefined
+      ? [process.execPath, cliPath, ...args]
+      : joinCgroupCommand(image.cgroup, image.app.argv(args, image.node), { env: { ...image.app.env }, ...(image.nofile !== undefined ? { nofile: image.nofile } : {}) })
+    const proc = await startProcess(cmd as string, argv, {
       netns: this.netns,
       name: `spegel-${this.name}`,
-      onLine: (line) => { this.onLine(line) },
+      onLine: (line, stream) => {
+        this.init.onOutput?.(this, line, stream)
+        this.onLine(line)
+      },
     })
     this.proc = proc
     try {
@@ -281,6 +442,11 @@ class NodeImpl implements SpegelNode {
         await res.body?.cancel()
         return res.status === 200 && this.id !== undefined
       }, { timeoutMs: 30_000, intervalMs: 100, what: `${this.name} spegel /readyz`, context: () => proc.output() })
+      if (image !== undefined) {
+        // The wrapper execs in place, so this PID is node's; it must be charged to the node's cgroup.
+        const joined = await memoryCgroupOf(proc.pid)
+        if (joined !== `/${image.cgroup.name}`) throw new Error(`${this.name}: the daemon (pid ${proc.pid}) is in memory cgroup ${String(joined)}, not /${image.cgroup.name}`)
+      }
     } catch (err) {
       await proc.stop('SIGKILL')
       throw err
