@@ -264,6 +264,8 @@ class Monitor {
   private inflightBusy = false
   private closed = false
   private readonly watched = new Set<ProcessHandle>()
+  /** The phase in which the sampler first found a daemon gone (its exit is reported up to a second later). */
+  private readonly diedIn = new Map<number, string>()
 
   constructor (nodes: readonly SpegelNode[]) {
     this.nodes = nodes
@@ -289,8 +291,9 @@ class Monitor {
     void proc.waitForExit().then(async (status) => {
       if (this.closed) return
       const oomKill = (await node.cgroup?.oomControl().catch(() => undefined))?.oomKill ?? -1
-      const lastOutput = proc.output().trimEnd().split('\n').slice(-30).join('\n')
-      this.exits.push({ node: node.name, phase: this.phase, pid: proc.pid, status, oomKill, lastOutput })
+      // A crash prints a line of minified bundle: keep lines short.
+      const lastOutput = proc.output().trimEnd().split('\n').slice(-30).map((l) => l.length > 300 ? `${l.slice(0, 300)}…` : l).join('\n')
+      this.exits.push({ node: node.name, phase: this.diedIn.get(proc.pid) ?? this.phase, pid: proc.pid, status, oomKill, lastOutput })
     })
   }
 
@@ -305,6 +308,11 @@ class Monitor {
         try {
           status = await readFile(`/proc/${pid}/status`, 'utf8')
         } catch {
+          if (!this.diedIn.has(pid)) this.diedIn.set(pid, this.phase)
+          return
+        }
+        if (/^State:\s+Z/m.test(status)) {
+          if (!this.diedIn.has(pid)) this.diedIn.set(pid, this.phase)
           return
         }
         const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0)
@@ -410,14 +418,19 @@ describe('never down, never over its memory limit: 3 daemons as the image runs t
    * started again (so the next phases still run and report), and the phase fails with the evidence.
    */
   const checkAfterPhase = async (t: TestContext, phase: string): Promise<void> => {
-    // A crash may take a moment to be noticed (the last requests of a phase race the process's exit).
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    const pause = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+    // A crash may take a moment to happen (the daemon handles the last hang-ups of a phase after they are made).
+    await pause(300)
+    // 30 s for 60 MB on loopback: a daemon that is alive but cannot serve in that time is down for its clients.
+    const downloads = await Promise.all([local, proxied].map(async (blob) => ({ blob, d: await download(n1.ip, blob.path, { timeoutMs: 30_000 }) })))
+    await pause(300)
     const dead = nodes.filter((n) => n.daemon === undefined || n.daemon.exitStatus !== undefined || !isPidAlive(n.daemon.pid))
     const evidence: string[] = []
     if (dead.length > 0) {
-      await waitFor(() => monitor.exits.filter((e) => e.phase === phase).length >= dead.length, { timeoutMs: 5000 }).catch(() => {})
-      for (const e of monitor.exits.filter((x) => x.phase === phase)) {
-        evidence.push(`${e.node} (pid ${e.pid}) exited during phase ${phase}: code ${String(e.status.code)}, signal ${String(e.status.signal)}, cgroup oom_kill ${e.oomKill}; its last output:\n${e.lastOutput}`)
+      const deadPids = new Set(dead.map((n) => n.daemon?.pid))
+      await waitFor(() => monitor.exits.filter((e) => deadPids.has(e.pid)).length >= dead.length, { timeoutMs: 5000 }).catch(() => {})
+      for (const e of monitor.exits.filter((x) => deadPids.has(x.pid))) {
+        evidence.push(`${e.node} (pid ${e.pid}) exited during phase ${e.phase}: code ${String(e.status.code)}, signal ${String(e.status.signal)}, cgroup oom_kill ${e.oomKill}; its last output:\n${e.lastOutput}`)
       }
       for (const node of dead) {
         const live = nodes.find((n) => !dead.includes(n))
@@ -427,9 +440,8 @@ describe('never down, never over its memory limit: 3 daemons as the image runs t
       }
       await cluster.waitServable(n1, proxied.repository, 'blobs', proxied.digest, { timeoutMs: 60_000 })
     }
-    assert.deepEqual(evidence, [], `no daemon may exit during phase ${phase}`)
-    for (const blob of [local, proxied]) {
-      const d = await download(n1.ip, blob.path)
+    assert.deepEqual(evidence, [], `no daemon may exit during phase ${phase} or the check after it`)
+    for (const { blob, d } of downloads) {
       assert.equal(d.status, 200, `after phase ${phase}: node 1 answers the ${blob.kind} blob with 200 (${d.error ?? ''})`)
       assert.ok(d.complete, `after phase ${phase}: the ${blob.kind} blob arrives whole (${d.bytes} of ${blob.size} bytes; ${d.error ?? ''})`)
       assert.equal(`sha256:${d.sha256}`, blob.digest, `after phase ${phase}: the ${blob.kind} blob has the right bytes`)
@@ -490,8 +502,9 @@ describe('never down, never over its memory limit: 3 daemons as the image runs t
         `memory-limit stress: ${mib(memoryLimit)} MiB cgroup per daemon; layers ${local?.size ?? '?'} B (local on node 1) and ${proxied?.size ?? '?'} B (proxied from nodes 2 and 3)`,
         monitor.table(),
         ...nodes.map((n, i) => `${n.name}: VmHWM ${mib((monitor.hwmKiB[i] ?? 0) * 1024)} MiB, oom_kill ${oom[i]?.oomKill ?? '?'}, failcnt ${failcnt[i] ?? '?'}, exits ${monitor.exits.filter((e) => e.node === n.name).map((e) => `${e.phase}:${String(e.status.code)}/${String(e.status.signal)}`).join(',') || 'none'}`),
-        `daemon output outside the JSON log: ${plainLines.length} lines, ${plainLines.filter((l) => /unhandled|uncaught/i.test(l.line)).length} mentioning unhandled/uncaught` +
-          (plainLines.length > 0 ? `; first: ${plainLines.slice(0, 5).map((l) => `${l.node}: ${l.line}`).join(' | ')}` : ''),
+        // A crash prints its error outside the JSON log: "SendFileError: write failed", then the stack.
+        `daemon output outside the JSON log: ${plainLines.length} lines, ${plainLines.filter((l) => /unhandled|uncaught/i.test(l.line)).length} mentioning unhandled/uncaught; ` +
+          `error lines: ${fmtCounts(count(plainLines.filter((l) => /^\s*(\w*Error|\w+Exception)\b.{0,200}$/.test(l.line)), (l) => `${l.node} "${l.line.trim()}"`)) || 'none'}`,
         `daemon log records WARN and up: ${fmtCounts(count(warnings, (w) => `${w.node} ${w.level} "${w.msg}"`)) || 'none'}`,
       ]
       console.log(lines.join('\n'))
@@ -741,19 +754,24 @@ describe('never down, never over its memory limit: 3 daemons as the image runs t
     assert.deepEqual(notRight.map((a) => `round ${a.round} ${a.label}: ${a.verdict} ${a.detail}`), [], `once the liar is caught, node 1 serves the right bytes (from ${honest.name})`)
   })
 
-  it('no daemon ever exited or was OOM-killed, and every one stayed under its memory limit', async (t) => {
+  // Three separate verdicts, so one does not hide another.
+  it('no daemon ever exited', () => {
     const exits = monitor.exits.map((e) => `${e.node} exited in phase ${e.phase} (code ${String(e.status.code)}, signal ${String(e.status.signal)}, oom_kill ${e.oomKill})`)
-    for (const [i, node] of nodes.entries()) {
-      const oom = await node.cgroup?.oomControl()
-      t.diagnostic(`${node.name}: peak RSS (VmHWM) ${mib((monitor.hwmKiB[i] ?? 0) * 1024)} MiB of ${mib(memoryLimit)} MiB; oom_kill ${oom?.oomKill}`)
-    }
     assert.deepEqual(exits, [], 'no daemon exited')
+  })
+
+  it('no daemon was ever OOM-killed (memory.oom_control of each cgroup)', async () => {
+    const kills = await Promise.all(nodes.map(async (n) => `${n.name} ${(await n.cgroup?.oomControl())?.oomKill}`))
+    assert.deepEqual(kills, nodes.map((n) => `${n.name} 0`))
+  })
+
+  it('every daemon\'s peak RSS (VmHWM, all incarnations) stayed under the 128 MiB limit', (t) => {
+    for (const [i, node] of nodes.entries()) t.diagnostic(`${node.name}: peak RSS (VmHWM) ${mib((monitor.hwmKiB[i] ?? 0) * 1024)} MiB of ${mib(memoryLimit)} MiB`)
     for (const [i, node] of nodes.entries()) {
-      const oom = await node.cgroup?.oomControl()
-      assert.equal(oom?.oomKill, 0, `${node.name} was never OOM-killed`)
       const hwm = (monitor.hwmKiB[i] ?? 0) * 1024
       assert.ok(hwm > 0, `${node.name}'s RSS was sampled`)
-      assert.ok(hwm < memoryLimit, `${node.name}'s peak RSS ${mib(hwm)} MiB stays under ${mib(memoryLimit)} MiB`)
     }
+    const over = nodes.flatMap((n, i) => ((monitor.hwmKiB[i] ?? 0) * 1024 >= memoryLimit ? [`${n.name} ${mib((monitor.hwmKiB[i] ?? 0) * 1024)} MiB`] : []))
+    assert.deepEqual(over, [], `peak RSS under ${mib(memoryLimit)} MiB`)
   })
 })
