@@ -123,7 +123,7 @@ export interface ImageRuntimeOptions {
   nofile?: number
   /**
    * Give each node its own copy of the node binary, as each node of a cluster has its own image (default true). The
-   * binary's pages in memory (about 45 MiB of RSS) are then charged to that daemon's cgroup, as in a pod, instead of
+   * binary's pages in memory (about 55 MiB of the RSS) are then charged to that daemon's cgroup, as in a pod, instead of
    * to whichever process touched the shared file first (the test runner runs the same binary).
    */
   privateNodeBinary?: boolean
@@ -131,7 +131,7 @@ export interface ImageRuntimeOptions {
   root?: string
 }
 
-/** The daemon as the image ships it, built from this working tree. */
+/** The daemon as the image ships it, built from a checkout (by default this working tree). */
 export interface ImageApp {
   /** A private copy of the image's /app: package.json and dist/ (bundle modules and protos). */
   readonly appDir: string
