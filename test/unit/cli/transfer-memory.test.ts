@@ -14,8 +14,8 @@ describe('--transfer-memory', () => {
   })
 
   it('auto follows the memory limit; a size overrides it', () => {
-    assert.equal(transferMemory('auto', 128 * MiB), 24 * MiB)
-    assert.equal(transferMemory('', 256 * MiB), 88 * MiB)
+    assert.equal(transferMemory('auto', 128 * MiB), 16 * MiB)
+    assert.equal(transferMemory('', 256 * MiB), 80 * MiB)
     assert.equal(transferMemory('auto', 0), 256 * MiB, 'no limit found')
     assert.equal(transferMemory('48Mi', 128 * MiB), 48 * MiB)
   })

@@ -78,8 +78,8 @@ describe('transfer budget', () => {
   })
 
   it('is derived from the memory limit', () => {
-    assert.equal(defaultTransferBudget(128 * MiB), 24 * MiB)
-    assert.equal(defaultTransferBudget(512 * MiB), 216 * MiB)
+    assert.equal(defaultTransferBudget(128 * MiB), 16 * MiB)
+    assert.equal(defaultTransferBudget(512 * MiB), 208 * MiB)
     assert.equal(defaultTransferBudget(64 * MiB), 8 * MiB, 'never below 8 MiB')
     assert.equal(defaultTransferBudget(undefined), 256 * MiB)
     assert.equal(defaultTransferBudget(2 ** 62), 256 * MiB, 'cgroup v1 reports "no limit" as a huge number')
