@@ -12,7 +12,7 @@ import { ConnectTimeoutError, PeerBusyError, PeerConnection, PeerResponseError, 
 import { LatencyTracker, PeerSource } from './peers.ts'
 import { contentRange, resolveRange } from './range.ts'
 import { InvalidRangeError } from '../oci/errors.ts'
-import { endResponse, writeChunk } from './response.ts'
+import { endResponse, ResponseWriter } from './response.ts'
 import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
 
 /** Header that marks a request as coming from a peer: it is answered from local content only (no loops). */
@@ -460,11 +460,12 @@ export class PeerBody extends Readable {
     this.direct = true
     let failed: unknown
     const writes = new Set<Promise<void>>()
+    const writer = new ResponseWriter(res)
     try {
       for await (const chunk of this.chunks) {
         if (failed !== undefined) { chunk.release(); throw failed }
         // Every write has its handler attached now: it may fail while we wait for the peer's next chunk.
-        const write: Promise<void> = writeChunk(res, chunk.data).then(
+        const write: Promise<void> = writer.write(chunk.data).then(
           () => { chunk.release() },
           (err: unknown) => { chunk.release(); failed ??= err },
         ).finally(() => { writes.delete(write) })
@@ -479,6 +480,7 @@ export class PeerBody extends Readable {
       await Promise.all(writes)
       throw err
     } finally {
+      writer.dispose()
       this.destroy()
     }
   }

@@ -15,18 +15,53 @@ export class ClientGoneError extends Error {
   }
 }
 
+/**
+ * Writes chunks to one response. Each write resolves once the socket has taken the chunk (its buffer may then be
+ * reused) and rejects with ClientGoneError once the response has closed; one 'close' listener serves every write, so
+ * the cost per chunk is one promise.
+ */
+export class ResponseWriter {
+  private readonly res: ServerResponse
+  private readonly waiting = new Set<(err: Error) => void>()
+  private gone = false
+  private readonly onClose = (): void => {
+    if (this.res.writableFinished) return
+    this.gone = true
+    for (const reject of this.waiting) reject(new ClientGoneError())
+    this.waiting.clear()
+  }
+
+  constructor (res: ServerResponse) {
+    this.res = res
+    res.once('close', this.onClose)
+  }
+
+  async write (chunk: Buffer): Promise<void> {
+    if (this.gone || this.res.destroyed || this.res.writableEnded) throw new ClientGoneError()
+    await new Promise<void>((resolve, reject) => {
+      this.waiting.add(reject)
+      this.res.write(chunk, (err) => {
+        this.waiting.delete(reject)
+        if (err == null) resolve()
+        else reject(new ClientGoneError('write to client failed', { cause: err }))
+      })
+    })
+  }
+
+  /** Stops listening; call when done with the response. */
+  dispose (): void {
+    this.res.off('close', this.onClose)
+  }
+}
+
 /** Resolves once the socket has taken `chunk`; rejects with ClientGoneError if the response closes first. */
 export async function writeChunk (res: ServerResponse, chunk: Buffer): Promise<void> {
-  if (res.destroyed || res.writableEnded) throw new ClientGoneError()
-  await new Promise<void>((resolve, reject) => {
-    const onClose = (): void => { reject(new ClientGoneError()) }
-    res.once('close', onClose)
-    res.write(chunk, (err) => {
-      res.off('close', onClose)
-      if (err == null) resolve()
-      else reject(new ClientGoneError('write to client failed', { cause: err }))
-    })
-  })
+  const writer = new ResponseWriter(res)
+  try {
+    await writer.write(chunk)
+  } finally {
+    writer.dispose()
+  }
 }
 
 /** Ends the response; resolves when it has finished, rejects with ClientGoneError if it closed before that. */

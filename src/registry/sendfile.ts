@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import type { ServerResponse } from 'node:http'
 import { chunkSize, takeBuffer, giveBuffer } from './buffers.ts'
-import { endResponse, noop, writeChunk } from './response.ts'
+import { endResponse, noop, ResponseWriter, writeChunk } from './response.ts'
 
 /** A read failed while sending a file, or the file was shorter than expected; the response is cut short. */
 export class SendFileError extends Error {
@@ -39,6 +39,7 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
     return
   }
   const buffers = [takeBuffer(), takeBuffer()]
+  const writer = new ResponseWriter(res)
   // The write the socket has not confirmed yet. It always has a handler attached: it can reject (client gone) while
   // the loop awaits a file read, and a rejection nobody listens to at that moment ends the process.
   let pending: Promise<void> = Promise.resolve()
@@ -57,8 +58,8 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
       await pending
       position += bytesRead
       free[index] = false
-      pending = writeChunk(res, buffer.subarray(0, bytesRead)).finally(() => { free[index] = true })
-      pending.catch(noop)
+      pending = writer.write(buffer.subarray(0, bytesRead))
+      pending.then(() => { free[index] = true }, () => { free[index] = true })
     }
     await pending
     await endResponse(res)
@@ -68,6 +69,7 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
     await pending.catch(noop)
     throw err
   } finally {
+    writer.dispose()
     // A buffer whose write never completed may still be referenced by the socket: it is left to the GC.
     for (const [k, b] of buffers.entries()) if (free[k] === true) giveBuffer(b)
   }
