@@ -377,12 +377,11 @@ export class PeerMirror implements Mirror {
             if (from >= to) {
               chunk.release()
             } else {
-              if (pending !== undefined) {
-                const out = pending
-                pending = undefined
-                yield out
-              }
+              // The new chunk is withheld before the previous one is handed out: if the consumer stops at this
+              // yield, `finally` must find it to give its buffer back.
+              const out = pending
               pending = { data: from === 0 && to === piece.length ? piece : piece.subarray(from, to), release: chunk.release }
+              if (out !== undefined) yield out
             }
             if (offset > end) break
           }

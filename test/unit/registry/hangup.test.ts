@@ -1,0 +1,119 @@
+// Clients that hang up mid-body, against the two paths that write blob bytes with reused buffers: a local file
+// (sendFileRange) and a peer-proxied blob (PeerBody.writeTo). Neither may leave a rejection unhandled (that ends the
+// daemon) nor lose a buffer (the pool's in-use count must come back to zero).
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import net from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { after, before, describe, it } from 'node:test'
+import { pino } from 'pino'
+import type { FastifyInstance } from 'fastify'
+import { MediaType } from '../../../src/oci/mediatypes.ts'
+import { bufferStats } from '../../../src/registry/buffers.ts'
+import { createRegistryApp } from '../../../src/registry/index.ts'
+import { PeerMirror } from '../../../src/registry/mirror.ts'
+import { sendFileRange } from '../../../src/registry/sendfile.ts'
+import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
+import { MemoryStore } from '../../../src/store/index.ts'
+
+const logger = pino({ level: 'silent' })
+const blob = randomBytes(24 * 1024 * 1024)
+const digest = 'sha256:' + createHash('sha256').update(blob).digest('hex')
+
+const unhandled: unknown[] = []
+const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+before(() => { process.on('unhandledRejection', onUnhandled) })
+after(() => { process.off('unhandledRejection', onUnhandled) })
+
+/** GETs `path` and hangs up after `bytes` bytes of the response (head included), by reset or by a normal close. */
+async function hangUp (port: number, host: string, path: string, bytes: number, reset: boolean): Promise<void> {
+  const socket = net.connect({ host, port })
+  socket.on('error', () => {})
+  await new Promise<void>((resolve) => {
+    let got = 0
+    socket.on('data', (d: Buffer) => {
+      got += d.length
+      if (got >= bytes) { if (reset) socket.resetAndDestroy(); else socket.destroy(); resolve() }
+    })
+    socket.on('close', () => { resolve() })
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`)
+  })
+}
+
+async function waitForBuffersBack (): Promise<void> {
+  for (let i = 0; i < 100 && bufferStats().inUse !== 0; i++) await sleep(20)
+  assert.equal(bufferStats().inUse, 0, `every transfer buffer went back to the pool (${JSON.stringify(bufferStats())})`)
+}
+
+describe('clients hanging up mid-body', () => {
+  it('a local file: no unhandled rejection, no lost buffer, and the next client gets every byte', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'spegel-hangup-'))
+    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const path = join(dir, 'blob')
+    await writeFile(path, blob)
+    const failures: Error[] = []
+    const server = http.createServer((_req, res) => {
+      void (async () => {
+        const file = await open(path)
+        try {
+          res.writeHead(200, { 'content-length': String(blob.length) })
+          await sendFileRange(file, 0, blob.length - 1, res)
+        } catch (err) {
+          failures.push(err as Error)
+        } finally {
+          await file.close()
+        }
+      })()
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.after(async () => { server.closeAllConnections(); await new Promise((resolve) => server.close(resolve)) })
+    const port = (server.address() as AddressInfo).port
+    await Promise.all(Array.from({ length: 40 }, async (_, i) => { await hangUp(port, '127.0.0.1', '/', 1000 + i * 150_000, i % 2 === 0) }))
+    await waitForBuffersBack()
+    assert.deepEqual(unhandled, [])
+    assert.ok(failures.length >= 30, `${failures.length} transfers saw their client go away`)
+    for (const err of failures) assert.equal(err.name, 'ClientGoneError', err.message)
+    const res = await fetch(`http://127.0.0.1:${port}/`)
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), blob)
+  })
+
+  describe('a peer-proxied blob', () => {
+    let peer: FastifyInstance
+    let node: FastifyInstance
+    let mirror: PeerMirror
+    let port = 0
+    before(async () => {
+      const store = new MemoryStore()
+      store.addBlob(blob, MediaType.ociLayerGzip)
+      const network = new MemoryNetwork()
+      await new MemoryRouter(network, { id: 'peer', addresses: ['127.0.201.2'] }).advertise([digest])
+      peer = createRegistryApp({ store, logger })
+      await peer.listen({ host: '127.0.201.2', port: 0 })
+      port = (peer.server.address() as AddressInfo).port
+      mirror = new PeerMirror({ router: new MemoryRouter(network, { id: 'node', addresses: ['127.0.201.1'] }), registryPort: port, logger, resolveTimeoutMs: 50 })
+      node = createRegistryApp({ store: new MemoryStore(), logger, mirror })
+      await node.listen({ host: '127.0.201.1', port })
+    })
+    after(async () => {
+      mirror.close()
+      await node.close()
+      await peer.close()
+    })
+
+    it('no unhandled rejection, no lost buffer, and the next client gets every byte', async () => {
+      const path = `/v2/library/app/blobs/${digest}?ns=docker.io`
+      await Promise.all(Array.from({ length: 40 }, async (_, i) => { await hangUp(port, '127.0.201.1', path, 1000 + i * 150_000, i % 2 === 1) }))
+      await waitForBuffersBack()
+      assert.deepEqual(unhandled, [])
+      const res = await fetch(`http://127.0.201.1:${port}${path}`)
+      assert.equal(res.status, 200)
+      assert.deepEqual(Buffer.from(await res.arrayBuffer()), blob)
+      await waitForBuffersBack()
+    })
+  })
+})
