@@ -31,3 +31,10 @@ fi
 export PATH="$NODE_DIR/node_modules/node/bin:$PATH"
 echo "setup: node $(node --version), npm $(npm --version)" >&2
 npm ci --silent --no-audit --no-fund >&2
+
+# Extra test tooling (Go test peers, helm, …): each part installs itself from its own script, idempotently.
+for part in .ci/setup.d/*.sh; do
+  [ -e "$part" ] || continue
+  echo "setup: $(basename "$part")" >&2
+  bash "$part"
+done
