@@ -14,9 +14,9 @@ export interface BasicAuth {
  *
  * - Both files absent (or both empty) ⇒ `undefined`: auth is disabled.
  * - Only `username` ⇒ the password is empty; only `password` ⇒ the username is empty.
- * - One trailing line break (`\n` or `\r\n`) is removed from each value. Spegel uses the bytes as they are; a secret
- *   created with `kubectl create secret --from-file` from a file written by an editor ends with `\n`, which would
- *   silently become part of the password. Only a single line break is removed, so deliberate whitespace survives.
+ * - The files' bytes are used as they are, trailing line breaks included, exactly as Spegel does: a Go node and a
+ *   TypeScript node reading the same secret must send and expect the same header. Each byte becomes one character
+ *   (latin1), so any bytes survive the round trip into the header (basicAuthHeaderValue encodes them back).
  */
 export async function readBasicAuth (dir: string = defaultBasicAuthDir, options: { signal?: AbortSignal } = {}): Promise<BasicAuth | undefined> {
   const username = await readOptional(join(dir, 'username'), options.signal)
@@ -29,8 +29,7 @@ export async function readBasicAuth (dir: string = defaultBasicAuthDir, options:
 
 async function readOptional (path: string, signal: AbortSignal | undefined): Promise<string | undefined> {
   try {
-    const text = await readFile(path, { encoding: 'utf8', signal })
-    return text.replace(/\r?\n$/, '')
+    return await readFile(path, { encoding: 'latin1', signal })
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       return undefined
@@ -41,5 +40,5 @@ async function readOptional (path: string, signal: AbortSignal | undefined): Pro
 
 /** The `Authorization` header value for a credential: `Basic base64(username:password)`. */
 export function basicAuthHeaderValue (auth: BasicAuth): string {
-  return `Basic ${Buffer.from(`${auth.username}:${auth.password}`, 'utf8').toString('base64')}`
+  return `Basic ${Buffer.from(`${auth.username}:${auth.password}`, 'latin1').toString('base64')}`
 }

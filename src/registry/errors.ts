@@ -1,9 +1,10 @@
 // The error JSON the OCI distribution spec defines: {"errors":[{"code","message","detail"}]}. Errors from the rest of
 // the program are mapped to it only here, at the HTTP edge.
 
+/** The spec's codes for 4xx answers (a 4xx JSON body must use one of these), and UNAVAILABLE for 5xx only. */
 export type OciErrorCode =
   | 'BLOB_UNKNOWN' | 'DIGEST_INVALID' | 'MANIFEST_UNKNOWN' | 'MANIFEST_INVALID' | 'NAME_INVALID' | 'NAME_UNKNOWN'
-  | 'TAG_INVALID' | 'RANGE_INVALID' | 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED' | 'TOOMANYREQUESTS' | 'UNAVAILABLE'
+  | 'SIZE_INVALID' | 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED' | 'TOOMANYREQUESTS' | 'UNAVAILABLE'
 
 /** An error answered to the HTTP client with an OCI error body. */
 export class RegistryError extends Error {

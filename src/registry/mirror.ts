@@ -108,7 +108,7 @@ export class PeerMirror implements Mirror {
       ...init,
     }
     this.auth = init.basicAuth !== undefined
-      ? 'Basic ' + Buffer.from(`${init.basicAuth.username}:${init.basicAuth.password}`).toString('base64')
+      ? 'Basic ' + Buffer.from(`${init.basicAuth.username}:${init.basicAuth.password}`, 'latin1').toString('base64')
       : undefined
   }
 
@@ -137,7 +137,7 @@ export class PeerMirror implements Mirror {
         } catch (err) {
           first.res.destroy()
           if (!(err instanceof InvalidRangeError)) throw err
-          throw new RegistryError(416, 'RANGE_INVALID', err.message, { headers: { 'content-range': `bytes */${size}` } })
+          throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { 'content-range': `bytes */${size}` } })
         }
       }
       const partial = request.range !== undefined

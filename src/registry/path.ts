@@ -40,7 +40,8 @@ export function parseDistributionPath (rawUrl: string): DistributionPath | undef
   const registry = parseNs(query)
   const path: DistributionPath = { kind: kind as DistributionPath['kind'], repository, registry }
   if (kind === 'manifests' && !reference.includes(':')) {
-    if (!isValidTag(reference)) throw new RegistryError(400, 'TAG_INVALID', 'invalid tag')
+    // No manifest can have this name (the OCI spec answers a manifest GET only with 200 or 404).
+    if (!isValidTag(reference)) throw new RegistryError(404, 'MANIFEST_UNKNOWN', `invalid tag ${JSON.stringify(reference.slice(0, 140))}: tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`)
     path.tag = reference
     return path
   }

@@ -56,8 +56,8 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
   })
   // Bounds idle connections whatever clients do (see connections.ts).
   void new ConnectionLimits(app.server, { ...init.connections, ...(init.metrics !== undefined ? { metrics: init.metrics } : {}) })
-  const authHeader = init.basicAuth !== undefined
-    ? Buffer.from('Basic ' + Buffer.from(`${init.basicAuth.username}:${init.basicAuth.password}`).toString('base64'))
+  const expectedAuth = init.basicAuth !== undefined
+    ? { username: Buffer.from(init.basicAuth.username, 'latin1'), password: Buffer.from(init.basicAuth.password, 'latin1') }
     : undefined
 
   // Body parsing is never needed (the API is read-only); refuse writes before any body is read.
@@ -87,7 +87,7 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
     let triedPeers = false
     reply.header('docker-distribution-api-version', 'registry/2.0')
     try {
-      checkAuth(req, authHeader)
+      checkAuth(req, expectedAuth)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         throw new RegistryError(405, 'UNSUPPORTED', `${req.method} is not supported: this registry is read-only`, { headers: { allow: 'GET, HEAD' } })
       }
@@ -215,12 +215,29 @@ async function isReady (init: RegistryInit): Promise<boolean> {
   }
 }
 
-function checkAuth (req: FastifyRequest, expected: Buffer | undefined): void {
+/**
+ * Checks Basic credentials as Go's Request.BasicAuth does for Spegel: the scheme `Basic ` in any case, strict base64,
+ * user and password split at the first colon, each compared in constant time with the secret's bytes.
+ */
+function checkAuth (req: FastifyRequest, expected: { username: Buffer, password: Buffer } | undefined): void {
   if (expected === undefined) return
-  const got = Buffer.from(req.headers.authorization ?? '')
-  if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
+  const given = parseBasicAuth(req.headers.authorization)
+  const same = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b)
+  if (given === undefined || !(same(given.username, expected.username) && same(given.password, expected.password))) {
     throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials', { headers: { 'www-authenticate': 'Basic realm="spegel"' } })
   }
+}
+
+function parseBasicAuth (header: string | undefined): { username: Buffer, password: Buffer } | undefined {
+  const prefix = 'basic '
+  if (header === undefined || header.length < prefix.length || header.slice(0, prefix.length).toLowerCase() !== prefix) return undefined
+  const encoded = header.slice(prefix.length)
+  // Node's decoder skips characters outside the alphabet; Go's StdEncoding refuses them, and so do we.
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(encoded)) return undefined
+  const decoded = Buffer.from(encoded, 'base64')
+  const colon = decoded.indexOf(0x3a)
+  if (colon === -1) return undefined
+  return { username: decoded.subarray(0, colon), password: decoded.subarray(colon + 1) }
 }
 
 /** Aborts when the response closes before it finished: the client went away, so stop waiting or asking peers. */
@@ -250,13 +267,19 @@ async function reserve (budget: TransferBudget | undefined, reply: FastifyReply,
   else reply.raw.once('close', lease.release)
 }
 
+/**
+ * The request's byte range. A Range header this registry does not serve (another unit, several ranges, a malformed
+ * one) is ignored and the whole blob is sent with 200, as RFC 9110 allows and the OCI spec expects; only a
+ * well-formed range beyond the blob is refused (416, see serveLocal and PeerMirror.fetch).
+ */
 function rangeOf (req: FastifyRequest): ByteRangeSpec | undefined {
   const header = req.headers.range
   if (header === undefined) return undefined
   try {
     return parseRange(header)
   } catch (err) {
-    throw new RegistryError(416, 'RANGE_INVALID', (err as Error).message)
+    if (err instanceof InvalidRangeError) return undefined
+    throw err
   }
 }
 
@@ -316,7 +339,7 @@ async function serveLocal (
         ({ start, end } = resolveRange(rangeSpec, desc.size))
       } catch (err) {
         if (!(err instanceof InvalidRangeError)) throw err
-        throw new RegistryError(416, 'RANGE_INVALID', err.message, { headers: { 'content-range': `bytes */${desc.size}` } })
+        throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { 'content-range': `bytes */${desc.size}` } })
       }
       reply.code(206).header('content-range', contentRange({ start, end }, desc.size))
     }
