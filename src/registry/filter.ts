@@ -1,6 +1,8 @@
+import { RE2JS } from 're2js'
+import { parseMirroredRegistries } from '../containerd/hosts-url.ts'
 import type { DistributionPath } from './path.ts'
 
-/** Thrown at start-up for a filter that cannot be compiled. */
+/** Thrown at start-up for a filter that cannot be compiled. The message is one line and names the offending value. */
 export class InvalidFilterError extends Error {
   constructor (message: string) {
     super(message)
@@ -8,40 +10,59 @@ export class InvalidFilterError extends Error {
   }
 }
 
+/** One `--registry-filters` entry: a Go (RE2) regular expression. */
+export interface RegistryFilter {
+  /** The expression as given. */
+  source: string
+  /** True when the expression matches anywhere in `subject` (Go's `Regexp.MatchString`). */
+  test: (subject: string) => boolean
+}
+
 /**
- * Decides which requests are not mirrored, as Spegel's --mirrored-registries whitelist and --registry-filters do.
- * Regexes are matched against `registry/repository[:tag]` (never the digest).
+ * Compiles a filter with Go's regexp syntax, so a filter means here what it means to Spegel (go-arg compiles
+ * `[]*regexp.Regexp` with `regexp.Compile`): `(?i)` flag groups, `\A` and `\z`, `[[:alpha:]]`, `\pL`, and repeat
+ * counts up to 1000 work; lookaround and backreferences are errors. A JavaScript RegExp would fail to start on
+ * `(?i)` and silently never match `\z`.
+ */
+export function compileRegistryFilter (source: string): RegistryFilter {
+  let re: RE2JS
+  try {
+    re = RE2JS.compile(source)
+  } catch (err) {
+    // re2js reports Go's own messages ("error parsing regexp: invalid escape sequence: `\1`"); the pattern may hold a
+    // newline, which would break the one-line error.
+    const reason = (err instanceof Error ? err.message : String(err)).replaceAll('\r', '\\r').replaceAll('\n', '\\n')
+    throw new InvalidFilterError(`invalid registry filter ${JSON.stringify(source)}: ${reason} (filters are Go RE2 regular expressions: no lookaround, no backreferences)`)
+  }
+  return { source, test: (subject) => re.test(subject) }
+}
+
+/**
+ * Decides which requests are not mirrored, as Spegel's --mirrored-registries whitelist and --registry-filters do
+ * (`pkg/oci/filter.go`). Regexes are matched against `registry/repository[:tag]` (never the digest).
  */
 export class RequestFilter {
   private readonly hosts: ReadonlySet<string> | undefined
-  private readonly patterns: readonly RegExp[]
+  private readonly patterns: readonly RegistryFilter[]
 
   constructor (init: { mirroredRegistries?: readonly string[], registryFilters?: readonly string[] } = {}) {
-    const hosts = new Set<string>()
-    let wildcard = false
-    for (const entry of init.mirroredRegistries ?? []) {
-      if (entry === '_default' || entry === '*') { wildcard = true; continue }
-      try {
-        hosts.add(new URL(entry).host)
-      } catch {
-        throw new InvalidFilterError(`invalid mirrored registry ${JSON.stringify(entry)}: want a URL such as https://docker.io`)
-      }
+    let registries
+    try {
+      registries = parseMirroredRegistries(init.mirroredRegistries ?? [])
+    } catch (err) {
+      throw new InvalidFilterError(`--mirrored-registries: ${(err as Error).message}`)
     }
-    this.hosts = wildcard || hosts.size === 0 ? undefined : hosts
-    this.patterns = (init.registryFilters ?? []).map((source) => {
-      try {
-        return new RegExp(source)
-      } catch (err) {
-        throw new InvalidFilterError(`invalid registry filter ${JSON.stringify(source)}: ${(err as Error).message}`)
-      }
-    })
+    // An empty list or a wildcard entry mirrors every registry. Hosts are kept as written (no lowercasing, no
+    // default-port removal), as Go's url.URL.Host compares them against the `ns` parameter.
+    this.hosts = registries.some((r) => r.wildcard) ? undefined : new Set(registries.map((r) => r.host))
+    this.patterns = (init.registryFilters ?? []).map(compileRegistryFilter)
   }
 
   /** True when the request must not be served (answered 404 so containerd goes upstream). */
   rejects (path: DistributionPath): boolean {
     if (this.hosts !== undefined && !this.hosts.has(path.registry)) return true
     if (this.patterns.length === 0) return false
-    const subject = `${path.registry}/${path.repository}${path.tag !== undefined ? `:${path.tag}` : ''}`
+    const subject = `${path.registry}/${path.repository}${path.tag !== undefined && path.tag !== '' ? `:${path.tag}` : ''}`
     return this.patterns.some((p) => p.test(subject))
   }
 
