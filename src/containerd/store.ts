@@ -8,11 +8,12 @@ import { fingerprintMediaType, maxFingerprintSize } from '../oci/fingerprint.ts'
 import { MediaType } from '../oci/mediatypes.ts'
 import { parseImageName } from '../oci/reference.ts'
 import { NotFoundError, StoreUnavailableError } from '../store/errors.ts'
-import type { ContentStore, Descriptor, ImageRecord, ReadOptions, StoreOptions } from '../store/types.ts'
+import type { ContentStore, Descriptor, Download, ImageRecord, ReadOptions, StoreOptions } from '../store/types.ts'
 import { walkImage } from '../store/walk.ts'
 import type { MediaTypeLearner, WalkOptions } from '../store/walk.ts'
 import { ContainerdClient, grpcCode } from './client.ts'
 import type { ContainerdApi } from './client.ts'
+import { followDownload, IngestDirectory } from './ingest.ts'
 import { LruMap } from './lru.ts'
 
 export interface StoreLogger {
@@ -175,6 +176,16 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
       else this.directoryVerified = false
       return undefined
     }
+  }
+
+  /** The download of `digest` containerd has in progress, read from its ingest directory; undefined without one. */
+  async download (digest: string, options: StoreOptions = {}): Promise<Download | undefined> {
+    const d = parseDigest(digest)
+    const root = await this.contentRoot(options.signal)
+    if (root === '') return undefined
+    const active = await new IngestDirectory({ contentPath: root }).find(d.value)
+    if (active === undefined) return undefined
+    return { digest: active.digest, total: active.total, read: (o = {}) => followDownload(active, o.signal !== undefined ? { signal: o.signal } : {}) }
   }
 
   async listImages (options?: StoreOptions): Promise<ImageRecord[]> {

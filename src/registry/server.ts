@@ -6,13 +6,13 @@ import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.ts'
 import { tagReference } from '../oci/reference.ts'
-import { NotFoundError, StoreUnavailableError, type ContentStore, type Descriptor } from '../store/index.ts'
+import { NotFoundError, StoreUnavailableError, type ContentStore, type Descriptor, type Download } from '../store/index.ts'
 import { InvalidRangeError } from '../oci/errors.ts'
 import { RegistryError } from './errors.ts'
 import type { RequestFilter } from './filter.ts'
 import { identifier, parseDistributionPath, type DistributionPath } from './path.ts'
 import { contentRange, parseRange, resolveRange, type ByteRangeSpec } from './range.ts'
-import { ClientGoneError } from './response.ts'
+import { ClientGoneError, endResponse, ResponseWriter } from './response.ts'
 import { sendFileRange, smallBodyBytes } from './sendfile.ts'
 import { chunkSize } from './buffers.ts'
 import type { Requester, TransferBudget, TransferSource } from './budget.ts'
@@ -21,6 +21,11 @@ import { maxBuffersPerConnection } from './peer-client.ts'
 import type { Mirror, RequestRecord } from './types.ts'
 
 export const mirroredHeader = 'x-spegel-mirrored'
+/**
+ * A peer sends `accept` when it takes a blob this node is still downloading; the answer then carries `true`. Such
+ * bytes are unverified until the download ends: the receiver hashes them from byte 0 as it does for any peer's bytes.
+ */
+export const inflightHeader = 'x-spegel-inflight'
 
 export interface RegistryInit {
   store: ContentStore
@@ -105,6 +110,12 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
       if (local !== undefined) {
         source = 'local'
         await serveLocal(init, reply, path, local, method, range, requester)
+      } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[inflightHeader] === 'accept' && init.store.download !== undefined) {
+        // A peer that takes bytes of a download still in progress (herd protection; Go Spegel never asks this).
+        const download = await init.store.download(path.digest)
+        if (download === undefined) throw notFound(path, 'not found, and not being downloaded')
+        source = 'local'
+        await serveDownload(init, reply, path, download, method)
       } else if (mirrored || init.mirror === undefined) {
         throw notFound(path, 'not found')
       } else {
@@ -370,6 +381,34 @@ async function serveLocal (
     throw err
   }
   await reply.send(body)
+}
+
+/** Streams a blob while this node's containerd downloads it: the whole blob, 200, never a range. */
+async function serveDownload (init: RegistryInit, reply: FastifyReply, path: DistributionPath, download: Download, method: 'GET' | 'HEAD'): Promise<void> {
+  reply.header('docker-content-digest', download.digest)
+  if (path.registry !== '') reply.header('oci-namespace', path.registry)
+  reply.header(inflightHeader, 'true')
+  reply.header('content-type', MediaType.octetStream)
+  reply.header('content-length', String(download.total))
+  if (method === 'HEAD') {
+    await reply.send()
+    return
+  }
+  const signal = closedSignal(reply)
+  await reserve(init.budget, reply, localReserveBytes, 'peer', 'local', path, signal)
+  reply.hijack()
+  reply.raw.writeHead(200, reply.getHeaders() as OutgoingHttpHeaders)
+  const writer = new ResponseWriter(reply.raw)
+  try {
+    for await (const chunk of download.read({ signal })) await writer.write(chunk)
+    await endResponse(reply.raw)
+  } catch (err) {
+    // Cut short: the peer sees a broken body and resumes elsewhere or gives up; it never takes it for complete.
+    reply.raw.destroy()
+    if (!(err instanceof ClientGoneError) && !signal.aborted) init.logger.info({ err, digest: download.digest }, 'serving a download in progress ended early')
+  } finally {
+    writer.dispose()
+  }
 }
 
 function notFound (path: DistributionPath, why: string): RegistryError {

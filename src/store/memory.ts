@@ -3,7 +3,7 @@ import { parseDigest, sha256 } from '../oci/digest.ts'
 import { fingerprintMediaType } from '../oci/fingerprint.ts'
 import { parseImageName } from '../oci/reference.ts'
 import { NotFoundError } from './errors.ts'
-import type { ContentStore, Descriptor, ImageRecord, ReadOptions, StoreOptions } from './types.ts'
+import type { ContentStore, Descriptor, Download, ImageRecord, ReadOptions, StoreOptions } from './types.ts'
 
 export interface MemoryImage {
   /** Full name, `<registry>/<repository>:<tag>` or `<registry>/<repository>@<digest>`. */
@@ -16,6 +16,7 @@ export class MemoryStore implements ContentStore {
   readonly name = 'memory'
   private readonly images = new Map<string, string>()
   private readonly blobs = new Map<string, { bytes: Uint8Array, mediaType: string }>()
+  private readonly downloads = new Map<string, { total: number, state: { chunks: Buffer[], size: number, aborted: boolean, waiters: Array<() => void> } }>()
 
   /** Adds content and returns its digest. The media type is guessed from the bytes unless given. */
   addBlob (bytes: Uint8Array | string, mediaType?: string): string {
@@ -62,6 +63,61 @@ export class MemoryStore implements ContentStore {
     const chunks: Uint8Array[] = []
     for (let i = 0; i < slice.byteLength; i += 64 * 1024) chunks.push(slice.subarray(i, i + 64 * 1024))
     return Readable.from(chunks, { objectMode: false })
+  }
+
+  /**
+   * Starts a simulated download of content with this digest and size, as containerd's pull in progress; `append`
+   * adds bytes, `abort` ends it (readers then fail), and once all bytes are in it becomes ordinary content.
+   */
+  startDownload (digest: string, total: number): { append: (bytes: Uint8Array) => void, abort: () => void } {
+    const d = parseDigest(digest).value
+    const state: { chunks: Buffer[], size: number, aborted: boolean, waiters: Array<() => void> } = { chunks: [], size: 0, aborted: false, waiters: [] }
+    this.downloads.set(d, { total, state })
+    const wake = (): void => { for (const w of state.waiters.splice(0)) w() }
+    return {
+      append: (bytes) => {
+        state.chunks.push(Buffer.from(bytes))
+        state.size += bytes.byteLength
+        if (state.size >= total) {
+          this.downloads.delete(d)
+          this.addBlob(Buffer.concat(state.chunks))
+        }
+        wake()
+      },
+      abort: () => {
+        state.aborted = true
+        this.downloads.delete(d)
+        wake()
+      },
+    }
+  }
+
+  async download (digest: string, options?: StoreOptions): Promise<Download | undefined> {
+    options?.signal?.throwIfAborted()
+    const d = parseDigest(digest).value
+    const entry = this.downloads.get(d)
+    if (entry === undefined) return undefined
+    const { total, state } = entry
+    return {
+      digest: d,
+      total,
+      read: async function * (o?: StoreOptions) {
+        let index = 0
+        let read = 0
+        while (read < total) {
+          o?.signal?.throwIfAborted()
+          const chunk = state.chunks[index]
+          if (chunk !== undefined) {
+            index++
+            read += chunk.length
+            yield chunk
+            continue
+          }
+          if (state.aborted) throw new Error(`the download of ${d} was abandoned`)
+          await new Promise<void>((resolve) => { state.waiters.push(resolve) })
+        }
+      },
+    }
   }
 
   async listImages (options?: StoreOptions): Promise<ImageRecord[]> {

@@ -33,6 +33,19 @@ export interface ReadOptions extends StoreOptions {
   end?: number
 }
 
+/** A blob this node is downloading now (containerd's pull in progress), readable from byte 0 as its bytes arrive. */
+export interface Download {
+  digest: string
+  /** Expected size in bytes. */
+  total: number
+  /**
+   * Yields the bytes from 0 to `total` as they are written; throws when the download stalls, restarts or is
+   * abandoned. The bytes are not verified: whoever serves them must check them against the digest, or let the
+   * receiver do so.
+   */
+  read: (options?: StoreOptions) => AsyncGenerator<Buffer>
+}
+
 /**
  * Read access to a node's image and content stores.
  * Implementations throw NotFoundError for absent tags or content and StoreUnavailableError when the backend cannot
@@ -51,6 +64,8 @@ export interface ContentStore {
    * content directory). Undefined when the content must be read through `open`. The caller closes the handle.
    */
   openFile?: (digest: string, options?: StoreOptions) => Promise<FileHandle | undefined>
+  /** Optional: the download of `digest` this node has in progress, if any (herd protection serves it to peers). */
+  download?: (digest: string, options?: StoreOptions) => Promise<Download | undefined>
   /** Every image name the store holds. */
   listImages: (options?: StoreOptions) => Promise<ImageRecord[]>
   close: () => Promise<void>

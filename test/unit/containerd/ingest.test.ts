@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, it } from 'node:test'
-import { DownloadAbandonedError, followDownload, IngestDirectory, type ActiveDownload } from '../../../src/inflight/ingest.ts'
+import { DownloadAbandonedError, followDownload, IngestDirectory, type ActiveDownload } from '../../../src/containerd/ingest.ts'
 
 /** A content directory laid out as containerd 1.6 lays it out, with one download in progress. */
 async function contentDir (t: { after: (fn: () => Promise<void>) => void }): Promise<{ root: string, start: (blob: Buffer, ref?: string) => Promise<{ dir: string, digest: string }> }> {

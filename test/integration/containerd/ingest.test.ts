@@ -8,7 +8,8 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { after, before, describe, it } from 'node:test'
-import { followDownload, IngestDirectory, isCommitted } from '../../../src/inflight/ingest.ts'
+import { followDownload, IngestDirectory, isCommitted } from '../../../src/containerd/ingest.ts'
+import { ContainerdStore } from '../../../src/containerd/store.ts'
 import { startContainerd, type ContainerdInstance } from '../../helpers/containerd.ts'
 import { pushLargeBlobImage, type PushedImage } from '../../helpers/images.ts'
 import { run } from '../../helpers/process.ts'
@@ -69,6 +70,15 @@ describe('following a real containerd download', { timeout: 120_000 }, () => {
     }
     assert.ok(download !== undefined, 'the layer shows up in containerd\'s ingest directory')
     assert.equal(download.total, layer.size)
+    // The store finds it too, through the content directory containerd reports (no path configured).
+    const store = new ContainerdStore({ socket: node.socket, namespace: node.namespace, contentPath: '' })
+    try {
+      const viaStore = await store.download(layer.digest)
+      assert.equal(viaStore?.total, layer.size)
+      assert.equal(viaStore?.digest, layer.digest)
+    } finally {
+      await store.close()
+    }
     assert.equal(await isCommitted(node.contentPath, layer.digest), false)
     const hash = createHash('sha256')
     let bytes = 0
