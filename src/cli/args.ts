@@ -1,8 +1,14 @@
+import { CsvError, parseEnvList } from './csv.ts'
 import { parseDuration } from '../util/duration.ts'
 
-// A small command-line parser with go-arg's conventions, so every flag and env var Spegel users pass keeps working:
-// `--flag value` and `--flag=value`; booleans as `--flag` or `--flag=false`; list flags take every following value up
-// to the next flag (`--mirror-targets a b c`) and CSV in env vars; every flag may be set by its env var.
+// A small command-line parser with go-arg's conventions (alexflint/go-arg v1.5, `(*Parser).process` and
+// `captureEnvVars`), so every flag and env var Spegel users pass keeps working: `--flag value` and `--flag=value`;
+// booleans as `--flag` or `--flag=false`; list flags take every following value up to the next flag
+// (`--mirror-targets a b c`), and their env var is one CSV record, read as Go's encoding/csv reads it (csv.ts);
+// every flag may be set by its env var, and a flag on the command line wins over its env var.
+// Where we differ on purpose: a list flag given twice adds to the list (go-arg keeps only the last occurrence), and a
+// boolean also takes a following `true`/`false` (`--resolve-tags false`), which go-arg would reject as a positional,
+// and `--string-flag=` sets the empty string (go-arg would take the next argument as its value).
 
 export type FlagKind = 'string' | 'bool' | 'int' | 'duration' | 'list'
 export type FlagValue = string | boolean | number | string[]
@@ -83,16 +89,21 @@ export function parseCommandLine (
       throw new UsageError(`unknown flag --${name}${command === undefined ? ' (flags of a command go after its name)' : ` for command ${command.name}`}`)
     }
     const values: string[] = []
-    if (eq !== -1) {
-      values.push(body.slice(eq + 1))
+    // As in go-arg, an empty `--flag=` is the same as `--flag`: a list takes the values that follow, a boolean is true.
+    const inline = eq === -1 ? '' : body.slice(eq + 1)
+    if (inline !== '') {
+      values.push(inline)
     } else if (spec.kind === 'bool') {
       const next = args[i + 1]
-      if (next !== undefined && /^(true|false)$/i.test(next)) { values.push(next); i++ } else values.push('true')
+      if (eq === -1 && next !== undefined && /^(true|false)$/i.test(next)) { values.push(next); i++ } else values.push('true')
     } else if (spec.kind === 'list') {
-      while (i + 1 < args.length && !(args[i + 1] as string).startsWith('-')) values.push(args[++i] as string)
+      while (i + 1 < args.length && !isFlag(args[i + 1] as string) && args[i + 1] !== '--') values.push(args[++i] as string)
+    } else if (eq !== -1) {
+      values.push('')
     } else {
       const next = args[i + 1]
-      if (next === undefined) throw new UsageError(`missing value for --${name}`)
+      // go-arg takes `-1` as the value of a numeric flag, and any other argument starting with `-` as the next flag.
+      if (next === undefined || (isFlag(next) && !isNumeric(spec, next))) throw new UsageError(`missing value for --${name}`)
       values.push(next)
       i++
     }
@@ -109,13 +120,13 @@ export function parseCommandLine (
     let source = `--${spec.name}`
     let texts = raw.get(spec.name)
     if (texts === undefined && spec.env !== undefined && env[spec.env] !== undefined) {
-      const envValue = env[spec.env] as string
-      texts = spec.kind === 'list' ? splitList(envValue) : [envValue]
       source = `env ${spec.env}`
+      const envValue = env[spec.env] as string
+      texts = spec.kind === 'list' ? csvList(envValue, source) : [envValue]
     }
     if (texts === undefined && spec.default !== undefined) {
-      texts = spec.kind === 'list' ? splitList(spec.default) : [spec.default]
       source = `default of --${spec.name}`
+      texts = spec.kind === 'list' ? csvList(spec.default, source) : [spec.default]
     }
     if (texts === undefined) {
       if (spec.required === true) throw new UsageError(`--${spec.name} is required${spec.env !== undefined ? ` (or env ${spec.env})` : ''}`)
@@ -129,8 +140,48 @@ export function parseCommandLine (
   return { command: command.name, values: out }
 }
 
-function splitList (text: string): string[] {
-  return text.split(',').map((s) => s.trim()).filter((s) => s !== '')
+/** go-arg's `isFlag`: starts with `-` and is more than dashes. */
+function isFlag (arg: string): boolean {
+  return arg.startsWith('-') && arg.replace(/^-+/, '') !== ''
+}
+
+function isNumeric (spec: FlagSpec, text: string): boolean {
+  if (spec.kind === 'int') return parseGoInt(text) !== undefined
+  if (spec.kind !== 'duration') return false
+  try {
+    parseDuration(text)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function csvList (text: string, source: string): string[] {
+  try {
+    return parseEnvList(text)
+  } catch (err) {
+    if (!(err instanceof CsvError)) throw err
+    throw new UsageError(`${source}: invalid CSV (${err.message}); put a value holding , or " in double quotes and double each " inside them: "a,b","say ""hi"""`)
+  }
+}
+
+/**
+ * Go's `strconv.ParseInt(text, 0, 64)`, which is how go-arg parses int flags: an optional sign, then decimal, `0x`,
+ * `0o`, `0b` or a leading `0` (octal), with `_` allowed between digits. Undefined where Go returns an error.
+ */
+export function parseGoInt (text: string): number | undefined {
+  const m = /^([+-]?)(0[xX]|0[oO]|0[bB]|0(?=[0-9_]))?(.*)$/.exec(text)
+  if (m === null) return undefined
+  const [, sign = '', prefix = '', digits = ''] = m
+  const base = prefix === '' ? 10 : /[xX]/.test(prefix) ? 16 : /[bB]/.test(prefix) ? 2 : 8
+  const digit = base === 16 ? '[0-9a-fA-F]' : base === 10 ? '[0-9]' : base === 8 ? '[0-7]' : '[01]'
+  // An underscore only between digits, or right after a base prefix (the prefix counts as a digit).
+  const body = prefix === '' ? `${digit}+(?:_${digit}+)*` : `_?${digit}+(?:_${digit}+)*`
+  if (!new RegExp(`^${body}$`).test(digits)) return undefined
+  const radix = base === 16 ? '0x' : base === 8 ? '0o' : base === 2 ? '0b' : ''
+  const value = BigInt(`${radix}${digits.replaceAll('_', '')}`) * (sign === '-' ? -1n : 1n)
+  if (value > 0x7fffffffffffffffn || value < -0x8000000000000000n) return undefined
+  return Number(value)
 }
 
 function convert (spec: FlagSpec, texts: string[], source: string): FlagValue {
@@ -139,12 +190,14 @@ function convert (spec: FlagSpec, texts: string[], source: string): FlagValue {
     case 'list':
       return texts
     case 'bool':
-      if (/^(true|1|t|yes)$/i.test(text)) return true
-      if (/^(false|0|f|no|)$/i.test(text)) return false
-      throw new UsageError(`${source}: invalid boolean ${JSON.stringify(text)}`)
+      // Go's strconv.ParseBool.
+      if (/^(1|t|T|TRUE|true|True)$/.test(text)) return true
+      if (/^(0|f|F|FALSE|false|False)$/.test(text)) return false
+      throw new UsageError(`${source}: invalid boolean ${JSON.stringify(text)} (true or false)`)
     case 'int': {
-      if (!/^-?\d+$/.test(text.trim())) throw new UsageError(`${source}: invalid integer ${JSON.stringify(text)}`)
-      return Number.parseInt(text, 10)
+      const n = parseGoInt(text)
+      if (n === undefined) throw new UsageError(`${source}: invalid integer ${JSON.stringify(text)}`)
+      return n
     }
     case 'duration':
       try {
