@@ -38,6 +38,7 @@ export function bootstrapperFrom (values: Map<string, FlagValue>): Bootstrapper 
     case 'http': {
       const init: ConstructorParameters<typeof HttpBootstrapper>[0] = {}
       if (str(values, 'http-bootstrap-url') !== '') init.url = str(values, 'http-bootstrap-url')
+      if (str(values, 'http-bootstrap-peer') !== '') init.peer = str(values, 'http-bootstrap-peer')
       if (str(values, 'http-bootstrap-addr') !== '') init.listenAddr = str(values, 'http-bootstrap-addr')
       if (str(values, 'http-bootstrap-cert-dir') !== '') init.certDir = str(values, 'http-bootstrap-cert-dir')
       return new HttpBootstrapper(init)

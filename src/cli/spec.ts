@@ -62,7 +62,11 @@ export const commands: readonly CommandSpec[] = [
       { name: 'bootstrap-kind', kind: 'string', env: 'BOOTSTRAP_KIND', choices: ['dns', 'http', 'static'], help: 'How to find the first peers: dns, http or static.' },
       { name: 'dns-bootstrap-domain', kind: 'string', env: 'DNS_BOOTSTRAP_DOMAIN', help: 'Domain resolved (A and AAAA) to find peers.' },
       { name: 'http-bootstrap-addr', kind: 'string', env: 'HTTP_BOOTSTRAP_ADDR', help: 'Address to serve this node\'s /id on for HTTP bootstrap.' },
-      { name: 'http-bootstrap-url', kind: 'string', env: 'HTTP_BOOTSTRAP_URL', help: 'URL returning bootstrap peers as JSON.' },
+      { name: 'http-bootstrap-url', kind: 'string', env: 'HTTP_BOOTSTRAP_URL', help: 'URL returning bootstrap peers as a JSON array of {"ID","Addrs"}.' },
+      {
+        name: 'http-bootstrap-peer', kind: 'string', env: 'HTTP_BOOTSTRAP_PEER',
+        help: 'Spegel v0.7\'s form of HTTP bootstrap: base URL of a peer (http://10.0.0.1:5002) whose /id is fetched; this node\'s /id then answers in v0.7\'s shape too. Use it or --http-bootstrap-url, not both.',
+      },
       { name: 'http-bootstrap-cert-dir', kind: 'string', env: 'HTTP_BOOTSTRAP_CERT_DIR', help: 'Directory with ca.crt, tls.crt and tls.key for HTTPS bootstrap.' },
       { name: 'static-bootstrap-peers', kind: 'list', env: 'STATIC_BOOTSTRAP_PEERS', help: 'Multiaddrs of bootstrap peers.' },
     ],

@@ -159,7 +159,13 @@ export const HTTP_BOOTSTRAP_TIMEOUT_MS = 10_000
 export interface HttpBootstrapperInit {
   /** `--http-bootstrap-url`: fetched for `[{"ID": "...", "Addrs": ["..."]}]`. Unset ⇒ no peers from HTTP. */
   url?: string
-  /** `--http-bootstrap-addr`: when set, this node serves its own `{"ID","Addrs"}` array at `/id`. */
+  /**
+   * `--http-bootstrap-peer` (Spegel v0.7): base URL of a peer (`http://10.0.0.1:5002`); `<peer>/id` is fetched for that
+   * peer's single `{"Addrs": [...], "ID": "..."}`, and this node's own `/id` answers in the same shape. An alternative
+   * to `url`, not to be combined with it.
+   */
+  peer?: string
+  /** `--http-bootstrap-addr`: when set, this node serves its own address info at `/id`. */
   listenAddr?: string
   /** `--http-bootstrap-cert-dir`: optional `ca.crt`, `tls.crt` + `tls.key` for https URLs (client side). */
   certDir?: string
@@ -168,22 +174,62 @@ export interface HttpBootstrapperInit {
 
 interface AddrInfoJson { ID?: unknown, Addrs?: unknown }
 
-/** `--bootstrap-kind=http`: fetch peers from a URL, and optionally serve this node's address info at `/id`. */
+function isAddrInfo (value: unknown): value is AddrInfoJson {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && ('ID' in value || 'Addrs' in value)
+}
+
+function checkedUrl (text: string): string {
+  let u: URL
+  try {
+    u = new URL(text)
+  } catch (err) {
+    throw new BootstrapError(`invalid bootstrap URL ${JSON.stringify(text)}`, { cause: err })
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new BootstrapError(`unsupported bootstrap URL ${text}: want http or https`)
+  return u.href
+}
+
+/**
+ * Spegel v0.7 fetches `peer + "/id"`, a plain concatenation. A peer given with a trailing slash then asks for `//id`,
+ * which Go's ServeMux answers with a redirect to `/id` that Go's client follows; collapsing the slashes here ends at
+ * the same place without following redirects.
+ */
+export function peerIdUrl (peer: string): string {
+  const u = new URL(checkedUrl(peer + '/id'))
+  u.pathname = u.pathname.replace(/\/{2,}/g, '/')
+  return u.href
+}
+
+/**
+ * `--bootstrap-kind=http`: fetch peers from a URL, and optionally serve this node's address info at `/id`.
+ *
+ * Two generations of Spegel's flags are understood. Newer Spegel fetches `--http-bootstrap-url` for a JSON array of
+ * address infos and serves a one-element array. Spegel v0.7 (`pkg/routing/bootstrap.go`, `HTTPBootstrapper`) fetches
+ * `--http-bootstrap-peer` + `/id` for one address info object and serves one object; with `peer` this class does the
+ * same, so a node can join a v0.7 cluster and v0.7 nodes can bootstrap from it. An answer in either shape is read
+ * whichever flag fetched it. Unlike v0.7: without `--http-bootstrap-addr` nothing is served (v0.7 would listen on
+ * port 80), without a peer or URL the node starts alone (v0.7 fails every bootstrap), and an entry without an ID is
+ * dialled to learn it (v0.7 rejects the answer).
+ */
 export class HttpBootstrapper implements Bootstrapper {
   private readonly init: HttpBootstrapperInit
+  /** What `peers()` fetches: the URL, or the peer's `/id`. */
+  private readonly source: string | undefined
   private server?: Server
 
   constructor (init: HttpBootstrapperInit) {
-    if (init.url !== undefined && init.url !== '') {
-      const u = new URL(init.url)
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new BootstrapError(`unsupported bootstrap URL ${init.url}`)
+    const url = init.url ?? ''
+    const peer = init.peer ?? ''
+    if (url !== '' && peer !== '') {
+      throw new BootstrapError('--http-bootstrap-url and --http-bootstrap-peer are alternatives (newer Spegel and Spegel v0.7): set one')
     }
+    this.source = url !== '' ? checkedUrl(url) : peer !== '' ? peerIdUrl(peer) : undefined
     this.init = init
   }
 
   async peers (options?: RouterOptions): Promise<BootstrapPeer[]> {
-    const url = this.init.url
-    if (url === undefined || url === '') return []
+    const url = this.source
+    if (url === undefined) return []
     const body = await this.get(url, options)
     let parsed: unknown
     try {
@@ -191,9 +237,11 @@ export class HttpBootstrapper implements Bootstrapper {
     } catch (err) {
       throw new BootstrapError(`bootstrap URL ${url} did not return JSON`, { cause: err })
     }
-    if (!Array.isArray(parsed)) throw new BootstrapError(`bootstrap URL ${url} did not return a JSON array`)
+    // An array from newer Spegel (first 3 used), one object from v0.7.
+    const entries = Array.isArray(parsed) ? parsed.slice(0, HTTP_PEERS_LIMIT) : isAddrInfo(parsed) ? [parsed] : undefined
+    if (entries === undefined) throw new BootstrapError(`bootstrap URL ${url} did not return a JSON array or an {"ID","Addrs"} object`)
     const peers: BootstrapPeer[] = []
-    for (const entry of (parsed as AddrInfoJson[]).slice(0, HTTP_PEERS_LIMIT)) {
+    for (const entry of entries as AddrInfoJson[]) {
       const addrs = Array.isArray(entry?.Addrs) ? entry.Addrs.filter((a): a is string => typeof a === 'string') : []
       let id = typeof entry?.ID === 'string' && entry.ID !== '' ? entry.ID : undefined
       const plain: string[] = []
@@ -260,14 +308,17 @@ export class HttpBootstrapper implements Bootstrapper {
     if (listenAddr === undefined || listenAddr === '' || this.server !== undefined) return
     const { host, port } = splitHostPort(listenAddr)
     const server = createServer((req, res) => {
-      const path = new URL(req.url ?? '/', 'http://x').pathname
+      // Any method, like Go's mux pattern "/id"; `//id` too, which Go's mux redirects to /id (see peerIdUrl).
+      const path = (req.url ?? '/').split('?')[0]?.replace(/\/{2,}/g, '/')
       if (path !== '/id') {
         res.writeHead(404).end()
         return
       }
       const info = self()
+      // go-libp2p's AddrInfo.MarshalJSON marshals a map, so the keys come sorted: Addrs, then ID.
+      const addrInfo = { Addrs: info.addrs, ID: info.id }
       res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(JSON.stringify([{ ID: info.id, Addrs: info.addrs }]))
+      res.end(JSON.stringify(this.init.peer !== undefined && this.init.peer !== '' ? addrInfo : [addrInfo]))
     })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)

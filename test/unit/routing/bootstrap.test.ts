@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
 import { test } from 'node:test'
-import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, compareIps } from '../../../src/routing/bootstrap.ts'
+import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, compareIps, peerIdUrl } from '../../../src/routing/bootstrap.ts'
 import type { ResolveFn } from '../../../src/routing/bootstrap.ts'
 import { BootstrapError } from '../../../src/routing/errors.ts'
 import { closeAll, loopbackIp, startRouter, tcpPort, waitFor } from './helpers.ts'
@@ -126,6 +126,107 @@ test('http bootstrap end to end: a router joins through another router\'s /id', 
   const served = await (await fetch(url)).json() as Array<{ ID: string, Addrs: string[] }>
   assert.deepEqual(served, [{ ID: seed.peerId, Addrs: [`/ip4/${loopbackIp(0)}/tcp/${tcpPort(seed)}`] }])
   const joiner = await startRouter(loopbackIp(1), new HttpBootstrapper({ url }))
+  routers.push(joiner)
+  await waitFor('joiner connected to seed', () => joiner.peers().some(p => p.id === seed.peerId), 10_000)
+  await waitFor('both ready', () => seed.ready() && joiner.ready(), 10_000)
+})
+
+// Spegel v0.7.4's --http-bootstrap-peer (pkg/routing/bootstrap.go HTTPBootstrapper): the client GETs peer + "/id" and
+// reads one go-libp2p AddrInfo JSON object; the server answers /id with this node's AddrInfo as one object.
+const peerUrls: Array<[peer: string, url: string | RegExp]> = [
+  ['http://10.0.0.1:5002', 'http://10.0.0.1:5002/id'],
+  ['http://10.0.0.1:5002/', 'http://10.0.0.1:5002/id'],
+  ['https://bootstrap.example.com', 'https://bootstrap.example.com/id'],
+  ['http://[fd00::1]:5002/spegel', 'http://[fd00::1]:5002/spegel/id'],
+  ['10.0.0.1:5002', /invalid bootstrap URL|unsupported bootstrap URL/],
+  ['ftp://10.0.0.1', /unsupported bootstrap URL/],
+  ['not a url', /invalid bootstrap URL/],
+]
+for (const [peer, url] of peerUrls) {
+  test(`http peer ${JSON.stringify(peer)}: ${typeof url === 'string' ? `fetches ${url}` : 'is refused'}`, () => {
+    if (typeof url === 'string') assert.equal(peerIdUrl(peer), url)
+    else assert.throws(() => new HttpBootstrapper({ peer }), (err: unknown) => err instanceof BootstrapError && url.test(err.message))
+  })
+}
+
+test('http peer and http URL together are refused', () => {
+  assert.throws(() => new HttpBootstrapper({ peer: 'http://a:1', url: 'http://a:1/id' }),
+    (err: unknown) => err instanceof BootstrapError && /--http-bootstrap-url and --http-bootstrap-peer/.test(err.message))
+})
+
+test('http peer: /id answers one AddrInfo object, keys in go-libp2p\'s order; another node reads it', async (t) => {
+  const server = new HttpBootstrapper({ listenAddr: '127.0.0.1:0', peer: 'http://127.0.0.1:1' })
+  t.after(async () => { await server.close() })
+  await server.start(() => ({ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }))
+  const base = `http://127.0.0.1:${server.port() ?? 0}`
+  for (const path of ['/id', '//id', '/id?x=1']) {
+    const res = await fetch(base + path, { method: path === '/id' ? 'GET' : 'PUT' })
+    assert.equal(res.status, 200, path)
+    assert.equal(await res.text(), `{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${ID_A}"}`)
+  }
+  assert.equal((await fetch(`${base}/id/x`)).status, 404)
+  for (const peer of [base, `${base}/`]) {
+    assert.deepEqual(await new HttpBootstrapper({ peer }).peers(), [{ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }])
+  }
+})
+
+test('http: without --http-bootstrap-peer, /id answers a one-element array (newer Spegel)', async (t) => {
+  const server = new HttpBootstrapper({ listenAddr: '127.0.0.1:0' })
+  t.after(async () => { await server.close() })
+  await server.start(() => ({ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }))
+  assert.equal(await (await fetch(`http://127.0.0.1:${server.port() ?? 0}/id`)).text(), `[{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${ID_A}"}]`)
+})
+
+test('http: answers in either shape are read, whichever flag fetched them', async (t) => {
+  let body = ''
+  const asked: string[] = []
+  const server = createServer((req, res) => {
+    asked.push(`${req.method ?? ''} ${req.url ?? ''}`)
+    res.writeHead(200).end(body)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.after(async () => {
+    server.closeAllConnections()
+    await new Promise(resolve => server.close(resolve))
+  })
+  const address = server.address()
+  assert.ok(typeof address === 'object' && address !== null)
+  const base = `http://127.0.0.1:${address.port}`
+  const answers: Array<[name: string, body: string, peers: unknown]> = [
+    ['v0.7 object', `{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${ID_A}"}`, [{ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }]],
+    ['v0.7 object, id in the multiaddr', `{"Addrs":["/ip4/10.0.0.1/tcp/5001/p2p/${ID_B}"],"ID":""}`, [{ id: ID_B, addrs: ['/ip4/10.0.0.1/tcp/5001'] }]],
+    ['v0.7 object without an id: dialled to learn it', '{"Addrs":["/ip4/10.0.0.2"]}', [{ addrs: ['/ip4/10.0.0.2'] }]],
+    ['v0.7 object without addresses', `{"ID":"${ID_A}"}`, []],
+    ['array', `[{"ID":"${ID_A}","Addrs":["/ip4/10.0.0.1/tcp/5001"]},{"ID":"${ID_B}","Addrs":["/ip4/10.0.0.2/tcp/5001"]}]`,
+      [{ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }, { id: ID_B, addrs: ['/ip4/10.0.0.2/tcp/5001'] }]],
+    ['empty array', '[]', []],
+    ['an object that is no AddrInfo', '{"not":"an address"}', BootstrapError],
+    ['a string', '"x"', BootstrapError],
+    ['null', 'null', BootstrapError],
+    ['not JSON', 'nope', BootstrapError],
+  ]
+  for (const init of [{ peer: base }, { url: `${base}/peers` }]) {
+    for (const [name, answer, expected] of answers) {
+      body = answer
+      const client = new HttpBootstrapper(init)
+      if (expected === BootstrapError) await assert.rejects(client.peers(), BootstrapError, `${name} via ${JSON.stringify(init)}`)
+      else assert.deepEqual(await client.peers(), expected, `${name} via ${JSON.stringify(init)}`)
+    }
+  }
+  assert.ok(asked.every(a => a === 'GET /id' || a === 'GET /peers'), JSON.stringify(asked))
+  assert.ok(asked.includes('GET /id') && asked.includes('GET /peers'))
+})
+
+test('http bootstrap end to end, Spegel v0.7 flags: a router joins through --http-bootstrap-peer', async (t) => {
+  const routers: Libp2pRouter[] = []
+  t.after(async () => { await closeAll(routers) })
+  // As a v0.7 DaemonSet is configured: every node serves /id and names the same peer.
+  const seedBootstrap = new HttpBootstrapper({ listenAddr: '127.0.0.1:0', peer: 'http://127.0.0.1:1' })
+  const seed = await startRouter(loopbackIp(0), seedBootstrap)
+  routers.push(seed)
+  const peer = `http://127.0.0.1:${seedBootstrap.port() ?? 0}`
+  assert.deepEqual(await (await fetch(`${peer}/id`)).json(), { Addrs: [`/ip4/${loopbackIp(0)}/tcp/${tcpPort(seed)}`], ID: seed.peerId })
+  const joiner = await startRouter(loopbackIp(1), new HttpBootstrapper({ peer }))
   routers.push(joiner)
   await waitFor('joiner connected to seed', () => joiner.peers().some(p => p.id === seed.peerId), 10_000)
   await waitFor('both ready', () => seed.ready() && joiner.ready(), 10_000)
