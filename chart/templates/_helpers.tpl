@@ -59,6 +59,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+Labels that select the Spegel pods: the DaemonSet's selector and pod template, and the selectors of the three Services.
+The same as in Spegel's chart since v0.4.0, which adds component "spegel" to the selector labels there: a DaemonSet's
+selector cannot be changed, so `helm upgrade` of a Spegel release to this chart works in place only with exactly these.
+*/}}
+{{- define "spegel.podSelectorLabels" -}}
+app.kubernetes.io/component: spegel
+{{ include "spegel.selectorLabels" . }}
+{{- end }}
+
+{{/*
 Name of the service account.
 */}}
 {{- define "spegel.serviceAccountName" -}}
