@@ -30,7 +30,10 @@ if [ ! -x "$NODE_DIR/node_modules/node/bin/node" ] || ! "$NODE_DIR/node_modules/
 fi
 export PATH="$NODE_DIR/node_modules/node/bin:$PATH"
 echo "setup: node $(node --version), npm $(npm --version)" >&2
-npm ci --silent --no-audit --no-fund >&2
+# npm ci empties node_modules first; skip it when the installed tree already matches the lock file.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  npm ci --silent --no-audit --no-fund >&2
+fi
 
 # Extra test tooling (Go test peers, helm, …): each part installs itself from its own script, idempotently.
 for part in .ci/setup.d/*.sh; do
