@@ -15,12 +15,16 @@ export interface ByteRange {
 
 const maxDigits = 15 // keeps values exact as JS numbers
 
-/** Parses a Range header. Only one `bytes=` range is supported; throws InvalidRangeError otherwise. */
-export function parseRange (header: string): ByteRangeSpec {
+/**
+ * Parses a Range header. Undefined for a header to ignore (RFC 9110: another unit; several ranges, which this
+ * registry does not serve): the whole content is sent. A malformed `bytes=` range throws InvalidRangeError (416, as
+ * Go's http.ServeContent and the OCI conformance suite have it).
+ */
+export function parseRange (header: string): ByteRangeSpec | undefined {
   const m = /^\s*bytes\s*=\s*(.*)$/i.exec(header)
-  if (m === null) throw new InvalidRangeError('range unit must be bytes')
+  if (m === null) return undefined
   const spec = (m[1] ?? '').trim()
-  if (spec.includes(',')) throw new InvalidRangeError('multiple ranges are not supported')
+  if (spec.includes(',')) return undefined
   const r = /^(\d*)-(\d*)$/.exec(spec)
   if (r === null) throw new InvalidRangeError(`malformed range ${JSON.stringify(spec.slice(0, 40))}`)
   const [, first = '', last = ''] = r

@@ -279,9 +279,9 @@ async function reserve (budget: TransferBudget | undefined, reply: FastifyReply,
 }
 
 /**
- * The request's byte range. A Range header this registry does not serve (another unit, several ranges, a malformed
- * one) is ignored and the whole blob is sent with 200, as RFC 9110 allows and the OCI spec expects; only a
- * well-formed range beyond the blob is refused (416, see serveLocal and PeerMirror.fetch).
+ * The request's byte range. A Range header this registry does not serve (another unit, several ranges) is ignored
+ * and the whole blob is sent with 200, as RFC 9110 allows and the OCI spec expects; a malformed `bytes=` range, or
+ * one beyond the blob (see serveLocal and PeerMirror.fetch), is refused with 416.
  */
 function rangeOf (req: FastifyRequest): ByteRangeSpec | undefined {
   const header = req.headers.range
@@ -289,8 +289,8 @@ function rangeOf (req: FastifyRequest): ByteRangeSpec | undefined {
   try {
     return parseRange(header)
   } catch (err) {
-    if (err instanceof InvalidRangeError) return undefined
-    throw err
+    if (!(err instanceof InvalidRangeError)) throw err
+    throw new RegistryError(416, 'SIZE_INVALID', `invalid range: ${err.message}`)
   }
 }
 

@@ -174,17 +174,19 @@ describe('registry API rejects bad requests with OCI errors', () => {
     { name: 'PATCH upload', method: 'PATCH', url: '/v2/library/app/blobs/uploads/x', status: 405, code: 'UNSUPPORTED' },
     { name: 'DELETE blob', method: 'DELETE', url: blob, status: 405, code: 'UNSUPPORTED' },
     { name: 'range past the end', url: blob, headers: { range: 'bytes=100000-' }, status: 416, code: 'SIZE_INVALID' },
+    // Malformed byte ranges are refused, as Go's http.ServeContent and the OCI conformance suite (bytes=500-0) want.
+    { name: 'reversed range', url: blob, headers: { range: 'bytes=9-1' }, status: 416, code: 'SIZE_INVALID' },
+    { name: 'zero suffix range', url: blob, headers: { range: 'bytes=-0' }, status: 416, code: 'SIZE_INVALID' },
+    { name: 'huge range', url: blob, headers: { range: 'bytes=99999999999999999999-' }, status: 416, code: 'SIZE_INVALID' },
+    { name: 'garbage range', url: blob, headers: { range: 'bytes=abc' }, status: 416, code: 'SIZE_INVALID' },
   ]
   // The OCI spec: a 4xx JSON error body uses one of these codes.
   const specCodes = new Set(['BLOB_UNKNOWN', 'BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'DIGEST_INVALID', 'MANIFEST_BLOB_UNKNOWN', 'MANIFEST_INVALID', 'MANIFEST_UNKNOWN', 'NAME_INVALID', 'NAME_UNKNOWN', 'SIZE_INVALID', 'UNAUTHORIZED', 'DENIED', 'UNSUPPORTED', 'TOOMANYREQUESTS'])
   it('answers 4xx only with the spec\'s error codes', () => {
     for (const c of table) if (c.code !== undefined && c.status < 500) assert.ok(specCodes.has(c.code), `${c.name}: ${c.code}`)
   })
-  // RFC 9110: a Range the server does not understand (another unit, several ranges, a malformed one) is ignored.
-  for (const [name, range] of [
-    ['several ranges', 'bytes=0-1,5-6'], ['another unit', 'items=0-9'], ['a reversed range', 'bytes=9-1'],
-    ['a zero suffix', 'bytes=-0'], ['a huge value', 'bytes=99999999999999999999-'], ['garbage', 'bytes=abc'],
-  ] as const) {
+  // RFC 9110: a Range the server does not serve (another unit, several ranges) is ignored.
+  for (const [name, range] of [['several ranges', 'bytes=0-1,5-6'], ['another unit', 'items=0-9']] as const) {
     it(`ignores ${name} (${range}): 200 with the whole blob`, async () => {
       const res = await app.inject({ method: 'GET', url: blob, headers: { range } })
       assert.equal(res.statusCode, 200)
