@@ -6,8 +6,8 @@ import { parse as parseToml } from 'smol-toml'
 import { parse as parseYaml } from 'yaml'
 import { chartDir, chartValues, mergeValues, renderChart, repoRoot } from '../chart/chart.ts'
 import type { Values } from '../chart/chart.ts'
-import { validate } from '../chart/jsonschema.ts'
-import type { Schema } from '../chart/jsonschema.ts'
+import { validate } from '../chart/values-schema.ts'
+import type { Schema } from '../chart/values-schema.ts'
 
 const dir = join(repoRoot, 'talos-patches')
 const text = (f: string): string => readFileSync(join(dir, f), 'utf8')
