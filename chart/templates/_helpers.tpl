@@ -106,3 +106,13 @@ DNS name of the headless bootstrap service (peers find each other through its A/
 {{- define "spegel.bootstrapDomain" -}}
 {{- printf "%s-bootstrap.%s.svc.%s" (include "spegel.fullname" .) (include "spegel.namespace" .) .Values.clusterDomain }}
 {{- end }}
+
+{{/*
+Where the peer identity is kept: spegel.persistence (Spegel v0.7.0 to v0.7.4), overridden key by key by spegel.dataDir
+(the name later Spegel charts use), so either values file works unchanged. Returns YAML: enabled, path, hostPath.
+*/}}
+{{- define "spegel.dataDir" -}}
+{{- $d := deepCopy (.Values.spegel.persistence | default dict) -}}
+{{- $d = mergeOverwrite $d (deepCopy (.Values.spegel.dataDir | default dict)) -}}
+{{- toYaml $d -}}
+{{- end }}

@@ -474,6 +474,17 @@ describe('chart rendered with non-default values', () => {
     assert.equal(cleanup.spec.template.spec.volumes[0].hostPath.path, '/etc/cri/conf.d/hosts')
   })
 
+  it('spegel.dataDir (later Spegel charts\' name for spegel.persistence) overrides it key by key', () => {
+    const dataDirOf = (r: Rendered): { arg: string | undefined, mount: unknown, hostPath: unknown } => ({
+      arg: containerArgs(container(r, 'registry')).find((a) => a.startsWith('--data-dir=')),
+      mount: (container(r, 'registry').volumeMounts as K8sObject[]).find((m) => m.name === 'spegel-data')?.mountPath,
+      hostPath: (podSpec(r).volumes as K8sObject[]).find((v) => v.name === 'spegel-data')?.hostPath?.path,
+    })
+    assert.deepEqual(dataDirOf(renderChart({ values: { spegel: { dataDir: { path: '/data', hostPath: '/srv/spegel' } } } })), { arg: '--data-dir=/data', mount: '/data', hostPath: '/srv/spegel' })
+    assert.deepEqual(dataDirOf(renderChart({ values: { spegel: { dataDir: { enabled: false } } } })), { arg: undefined, mount: undefined, hostPath: undefined })
+    assert.deepEqual(dataDirOf(renderChart({ values: { spegel: { persistence: { hostPath: '/opt/spegel' } } } })), { arg: '--data-dir=/var/lib/spegel', mount: '/var/lib/spegel', hostPath: '/opt/spegel' })
+  })
+
   it('containerdMirrorAdd false: no configuration init container, no config mount, no post-delete hook', () => {
     const r = renderChart({ values: { spegel: { containerdMirrorAdd: false } } })
     assert.equal(podSpec(r).initContainers, undefined)
