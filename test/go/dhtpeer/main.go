@@ -36,7 +36,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,8 +99,7 @@ type node struct {
 	kdht      *dht.IpfsDHT
 	prov      *provider.SweepingProvider
 	messenger *pb.ProtocolMessenger
-	online    chan struct{} // closed while the provider reports online
-	onlineMu  sync.Mutex
+	online    atomic.Bool // set while the provider reports online
 	boot      []peer.AddrInfo
 	protocols []ma.Multiaddr
 }
@@ -146,8 +145,6 @@ func run(ctx context.Context, log *slog.Logger, listen, control string, bootstra
 	if n.messenger, err = pb.NewProtocolMessenger(kdht.MessageSender()); err != nil {
 		return err
 	}
-	n.online = make(chan struct{})
-	n.setOnline(false)
 	n.prov, err = provider.New(
 		provider.WithConnectivityCallbacks(func() { n.setOnline(true) }, func() { n.setOnline(false) }, nil),
 		provider.WithRouter(kdht),
@@ -187,33 +184,15 @@ func run(ctx context.Context, log *slog.Logger, listen, control string, bootstra
 	return nil
 }
 
-// setOnline mirrors Spegel's connectivity gate: the provider's callbacks say when the node is online.
+// setOnline is Spegel's connectivity gate: the provider's callbacks say when the node is online.
 func (n *node) setOnline(online bool) {
-	n.onlineMu.Lock()
-	defer n.onlineMu.Unlock()
-	select {
-	case <-n.online:
-		if !online {
-			n.online = make(chan struct{})
-			n.log.Info("provider disconnected")
-		}
-	default:
-		if online {
-			close(n.online)
-			n.log.Info("provider online")
-		}
+	if n.online.Swap(online) != online {
+		n.log.Info("provider connectivity", "online", online)
 	}
 }
 
 func (n *node) isOnline() bool {
-	n.onlineMu.Lock()
-	defer n.onlineMu.Unlock()
-	select {
-	case <-n.online:
-		return true
-	default:
-		return false
-	}
+	return n.online.Load()
 }
 
 // bootstrapLoop follows Spegel's Router.Run: while the provider is not online, bootstrap with backoff

@@ -5,6 +5,9 @@
 // and with the id-less addresses Spegel's DNS bootstrap produces:
 // - the Go peer finds, as providers, the spegel-ts node that holds an image (its digests and its tag);
 // - spegel-ts nodes fetch content from the holder the Go peer announces.
+// Beside the end-to-end results, each DHT message is checked on its own through the Go peer: ADD_PROVIDER both ways
+// (the record lands in the other side's store with an address) and GET_PROVIDERS both ways (the answer names the
+// holder with an address, which is all a Go Spegel uses to fetch).
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
@@ -53,13 +56,14 @@ describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel
   /** Only on the Go peer's registry, recorded by the first Go peer in its own store and never published. */
   let localOnly: PushedImage
 
-  const startGo = async (bootstrap: string[]): Promise<GoDhtPeer> => {
+  const startGo = async (bootstrap: string[], provide: string[] = []): Promise<GoDhtPeer> => {
     assert.ok(goNet !== undefined)
     go = await startGoDhtPeer({
       netns: goNet.netns,
       listen: `${goNet.ip}:${routerPort}`,
       control: `${goNet.ip}:${controlPort}`,
       bootstrap,
+      provide,
       ...(process.env.DHTPEER_LOG !== undefined ? { logFile: process.env.DHTPEER_LOG, env: { GOLOG_LOG_LEVEL: process.env.GOLOG_LOG_LEVEL ?? 'warn' } } : {}),
     })
     return go
@@ -203,18 +207,26 @@ describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel
     })
 
     it('joins through node 2\'s /ip4/…/tcp/5001, learning its id, and finds what node 2 holds', async () => {
-      const peer = await startGo([`/ip4/${n2.ip}/tcp/${routerPort}`])
+      // Keys given at start are advertised before the node is online, as Spegel advertises containerd's content at
+      // startup: queued by the provider, published once it is online.
+      const peer = await startGo([`/ip4/${n2.ip}/tcp/${routerPort}`], keysOf(fromGoDns, cluster!.upstreamHost))
       await peer.waitReady()
       // Possibly more than once: like Spegel, the Go peer bootstraps again until its provider reports online.
       const learned = new Set(peer.logs().filter((r) => r.msg === 'learned bootstrap peer id').map((r) => r.id))
       assert.deepEqual([...learned], [n2.peerId], 'the id came from the handshake with node 2')
       const providers = await waitGoFinds(held.digest, n2)
       assert.deepEqual(providers.map((p) => p.id), [n2.peerId])
+      for (const node of [n1, n2]) {
+        const answer = await waitFor(async () => {
+          const a = await peer.getProviders(fromGoDns.digest, node.peerId!)
+          return a.providers.length > 0 ? a : undefined
+        }, { timeoutMs: 15_000, intervalMs: 200, what: `${node.name} to store the record the Go peer queued while offline` })
+        assert.deepEqual(answer.providers.map((p) => [p.id, p.ips]), [[peer.id, [goNet!.ip]]], `${node.name}'s record`)
+      }
     })
 
     it('is the only bootstrap peer of a restarted node 3, which then pulls an image only the Go peer\'s host has', async () => {
       const peer = go!
-      await peer.provide(keysOf(fromGoDns, cluster!.upstreamHost))
       await n3.stopDaemon()
       const since = n3.logs().length
       // Exactly what Spegel's DNS bootstrapper yields: an IP without port or id (the router adds its own port).
