@@ -21,6 +21,8 @@ if [ -x "$OUT" ] && [ -z "$(find "$SRC" -type f -newer "$OUT" -print -quit)" ]; 
 fi
 
 mkdir -p .tools/bin
+# Go keeps its module and build caches under $HOME (reused across CI runs on one machine); CI may start without HOME.
+[ -n "${HOME:-}" ] || export HOME="$(getent passwd "$(id -u)" | cut -d: -f6)"
 start=$(date +%s)
 echo "setup: building $OUT with $("$GO" version)" >&2
 tmp="$OUT.tmp.$$"
