@@ -8,6 +8,7 @@
 // Beside the end-to-end results, each DHT message is checked on its own through the Go peer: ADD_PROVIDER both ways
 // (the record lands in the other side's store with an address) and GET_PROVIDERS both ways (the answer names the
 // holder with an address, which is all a Go Spegel uses to fetch).
+// About 15 s. DHTPEER_LOG=FILE keeps the Go peer's output there, with go-libp2p's own logs at GOLOG_LOG_LEVEL (warn).
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
@@ -39,7 +40,7 @@ function describePeers (peers: GoPeerInfo[]): string {
   return JSON.stringify(peers.map((p) => `${p.id}@${p.ips.join(',')}`))
 }
 
-describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel-ts DHT', { timeout: 170_000 }, () => {
+describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel-ts DHT', { timeout: 120_000 }, () => {
   let cluster: SpegelCluster | undefined
   let goNet: ExtraMember | undefined
   let goRegistry: RegistryHandle | undefined
