@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Go libp2p DHT test peer (test/go/dhtpeer, go-libp2p + go-libp2p-kad-dht with Spegel's settings) into
 # .tools/bin/dhtpeer for test/integration/p2p/go-peer.test.ts. Skips the build when the binary is newer than every
-# source file. Modules come from the Go module proxy, pinned by the committed go.sum (-mod=readonly fails on any
-# drift); the machine's own Go is used (GOTOOLCHAIN=local).
+# source file and this script. Modules come from the Go module proxy, pinned by the committed go.sum (-mod=readonly
+# fails on any drift); the machine's own Go is used (GOTOOLCHAIN=local).
 set -euo pipefail
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../.."
 
 SRC=test/go/dhtpeer
@@ -15,7 +16,7 @@ if [ ! -x "$GO" ]; then
   exit 1
 fi
 
-if [ -x "$OUT" ] && [ -z "$(find "$SRC" -type f -newer "$OUT" -print -quit)" ]; then
+if [ -x "$OUT" ] && [ -z "$(find "$SRC" "$SELF" -type f -newer "$OUT" -print -quit)" ]; then
   echo "setup: $OUT is up to date" >&2
   exit 0
 fi
