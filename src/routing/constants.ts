@@ -36,5 +36,5 @@ export const EXPLORE_AFTER_JOIN_MS = [2_000, 10_000, 60_000]
 export const REPUBLISH_MIN_INTERVAL_MS = 10_000
 /** How often libp2p pings each open connection to check it is alive (libp2p's default: 10 s). */
 export const CONNECTION_PING_INTERVAL_MS = 60_000
-/** Peers a DHT query asks at once (Go kad-dht, as in Spegel: 3). */
+/** Peers a DHT query asks at once, on as many disjoint paths (Go kad-dht's resiliency is 3; its concurrency is 10). */
 export const QUERY_ALPHA = 3
