@@ -11,17 +11,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { after, before, describe, it } from 'node:test'
-import { pino } from 'pino'
-import type { FastifyInstance } from 'fastify'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { bufferStats } from '../../../src/registry/buffers.ts'
-import { createRegistryApp } from '../../../src/registry/index.ts'
-import { PeerMirror } from '../../../src/registry/mirror.ts'
 import { sendFileRange } from '../../../src/registry/sendfile.ts'
-import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
+import { startPeerPair, type PeerPair } from './peer-pair.ts'
 
-const logger = pino({ level: 'silent' })
 const blob = randomBytes(24 * 1024 * 1024)
 const digest = 'sha256:' + createHash('sha256').update(blob).digest('hex')
 
@@ -83,27 +78,15 @@ describe('clients hanging up mid-body', () => {
   })
 
   describe('a peer-proxied blob', () => {
-    let peer: FastifyInstance
-    let node: FastifyInstance
-    let mirror: PeerMirror
+    let pair: PeerPair
     let port = 0
     before(async () => {
       const store = new MemoryStore()
       store.addBlob(blob, MediaType.ociLayerGzip)
-      const network = new MemoryNetwork()
-      await new MemoryRouter(network, { id: 'peer', addresses: ['127.0.201.2'] }).advertise([digest])
-      peer = createRegistryApp({ store, logger })
-      await peer.listen({ host: '127.0.201.2', port: 0 })
-      port = (peer.server.address() as AddressInfo).port
-      mirror = new PeerMirror({ router: new MemoryRouter(network, { id: 'node', addresses: ['127.0.201.1'] }), registryPort: port, logger, resolveTimeoutMs: 50 })
-      node = createRegistryApp({ store: new MemoryStore(), logger, mirror })
-      await node.listen({ host: '127.0.201.1', port })
+      pair = await startPeerPair(store, [digest], { subnet: 201, resolveTimeoutMs: 50 })
+      port = pair.port
     })
-    after(async () => {
-      mirror.close()
-      await node.close()
-      await peer.close()
-    })
+    after(async () => { await pair.close() })
 
     it('no unhandled rejection, no lost buffer, and the next client gets every byte', async () => {
       const path = `/v2/library/app/blobs/${digest}?ns=docker.io`

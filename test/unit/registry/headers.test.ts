@@ -3,17 +3,11 @@
 // the slow containerd end-to-end tests.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import { pino } from 'pino'
-import type { FastifyInstance } from 'fastify'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
-import { createRegistryApp } from '../../../src/registry/index.ts'
-import { PeerMirror } from '../../../src/registry/mirror.ts'
-import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
+import { startPeerPair, type PeerPair } from './peer-pair.ts'
 
-const logger = pino({ level: 'silent' })
 const sha = (b: Buffer | string): string => 'sha256:' + createHash('sha256').update(b).digest('hex')
 const layer = randomBytes(300_000)
 const config = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } })
@@ -33,9 +27,7 @@ function headersOf (res: Response): Record<string, string> {
 }
 
 describe('response headers, local and through a peer', () => {
-  let peer: FastifyInstance
-  let node: FastifyInstance
-  let mirror: PeerMirror
+  let pair: PeerPair
   let port = 0
   before(async () => {
     const store = new MemoryStore()
@@ -43,20 +35,10 @@ describe('response headers, local and through a peer', () => {
     store.addBlob(config, MediaType.ociConfig)
     store.addBlob(manifest, MediaType.ociManifest)
     store.addImage('docker.io/library/app:1.0', sha(manifest))
-    const network = new MemoryNetwork()
-    await new MemoryRouter(network, { id: 'peer', addresses: ['127.0.202.2'] }).advertise([sha(layer), sha(config), sha(manifest), 'docker.io/library/app:1.0'])
-    peer = createRegistryApp({ store, logger })
-    await peer.listen({ host: '127.0.202.2', port: 0 })
-    port = (peer.server.address() as AddressInfo).port
-    mirror = new PeerMirror({ router: new MemoryRouter(network, { id: 'node', addresses: ['127.0.202.1'] }), registryPort: port, logger, resolveTimeoutMs: 100 })
-    node = createRegistryApp({ store: new MemoryStore(), logger, mirror })
-    await node.listen({ host: '127.0.202.1', port })
+    pair = await startPeerPair(store, [sha(layer), sha(config), sha(manifest), 'docker.io/library/app:1.0'], { subnet: 202 })
+    port = pair.port
   })
-  after(async () => {
-    mirror.close()
-    await node.close()
-    await peer.close()
-  })
+  after(async () => { await pair.close() })
 
   const common = { 'docker-distribution-api-version': 'registry/2.0' }
   const cases: Array<{ name: string, path: string, range?: string, status: number, headers: Record<string, string>, body: Buffer }> = [
