@@ -7,8 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import { createRegistryApp } from '../../../src/registry/index.ts'
 import { PeerMirror } from '../../../src/registry/mirror.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
-import type { MemoryStore } from '../../../src/store/index.ts'
-import { MemoryStore as Store } from '../../../src/store/index.ts'
+import { MemoryStore } from '../../../src/store/index.ts'
 
 export interface PeerPair {
   /** The port both registries listen on. */
@@ -33,7 +32,7 @@ export async function startPeerPair (store: MemoryStore, keys: readonly string[]
   await peer.listen({ host: peerIp, port: 0 })
   const port = (peer.server.address() as AddressInfo).port
   const mirror = new PeerMirror({ router: new MemoryRouter(network, { id: 'node', addresses: [nodeIp] }), registryPort: port, logger, resolveTimeoutMs: options.resolveTimeoutMs ?? 100 })
-  const node: FastifyInstance = createRegistryApp({ store: new Store(), logger, mirror })
+  const node: FastifyInstance = createRegistryApp({ store: new MemoryStore(), logger, mirror })
   await node.listen({ host: nodeIp, port })
   return {
     port,
