@@ -8,6 +8,7 @@ import { createRegistryApp, RequestFilter } from '../registry/index.ts'
 import { defaultTransferBudget, TransferBudget } from '../registry/budget.ts'
 import { InvalidSizeError, parseByteSize } from '../util/size.ts'
 import { PeerMirror } from '../registry/mirror.ts'
+import { HerdMirror } from '../registry/herd.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
 import type { FlagValue } from './args.ts'
@@ -110,6 +111,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
   const background = new AbortController()
   let router: Libp2pRouter | undefined
   let mirror: PeerMirror | undefined
+  let herd: HerdMirror | undefined
   let advertising: Promise<void> | undefined
   let doctoring: Promise<void> | undefined
   try {
@@ -136,13 +138,14 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     advertising = advertiser.run(background.signal)
 
     const budget = new TransferBudget({ bytes: transferBytes, metrics })
+    herd = bool(values, 'herd-protection') ? new HerdMirror({ mirror, router, logger: logger.child({ component: 'herd' }), metrics }) : undefined
     const registry = createRegistryApp({
       store,
       budget,
       logger: logger.child({ component: 'registry' }),
       filter,
       metrics,
-      mirror,
+      mirror: herd ?? mirror,
       ready: () => routerRef.ready(),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
       onRequest: (record) => {
@@ -194,6 +197,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     await doctoring
     await router?.close().catch((err: unknown) => { logger.warn({ err }, 'router close failed') })
     await drain(servers, num(values, 'drain-timeout'), logger)
+    herd?.close()
     mirror?.close()
     cri.close()
     await store.close()

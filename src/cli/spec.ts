@@ -54,6 +54,10 @@ export const commands: readonly CommandSpec[] = [
         help: 'On SIGTERM, how long transfers in flight may continue before their connections are cut (keep it below the pod\'s terminationGracePeriodSeconds).',
       },
       {
+        name: 'herd-protection', kind: 'bool', env: 'HERD_PROTECTION', default: 'true',
+        help: 'When several nodes miss the same blob at once (a rollout), one downloads it from the upstream and the others stream it from that node. false: every node downloads, as Spegel.',
+      },
+      {
         name: 'transfer-memory', kind: 'string', env: 'TRANSFER_MEMORY', default: 'auto',
         help: 'Memory blob transfers may hold at once (e.g. 24Mi); past it peers get 429 and containerd falls back to the upstream. auto: derived from the container\'s memory limit.',
       },

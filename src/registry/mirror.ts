@@ -13,7 +13,7 @@ import { LatencyTracker, PeerSource } from './peers.ts'
 import { contentRange, resolveRange } from './range.ts'
 import { InvalidRangeError } from '../oci/errors.ts'
 import { endResponse, ResponseWriter } from './response.ts'
-import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
+import { inflightHeader, type Mirror, type MirrorRequest, type MirrorResponse } from './types.ts'
 
 /** Header that marks a request as coming from a peer: it is answered from local content only (no loops). */
 export const mirroredHeaderName = 'X-Spegel-Mirrored'
@@ -112,23 +112,30 @@ export class PeerMirror implements Mirror {
       : undefined
   }
 
-  async fetch (request: MirrorRequest): Promise<MirrorResponse> {
+  /**
+   * `lookupKey` asks the DHT for another key than the path's (the in-flight key of herd protection); `inflight`
+   * tells the peer that bytes of a download still in progress are welcome (they are verified here all the same).
+   */
+  async fetch (request: MirrorRequest, options: { lookupKey?: string, inflight?: boolean } = {}): Promise<MirrorResponse> {
     const { path, method } = request
+    const extra = options.inflight === true ? { [inflightHeader]: 'accept' } : undefined
     // Destroying the body (the client went away) cancels the peer requests, as the caller's signal does.
     const cancel = new AbortController()
     const signal = AbortSignal.any([request.signal, cancel.signal])
-    const key = identifier(path)
+    const key = options.lookupKey ?? identifier(path)
     const source = new PeerSource(this.init.router, key, Math.max(1, this.init.resolveRetries), {
       signal,
       avoid: (peer) => this.isBad(peer),
       metrics: this.init.metrics,
+      // Claims of downloads change within seconds: a cached "nobody" would be wrong.
+      fresh: options.inflight === true,
     })
     let handedOver = false
     try {
       // Peers are always asked for the whole content, never for the client's range: a range is cut out here, after
       // the size is known, and the bytes before and after it are read and hashed too, so a range is verified
       // against the digest like a whole blob (re-reading the rest from a peer is cheap next to the upstream).
-      const first = await this.race(source, path, method, undefined, signal, false)
+      const first = await this.race(source, path, method, undefined, signal, false, extra)
       const size = first.size
       let window = { start: 0, end: size - 1 }
       if (request.range !== undefined) {
@@ -154,7 +161,7 @@ export class PeerMirror implements Mirror {
         first.res.discard()
         return { status: partial ? 206 : 200, headers, peer: first.peer.id }
       }
-      const body = new PeerBody(this.stream(source, path, first, window, signal), cancel)
+      const body = new PeerBody(this.stream(source, path, first, window, signal, extra), cancel)
       handedOver = true
       return { status: partial ? 206 : 200, headers, body, peer: first.peer.id }
     } finally {
@@ -179,7 +186,7 @@ export class PeerMirror implements Mirror {
    * as a peer is known; another starts when a request fails, or when the ones in flight are slower than the recent
    * 90th percentile (hedging). Losers are cancelled.
    */
-  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean): Promise<Attempt> {
+  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean, extra?: Record<string, string>): Promise<Attempt> {
     type Outcome = { id: number, ok: true, attempt: Attempt } | { id: number, ok: false, peer: Peer, err: unknown }
     const inflight = new Map<number, { promise: Promise<Outcome>, ac: AbortController }>()
     let attempts = 0
@@ -189,7 +196,7 @@ export class PeerMirror implements Mirror {
       const id = ++attempts
       const ac = new AbortController()
       const started = performance.now()
-      const promise = this.request(peer, path, method, rangeHeader, AbortSignal.any([signal, ac.signal]))
+      const promise = this.request(peer, path, method, rangeHeader, AbortSignal.any([signal, ac.signal]), extra)
         .then((attempt): Outcome => {
           this.latency.record(performance.now() - started)
           return { id, ok: true, attempt }
@@ -247,14 +254,14 @@ export class PeerMirror implements Mirror {
   }
 
   /** Sends one request to one peer, trying its addresses in turn, and validates the response headers. */
-  private async request (peer: Peer, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal): Promise<Attempt> {
+  private async request (peer: Peer, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, extra?: Record<string, string>): Promise<Attempt> {
     let lastError: unknown
     for (const address of peer.addresses) {
       signal.throwIfAborted()
       try {
         const res = method === 'GET' && path.kind === 'blobs'
-          ? await this.sendRaw(address, path, rangeHeader, signal)
-          : await this.send(address, path, method, rangeHeader, signal)
+          ? await this.sendRaw(address, path, rangeHeader, signal, extra)
+          : await this.send(address, path, method, rangeHeader, signal, extra)
         try {
           return validate(peer, res, path, method, rangeHeader)
         } catch (err) {
@@ -271,12 +278,12 @@ export class PeerMirror implements Mirror {
   }
 
   /** Blob GETs: our own client reads into reused buffers (see peer-client.ts); the bulk of all bytes goes this way. */
-  private async sendRaw (address: string, path: DistributionPath, rangeHeader: string | undefined, signal: AbortSignal): Promise<PeerReply> {
+  private async sendRaw (address: string, path: DistributionPath, rangeHeader: string | undefined, signal: AbortSignal, extra?: Record<string, string>): Promise<PeerReply> {
     const conn = await PeerConnection.open({
       host: address,
       port: this.init.registryPort,
       target: target(path),
-      headers: this.requestHeaders(path, rangeHeader),
+      headers: this.requestHeaders(path, rangeHeader, extra),
       connectTimeoutMs: this.init.connectTimeoutMs,
       stallTimeoutMs: this.init.stallTimeoutMs,
       signal,
@@ -290,7 +297,7 @@ export class PeerMirror implements Mirror {
     }
   }
 
-  private requestHeaders (path: DistributionPath, rangeHeader: string | undefined): Record<string, string> {
+  private requestHeaders (path: DistributionPath, rangeHeader: string | undefined, extra?: Record<string, string>): Record<string, string> {
     const headers: Record<string, string> = {
       'user-agent': 'spegel',
       'x-spegel-mirrored': 'true',
@@ -298,18 +305,19 @@ export class PeerMirror implements Mirror {
     }
     if (rangeHeader !== undefined && path.kind === 'blobs') headers.range = rangeHeader
     if (this.auth !== undefined) headers.authorization = this.auth
+    if (extra !== undefined) Object.assign(headers, extra)
     return headers
   }
 
   /** HEAD requests and manifests (small, latency-bound): node:http with a keep-alive agent. */
-  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal): Promise<PeerReply> {
+  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, extra?: Record<string, string>): Promise<PeerReply> {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = http.request({
         host: address,
         port: this.init.registryPort,
         method,
         path: target(path),
-        headers: this.requestHeaders(path, rangeHeader),
+        headers: this.requestHeaders(path, rangeHeader, extra),
         agent: this.agent,
         signal,
       })
@@ -354,7 +362,7 @@ export class PeerMirror implements Mirror {
    * breaks, continues with a range request to another (or the same) peer from the byte reached. Everything is hashed
    * and the last chunk of the window is withheld until the digest matches, so wrong content is always cut short.
    */
-  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, window: { start: number, end: number }, signal: AbortSignal): AsyncGenerator<BodyChunk> {
+  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, window: { start: number, end: number }, signal: AbortSignal, extra?: Record<string, string>): AsyncGenerator<BodyChunk> {
     let attempt = first
     let offset = first.start
     const end = first.size - 1
@@ -394,7 +402,7 @@ export class PeerMirror implements Mirror {
           // The same peer may be asked again (it may hold the only copy), but others are tried first.
           source.demote(attempt.peer)
           this.init.logger.info({ peer: attempt.peer.id, offset, err: (err as Error).message, digest: first.digest }, 'peer stream broke, resuming elsewhere')
-          attempt = await this.race(source, path, 'GET', `bytes=${offset}-${end}`, signal, true)
+          attempt = await this.race(source, path, 'GET', `bytes=${offset}-${end}`, signal, true, extra)
           if (attempt.start !== offset || attempt.size !== first.size) throw new PeerResponseError(`peer ${attempt.peer.id} resumed at ${attempt.start} of ${attempt.size}, want ${offset} of ${first.size}`)
           contributors.add(attempt.peer.id)
         }

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
@@ -18,14 +19,10 @@ import { chunkSize } from './buffers.ts'
 import type { Requester, TransferBudget, TransferSource } from './budget.ts'
 import { ConnectionLimits, type ConnectionLimitsInit } from './connections.ts'
 import { maxBuffersPerConnection } from './peer-client.ts'
-import type { Mirror, RequestRecord } from './types.ts'
+import { inflightHeader, type Mirror, type RequestRecord } from './types.ts'
 
 export const mirroredHeader = 'x-spegel-mirrored'
-/**
- * A peer sends `accept` when it takes a blob this node is still downloading; the answer then carries `true`. Such
- * bytes are unverified until the download ends: the receiver hashes them from byte 0 as it does for any peer's bytes.
- */
-export const inflightHeader = 'x-spegel-inflight'
+
 
 export interface RegistryInit {
   store: ContentStore
@@ -41,6 +38,8 @@ export interface RegistryInit {
   metrics?: Metrics
   /** Bounds the memory blob transfers may hold; without it, transfers are not limited. */
   budget?: TransferBudget
+  /** How long a peer asking for a download in progress waits for it to start (default 2 s). */
+  inflightStartWaitMs?: number
   /** Limits on idle and open connections (defaults: ConnectionLimits'). */
   connections?: Omit<ConnectionLimitsInit, 'metrics'>
 }
@@ -111,11 +110,18 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
         source = 'local'
         await serveLocal(init, reply, path, local, method, range, requester)
       } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[inflightHeader] === 'accept' && init.store.download !== undefined) {
-        // A peer that takes bytes of a download still in progress (herd protection; Go Spegel never asks this).
-        const download = await init.store.download(path.digest)
-        if (download === undefined) throw notFound(path, 'not found, and not being downloaded')
+        // A peer that takes bytes of a download still in progress (herd protection; Go Spegel never asks this). The
+        // download may not have started yet when the peer asks: wait for it, briefly (see waitForDownload).
+        const found = await waitForDownload(init.store, path.digest, init.inflightStartWaitMs ?? 2_000, closedSignal(reply))
+        if (found === undefined) throw notFound(path, 'not found, and not being downloaded')
         source = 'local'
-        await serveDownload(init, reply, path, download, method)
+        if (found === 'complete') {
+          const desc = await findLocal(init.store, path, mirrored, req.log)
+          if (desc === undefined) throw notFound(path, 'removed while being served')
+          await serveLocal(init, reply, path, desc, method, range, requester)
+        } else {
+          await serveDownload(init, reply, path, found, method, range)
+        }
       } else if (mirrored || init.mirror === undefined) {
         throw notFound(path, 'not found')
       } else {
@@ -383,13 +389,46 @@ async function serveLocal (
   await reply.send(body)
 }
 
-/** Streams a blob while this node's containerd downloads it: the whole blob, 200, never a range. */
-async function serveDownload (init: RegistryInit, reply: FastifyReply, path: DistributionPath, download: Download, method: 'GET' | 'HEAD'): Promise<void> {
+/**
+ * Waits up to `waitMs` for this node's containerd to start downloading `digest` (or to have it complete). A node
+ * that claimed a blob answers its containerd 404 a moment before the download starts, and its peers may ask in that
+ * moment; but the download may also never start (that containerd's download slots are taken, or it found the blob
+ * elsewhere), so the wait is short: the asking peer then downloads the blob itself.
+ */
+async function waitForDownload (store: ContentStore, digest: string, waitMs: number, signal: AbortSignal): Promise<Download | 'complete' | undefined> {
+  const deadline = performance.now() + waitMs
+  for (;;) {
+    const download = await store.download?.(digest)
+    if (download !== undefined) return download
+    try {
+      await store.descriptor(digest)
+      return 'complete'
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err
+    }
+    if (performance.now() >= deadline || signal.aborted) return undefined
+    await sleep(25, undefined, { signal }).catch(() => {})
+  }
+}
+
+/** Streams a blob while this node's containerd downloads it (the whole blob, or from a byte on: a resume). */
+async function serveDownload (init: RegistryInit, reply: FastifyReply, path: DistributionPath, download: Download, method: 'GET' | 'HEAD', rangeSpec: ByteRangeSpec | undefined): Promise<void> {
+  let start = 0
+  if (rangeSpec !== undefined) {
+    try {
+      start = resolveRange(rangeSpec, download.total).start
+    } catch (err) {
+      if (!(err instanceof InvalidRangeError)) throw err
+      throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { 'content-range': `bytes */${download.total}` } })
+    }
+    // Only ranges to the end are served from a download (what a resume asks for).
+    reply.code(206).header('content-range', contentRange({ start, end: download.total - 1 }, download.total))
+  }
   reply.header('docker-content-digest', download.digest)
   if (path.registry !== '') reply.header('oci-namespace', path.registry)
   reply.header(inflightHeader, 'true')
   reply.header('content-type', MediaType.octetStream)
-  reply.header('content-length', String(download.total))
+  reply.header('content-length', String(download.total - start))
   if (method === 'HEAD') {
     await reply.send()
     return
@@ -397,10 +436,19 @@ async function serveDownload (init: RegistryInit, reply: FastifyReply, path: Dis
   const signal = closedSignal(reply)
   await reserve(init.budget, reply, localReserveBytes, 'peer', 'local', path, signal)
   reply.hijack()
-  reply.raw.writeHead(200, reply.getHeaders() as OutgoingHttpHeaders)
+  reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
   const writer = new ResponseWriter(reply.raw)
   try {
-    for await (const chunk of download.read({ signal })) await writer.write(chunk)
+    let offset = 0
+    init.metrics?.inflightServed.inc()
+    for await (const chunk of download.read({ signal })) {
+      const from = Math.max(0, start - offset)
+      offset += chunk.length
+      if (from < chunk.length) {
+        await writer.write(from === 0 ? chunk : chunk.subarray(from))
+        init.metrics?.inflightServedBytes.inc(chunk.length - from)
+      }
+    }
     await endResponse(reply.raw)
   } catch (err) {
     // Cut short: the peer sees a broken body and resumes elsewhere or gives up; it never takes it for complete.

@@ -234,17 +234,17 @@ export class Libp2pRouter implements Router {
 
   lookup (key: string, options: LookupOptions): AsyncIterable<Peer> {
     if (this.shutdown.signal.aborted) throw new RouterClosedError()
-    if (options.thorough === true) return this.thoroughLookup(key, options)
+    if (options.thorough === true || options.fresh === true) return this.uncachedLookup(key, options, options.thorough !== true)
     return this.cache.lookup(key, options)
   }
 
-  private async * thoroughLookup (key: string, options: LookupOptions): AsyncGenerator<Peer> {
+  private async * uncachedLookup (key: string, options: LookupOptions, localFirst: boolean): AsyncGenerator<Peer> {
     if (options.count < 1) return
     const signals = [this.shutdown.signal, AbortSignal.timeout(this.init.lookupTimeoutMs ?? C.LOOKUP_TIMEOUT_MS)]
     if (options.signal !== undefined) signals.push(options.signal)
     let yielded = 0
     try {
-      for await (const peer of this.queryProviders(key, AbortSignal.any(signals), false)) {
+      for await (const peer of this.queryProviders(key, AbortSignal.any(signals), localFirst)) {
         yield peer
         if (++yielded >= options.count) return
       }

@@ -1,0 +1,142 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import type { Metrics } from '../metrics/index.ts'
+import type { Peer, Router } from '../routing/types.ts'
+import { RegistryError } from './errors.ts'
+import type { PeerMirror } from './mirror.ts'
+import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
+
+/**
+ * The DHT key under which a node announces that its containerd is downloading `digest` (or is about to). It is
+ * neither a digest nor an image reference, so Go Spegel nodes, which look up only those, never see it.
+ */
+export function inflightKey (digest: string): string {
+  return `inflight:${digest}`
+}
+
+export interface HerdMirrorInit {
+  /** Fetches content held by peers (complete, or in flight with `inflight: true`). */
+  mirror: PeerMirror
+  router: Router
+  logger: Logger
+  metrics?: Metrics
+  /** How long a node that claimed a blob waits for rival claims before deciding (default 30 ms). */
+  electionWindowMs?: number
+  /** Longest wait for the claims of others in one lookup (default 250 ms). */
+  lookupTimeoutMs?: number
+  /** How long a claim stays advertised after this node's containerd was sent to download (default 2 min). */
+  claimTtlMs?: number
+}
+
+/**
+ * Herd protection: when several nodes miss the same blob at about the same time (a rollout), one node's containerd
+ * downloads it from the upstream registry and the others stream it from that node while it downloads.
+ *
+ * A miss of a blob nobody holds goes through three steps. (1) If a peer has claimed the blob, its download is
+ * streamed from it (`X-Spegel-Inflight: accept`; the bytes are hashed from byte 0 and the last one is withheld until
+ * the digest matches, as for any peer's bytes). (2) Otherwise this node claims it (advertises inflightKey(digest)),
+ * waits a short election window and looks at the claims again: the lowest peer id among the claimants wins. (3) The
+ * winner answers its containerd 404, so it downloads from the upstream as without a mirror; a loser streams from the
+ * winner. Whatever fails (the winner's download never starts within its registry's short wait, breaks, or is
+ * wrong) ends in a 404 before any byte or a broken stream, and containerd downloads itself: never wrong bytes, never
+ * an endless wait. Waits are bounded so that nodes whose few download slots wait on each other cannot deadlock.
+ */
+export class HerdMirror implements Mirror {
+  private readonly init: Required<Omit<HerdMirrorInit, 'metrics'>> & Pick<HerdMirrorInit, 'metrics'>
+  private readonly claims = new Map<string, NodeJS.Timeout>()
+
+  constructor (init: HerdMirrorInit) {
+    this.init = { electionWindowMs: 30, lookupTimeoutMs: 250, claimTtlMs: 120_000, ...init }
+  }
+
+  async fetch (request: MirrorRequest): Promise<MirrorResponse> {
+    try {
+      return await this.init.mirror.fetch(request)
+    } catch (err) {
+      const digest = request.path.digest
+      if (digest === undefined || !this.eligible(request, err)) throw err
+      return await this.herd(request, digest, err as RegistryError)
+    }
+  }
+
+  close (): void {
+    for (const timer of this.claims.values()) clearTimeout(timer)
+    this.claims.clear()
+  }
+
+  /** Blob GETs that no peer can serve complete: nobody was found to ask. */
+  private eligible (request: MirrorRequest, err: unknown): boolean {
+    if (request.method !== 'GET' || request.path.kind !== 'blobs' || request.signal.aborted) return false
+    if (!(err instanceof RegistryError) || err.status !== 404) return false
+    const detail = err.detail as { attempts?: number } | undefined
+    return detail?.attempts === 0
+  }
+
+  private async herd (request: MirrorRequest, digest: string, miss: RegistryError): Promise<MirrorResponse> {
+    const key = inflightKey(digest)
+    const { metrics, logger } = this.init
+    // (1) Somebody is downloading it already.
+    if (!this.claims.has(digest)) {
+      const followed = await this.follow(request, key)
+      if (followed !== undefined) {
+        metrics?.herdOutcomes.inc({ outcome: 'followed' })
+        return followed
+      }
+    }
+    // (2) Claim it, give rivals who missed it at the same moment time to claim too, then compare.
+    const self = this.init.router.peerId
+    this.claim(digest, key)
+    await sleep(this.init.electionWindowMs, undefined, { signal: request.signal }).catch(() => {})
+    const rivals = await this.claimants(key, request.signal)
+    const winner = [self, ...rivals.map((p) => p.id)].sort()[0]
+    if (winner === self) {
+      // (3) This node downloads: its containerd goes upstream; peers stream the download from here.
+      metrics?.herdOutcomes.inc({ outcome: 'won' })
+      logger.debug({ digest, rivals: rivals.length }, 'herd: this node downloads the blob')
+      throw miss
+    }
+    this.unclaim(digest, key)
+    metrics?.herdOutcomes.inc({ outcome: 'lost' })
+    const followed = await this.follow(request, key)
+    if (followed !== undefined) return followed
+    metrics?.herdOutcomes.inc({ outcome: 'fallback' })
+    logger.debug({ digest, winner }, 'herd: the winner\'s download could not be followed; downloading here')
+    throw miss
+  }
+
+  /** Streams the blob from a peer that downloads it; undefined when nobody can (before any byte was sent). */
+  private async follow (request: MirrorRequest, key: string): Promise<MirrorResponse | undefined> {
+    try {
+      return await this.init.mirror.fetch(request, { lookupKey: key, inflight: true })
+    } catch (err) {
+      if (err instanceof RegistryError && err.status === 404) return undefined
+      throw err
+    }
+  }
+
+  /** The other nodes that claim `key` now (never this one), from a fresh lookup bounded in time. */
+  private async claimants (key: string, signal: AbortSignal): Promise<Peer[]> {
+    const found: Peer[] = []
+    const bounded = AbortSignal.any([signal, AbortSignal.timeout(this.init.lookupTimeoutMs)])
+    try {
+      for await (const peer of this.init.router.lookup(key, { count: 16, signal: bounded, fresh: true })) found.push(peer)
+    } catch {
+      // A failed lookup finds no rival: at worst two nodes download.
+    }
+    return found
+  }
+
+  private claim (digest: string, key: string): void {
+    clearTimeout(this.claims.get(digest))
+    const timer = setTimeout(() => { this.unclaim(digest, key) }, this.init.claimTtlMs)
+    timer.unref()
+    this.claims.set(digest, timer)
+    this.init.router.advertise([key]).catch((err: unknown) => { this.init.logger.debug({ err, key }, 'herd: claim not advertised') })
+  }
+
+  private unclaim (digest: string, key: string): void {
+    clearTimeout(this.claims.get(digest))
+    this.claims.delete(digest)
+    this.init.router.withdraw([key]).catch((err: unknown) => { this.init.logger.debug({ err, key }, 'herd: claim not withdrawn') })
+  }
+}
