@@ -474,6 +474,12 @@ describe('chart rendered with non-default values', () => {
     assert.equal(cleanup.spec.template.spec.volumes[0].hostPath.path, '/etc/cri/conf.d/hosts')
   })
 
+  it('spegel.herdProtection reaches the registry as --herd-protection (on by default)', () => {
+    const flag = (r: Rendered): string | undefined => containerArgs(container(r, 'registry')).find((a) => a.startsWith('--herd-protection='))
+    assert.equal(flag(renderChart()), '--herd-protection=true')
+    assert.equal(flag(renderChart({ values: { spegel: { herdProtection: false } } })), '--herd-protection=false')
+  })
+
   it('spegel.dataDir (later Spegel charts\' name for spegel.persistence) overrides it key by key', () => {
     const dataDirOf = (r: Rendered): { arg: string | undefined, mount: unknown, hostPath: unknown } => ({
       arg: containerArgs(container(r, 'registry')).find((a) => a.startsWith('--data-dir=')),
