@@ -14,6 +14,20 @@ export function inflightKey (digest: string): string {
   return `inflight:${digest}`
 }
 
+/** One blob nobody held when this node's containerd asked, for the debug page. */
+export interface HerdEvent {
+  digest: string
+  /** followed: streamed from a peer's download; won: this node downloaded it; lost: a rival did (streamed from it); fallback: could not follow, downloaded here. */
+  outcome: 'followed' | 'won' | 'lost' | 'fallback'
+  /** The peer streamed from (followed, lost). */
+  peer?: string
+  /** Unix ms. */
+  at: number
+}
+
+/** Herd events kept for the debug page. */
+const maxEvents = 50
+
 export interface HerdMirrorInit {
   /** Fetches content held by peers (complete, or in flight with `inflight: true`). */
   mirror: PeerMirror
@@ -44,6 +58,7 @@ export interface HerdMirrorInit {
 export class HerdMirror implements Mirror {
   private readonly init: Required<Omit<HerdMirrorInit, 'metrics'>> & Pick<HerdMirrorInit, 'metrics'>
   private readonly claims = new Map<string, NodeJS.Timeout>()
+  private readonly events: HerdEvent[] = []
 
   constructor (init: HerdMirrorInit) {
     this.init = { electionWindowMs: 30, lookupTimeoutMs: 250, claimTtlMs: 120_000, ...init }
@@ -57,6 +72,11 @@ export class HerdMirror implements Mirror {
       if (digest === undefined || !this.eligible(request, err)) throw err
       return await this.herd(request, digest, err as RegistryError)
     }
+  }
+
+  /** The latest blobs nobody held, newest first. */
+  recent (): HerdEvent[] {
+    return [...this.events].reverse()
   }
 
   close (): void {
@@ -74,12 +94,12 @@ export class HerdMirror implements Mirror {
 
   private async herd (request: MirrorRequest, digest: string, miss: RegistryError): Promise<MirrorResponse> {
     const key = inflightKey(digest)
-    const { metrics, logger } = this.init
+    const { logger } = this.init
     // (1) Somebody is downloading it already.
     if (!this.claims.has(digest)) {
       const followed = await this.follow(request, key)
       if (followed !== undefined) {
-        metrics?.herdOutcomes.inc({ outcome: 'followed' })
+        this.record(digest, 'followed', followed.peer)
         return followed
       }
     }
@@ -91,17 +111,25 @@ export class HerdMirror implements Mirror {
     const winner = [self, ...rivals.map((p) => p.id)].sort()[0]
     if (winner === self) {
       // (3) This node downloads: its containerd goes upstream; peers stream the download from here.
-      metrics?.herdOutcomes.inc({ outcome: 'won' })
+      this.record(digest, 'won')
       logger.debug({ digest, rivals: rivals.length }, 'herd: this node downloads the blob')
       throw miss
     }
     this.unclaim(digest, key)
-    metrics?.herdOutcomes.inc({ outcome: 'lost' })
     const followed = await this.follow(request, key)
-    if (followed !== undefined) return followed
-    metrics?.herdOutcomes.inc({ outcome: 'fallback' })
+    if (followed !== undefined) {
+      this.record(digest, 'lost', followed.peer)
+      return followed
+    }
+    this.record(digest, 'fallback')
     logger.debug({ digest, winner }, 'herd: the winner\'s download could not be followed; downloading here')
     throw miss
+  }
+
+  private record (digest: string, outcome: HerdEvent['outcome'], peer?: string): void {
+    this.init.metrics?.herdOutcomes.inc({ outcome })
+    this.events.push({ digest, outcome, ...(peer !== undefined ? { peer } : {}), at: Date.now() })
+    if (this.events.length > maxEvents) this.events.shift()
   }
 
   /** Streams the blob from a peer that downloads it; undefined when nobody can (before any byte was sent). */
