@@ -172,6 +172,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
               advertised: () => advertiser.snapshot(),
               recent,
               doctor: () => doctor.lastReport,
+              herd: () => herd?.recent() ?? [],
               measure: async (image, options) => await measurePull({ router: routerRef, store, registryUrl }, image, options),
             },
           }

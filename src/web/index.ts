@@ -3,6 +3,7 @@ import type { AdvertisedImage } from '../advertise/index.ts'
 import type { DoctorReport } from '../doctor/index.ts'
 import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
+import type { HerdEvent } from '../registry/herd.ts'
 import type { PeerInfo } from '../routing/types.ts'
 import { InvalidImageError, parseImageWithDefaults, type MeasureResult } from './measure.ts'
 import { renderError, renderMeasure, renderPage, renderStats, type StatsView } from './page.ts'
@@ -24,6 +25,8 @@ export interface DebugWebSources {
   advertised: () => { images: AdvertisedImage[], keys: number }
   recent: RecentRequests
   doctor?: () => DoctorReport | undefined
+  /** The latest blobs nobody held (herd protection), newest first. */
+  herd?: () => HerdEvent[]
   /** Looks an image up in the DHT and pulls it through this node's registry. */
   measure?: (image: string, options: { signal: AbortSignal }) => Promise<MeasureResult>
 }
@@ -75,6 +78,7 @@ export function createMetricsApp (init: MetricsAppInit): FastifyInstance {
     const advertised = web.advertised()
     const last = (await metrics.mirrorLastSuccess.get()).values[0]?.value
     const doctor = web.doctor?.()
+    const herd = web.herd?.()
     return {
       peerId: init.peerId,
       addresses: web.addresses(),
@@ -85,6 +89,7 @@ export function createMetricsApp (init: MetricsAppInit): FastifyInstance {
       ...(last !== undefined && last > 0 ? { lastMirrorSuccess: last } : {}),
       recent: web.recent.list(),
       ...(doctor !== undefined ? { doctor } : {}),
+      ...(herd !== undefined ? { herd } : {}),
       now: Date.now(),
     }
   }
@@ -103,6 +108,7 @@ export function createMetricsApp (init: MetricsAppInit): FastifyInstance {
       lastMirrorSuccess: v.lastMirrorSuccess ?? null,
       recentRequests: v.recent,
       doctor: v.doctor ?? null,
+      herd: v.herd ?? null,
     })
   })
   app.get<{ Querystring: { image?: string } }>('/debug/web/measure', {

@@ -3,6 +3,7 @@
 // submits the measure form in place. Every value is escaped.
 import type { AdvertisedImage } from '../advertise/index.ts'
 import type { DoctorReport } from '../doctor/index.ts'
+import type { HerdEvent } from '../registry/herd.ts'
 import type { PeerInfo } from '../routing/types.ts'
 import { escapeHtml as e, formatBytes, formatDuration } from './format.ts'
 import type { MeasureResult } from './measure.ts'
@@ -19,6 +20,8 @@ export interface StatsView {
   lastMirrorSuccess?: number
   recent: RecentRequest[]
   doctor?: DoctorReport
+  /** Newest first; undefined when the node has no herd source (the section is left out). */
+  herd?: HerdEvent[]
   now: number
 }
 
@@ -73,7 +76,7 @@ export function renderPage (view: StatsView): string {
 `
 }
 
-/** The refreshable part: identity, counters, doctor findings, peers, images and recent requests. */
+/** The refreshable part: identity, counters, doctor findings, peers, images, recent requests and herd events. */
 export function renderStats (view: StatsView): string {
   const tags = view.images.filter((i) => i.tag !== undefined).length
   const last = view.lastMirrorSuccess
@@ -108,7 +111,24 @@ ${view.images.length === 0 ? '<tr><td colspan="4" class="empty">no images</td></
   parts.push(`<section><h2>Recent mirror requests</h2><table id="requests"><thead><tr><th>Time</th><th>Request</th><th>Source</th><th>Status</th><th>Size</th><th>Duration</th></tr></thead><tbody>
 ${view.recent.length === 0 ? '<tr><td colspan="6" class="empty">no requests yet</td></tr>' : view.recent.map((r) => `<tr class="request"><td>${e(new Date(r.at).toISOString().slice(11, 23))}</td><td class="mono">${e(r.method)} ${e(r.registry !== '' ? r.registry + '/' : '')}${e(r.repository)} ${e(r.kind)}/${e(r.reference)}</td><td class="source-${e(r.source)}">${e(r.source)}</td><td>${e(r.status)}</td><td>${e(formatBytes(r.bytes))}</td><td>${e(formatDuration(r.durationMs))}</td></tr>`).join('\n')}
 </tbody></table></section>`)
+  if (view.herd !== undefined) {
+    parts.push(`<section><h2>Herd protection</h2><table id="herd"><thead><tr><th>Blob</th><th>Outcome</th><th>When</th></tr></thead><tbody>
+${view.herd.length === 0 ? '<tr><td colspan="3" class="empty">no rollout seen yet</td></tr>' : view.herd.map((h) => `<tr class="herd-event herd-${e(h.outcome)}"><td class="mono" title="${e(h.digest)}">${e(shortDigest(h.digest))}</td><td>${herdOutcome(h)}</td><td>${e(formatDuration(view.now - h.at))} ago</td></tr>`).join('\n')}
+</tbody></table></section>`)
+  }
   return parts.join('\n')
+}
+
+/** A herd event's outcome in words, as HTML (the peer, from the network, escaped). */
+function herdOutcome (event: HerdEvent): string {
+  const peer = event.peer === undefined ? 'a peer' : `<span class="mono" title="${e(event.peer)}">${e(shortId(event.peer))}</span>`
+  switch (event.outcome) {
+    case 'followed': return `streamed from ${peer} while it downloaded`
+    case 'won': return '<span class="ok">downloaded here</span> (others stream from this node)'
+    case 'lost': return `a peer downloaded it; streamed from ${peer}`
+    case 'fallback': return '<span class="warn">could not follow; downloaded here</span>'
+    default: return e(event.outcome) // an outcome added to HerdMirror later still shows, in its own name
+  }
 }
 
 /** The measure form's result. */
@@ -145,6 +165,12 @@ function card (label: string, valueHtml: string, id: string): string {
 
 function shortId (id: string): string {
   return id.length > 12 ? '…' + id.slice(-8) : id
+}
+
+/** `sha256:` and the first 12 hex digits, enough to tell blobs apart at a glance (the full digest is its title). */
+function shortDigest (digest: string): string {
+  const colon = digest.indexOf(':')
+  return digest.length > colon + 13 ? digest.slice(0, colon + 13) + '…' : digest
 }
 
 /** `registry/repo:tag` → `registry/repo` (the tag has its own column). */

@@ -5,6 +5,7 @@ import { pino } from 'pino'
 import type { AdvertisedImage } from '../../../src/advertise/index.ts'
 import type { DoctorReport } from '../../../src/doctor/index.ts'
 import { Metrics } from '../../../src/metrics/index.ts'
+import type { HerdEvent } from '../../../src/registry/herd.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
 import type { Mirror, MirrorRequest, MirrorResponse, RequestRecord } from '../../../src/registry/types.ts'
@@ -186,6 +187,70 @@ describe('metrics app', () => {
       assert.match(text, /http_request_duration_seconds_count\{handler="\/debug\/web\/\*",method="GET",code="200"\} \d+/)
       assert.match(text, /http_request_duration_seconds_count\{handler="\/debug\/web\/metadata",method="GET",code="200"\} 1/)
       assert.match(text, /http_response_size_bytes_sum\{handler="\/debug\/web\/metadata",method="GET",code="200"\} [1-9]/)
+    })
+  })
+})
+
+describe('herd protection on the debug page', () => {
+  const peerId = '12D3KooWself'
+  const peerA = '12D3KooWpeerAAAAAAAAfollowed'
+  // Ages relative to the request, so that they render predictably however slow the run.
+  const events = (now = Date.now()): HerdEvent[] => [
+    { digest: 'sha256:' + '1'.repeat(64), outcome: 'followed', peer: peerA, at: now - 5_000 },
+    { digest: 'sha256:' + '2'.repeat(64), outcome: 'won', at: now - 65_000 },
+    { digest: 'sha256:' + '3'.repeat(64), outcome: 'lost', peer: evil, at: now - 2 * 3_600_000 },
+    { digest: `sha256:${evil}`, outcome: 'fallback', at: now - 1_000 },
+  ]
+
+  async function withApp (debugWeb: DebugWebSources, fn: (app: ReturnType<typeof createMetricsApp>) => Promise<void>): Promise<void> {
+    const app = createMetricsApp({ metrics: new Metrics({ defaultMetrics: false }), logger, peerId, debugWeb })
+    try {
+      await fn(app)
+    } finally {
+      await app.close()
+    }
+  }
+
+  it('lists each event with its short digest, outcome in words, shortened peer and age, on the page and in /stats', async () => {
+    await withApp(sources({ herd: () => events() }), async (app) => {
+      for (const path of ['/debug/web/', '/debug/web/stats']) {
+        const body = (await app.inject(path)).body
+        assert.match(body, /<h2>Herd protection<\/h2><table id="herd">/, path)
+        const rows = [...body.matchAll(/<tr class="herd-event herd-(\w+)">(.*?)<\/tr>/g)]
+        assert.deepEqual(rows.map((r) => r[1]), ['followed', 'won', 'lost', 'fallback'], path)
+        const [followed, won, lost, fallback] = rows.map((r) => r[2] ?? '')
+        assert.match(followed ?? '', /<td class="mono" title="sha256:1{64}">sha256:1{12}…<\/td>/)
+        assert.match(followed ?? '', new RegExp(`streamed from <span class="mono" title="${peerA}">…${peerA.slice(-8)}</span> while it downloaded`))
+        assert.match(followed ?? '', /<td>5\.\ds ago<\/td>/)
+        assert.match(won ?? '', /downloaded here<\/span> \(others stream from this node\)/)
+        assert.match(won ?? '', /<td>1m 5s ago<\/td>/)
+        assert.match(lost ?? '', /a peer downloaded it; streamed from <span class="mono" title="&lt;script&gt;alert\(1\)&lt;\/script&gt;">…\/script&gt;<\/span>/)
+        assert.match(lost ?? '', /<td>2h ago<\/td>/)
+        assert.match(fallback ?? '', /could not follow; downloaded here/)
+        assert.ok(!body.includes(evil), `${path}: untrusted values are escaped`)
+        assert.ok(body.includes(`title="sha256:${escapeHtml(evil)}"`), path)
+      }
+    })
+  })
+
+  it('shows an empty state before any rollout, and no section without a herd source', async () => {
+    await withApp(sources({ herd: () => [] }), async (app) => {
+      const body = (await app.inject('/debug/web/')).body
+      assert.match(body, /<table id="herd">.*<td colspan="3" class="empty">no rollout seen yet<\/td>/s)
+      assert.deepEqual((await app.inject('/debug/web/status.json')).json().herd, [])
+    })
+    await withApp(sources(), async (app) => {
+      assert.doesNotMatch((await app.inject('/debug/web/')).body, /Herd protection/)
+      assert.equal((await app.inject('/debug/web/status.json')).json().herd, null)
+    })
+  })
+
+  it('/debug/web/status.json carries the events, newest first, as given', async () => {
+    const given = events()
+    await withApp(sources({ herd: () => given }), async (app) => {
+      const res = await app.inject('/debug/web/status.json')
+      assert.equal(res.statusCode, 200)
+      assert.deepEqual(res.json().herd, given)
     })
   })
 })
