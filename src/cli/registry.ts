@@ -172,7 +172,8 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
               advertised: () => advertiser.snapshot(),
               recent,
               doctor: () => doctor.lastReport,
-              herd: () => herd?.recent() ?? [],
+              // Without herd protection the page leaves the section out.
+              ...(herd !== undefined ? { herd: () => herd?.recent() ?? [] } : {}),
               measure: async (image, options) => await measurePull({ router: routerRef, store, registryUrl }, image, options),
             },
           }
