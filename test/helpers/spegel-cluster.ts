@@ -74,8 +74,10 @@ export interface SpegelNode {
   /**
    * Starts the daemon (again) and waits for /readyz. `bootstrapPeers` replaces the cluster's static bootstrap list
    * (node 1): a restarted node 1 must be pointed at a live node, or it would stay alone until others re-bootstrap.
+   * `daemonArgs` replaces the cluster's `daemonArgs` for this start and every later one (e.g. a benchmark comparing
+   * two settings of a flag on the same nodes).
    */
-  startDaemon: (options?: { bootstrapPeers?: readonly string[] }) => Promise<void>
+  startDaemon: (options?: { bootstrapPeers?: readonly string[], daemonArgs?: readonly string[] }) => Promise<void>
   /** `/ip4/IP/tcp/5001`: the node's router address, for bootstrapPeers. */
   readonly routerAddr: string
   /** Graceful stop (SIGTERM). */
@@ -281,7 +283,8 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
         logLevel: options.logLevel ?? 'INFO',
         bootstrapPeers: [bootstrap],
         // As the chart does: the registry gets the same mirrored registries as the configuration step.
-        args: ['--mirrored-registries', upstreamRef.url, ...(options.daemonArgs ?? [])],
+        args: ['--mirrored-registries', upstreamRef.url],
+        daemonArgs: options.daemonArgs ?? [],
         maxLogRecords: options.maxLogRecords ?? 20_000,
         ...(options.onLog !== undefined ? { onLog: options.onLog } : {}),
         ...(options.onOutput !== undefined ? { onOutput: options.onOutput } : {}),
@@ -324,6 +327,8 @@ interface NodeInit {
   logLevel: string
   bootstrapPeers: readonly string[]
   args: string[]
+  /** The cluster's `daemonArgs`, until a startDaemon call replaces them. */
+  daemonArgs: readonly string[]
   maxLogRecords: number
   onLog?: (node: SpegelNode, record: DaemonLogRecord) => void
   onOutput?: (node: SpegelNode, line: string, stream: 'stdout' | 'stderr') => void
@@ -341,6 +346,7 @@ class NodeImpl implements SpegelNode {
   private proc: ProcessHandle | undefined
   private id: string | undefined
   private records: DaemonLogRecord[] = []
+  private daemonArgs: readonly string[]
 
   constructor (index: number, net: NetnsMember, containerd: ContainerdInstance, init: NodeInit) {
     this.index = index
@@ -350,6 +356,7 @@ class NodeImpl implements SpegelNode {
     this.hostsDir = containerd.configPath
     this.mirrorUrl = `http://${net.ip}:${registryPort}`
     this.init = init
+    this.daemonArgs = init.daemonArgs
   }
 
   get netns (): string { return this.net.netns }
@@ -402,8 +409,9 @@ class NodeImpl implements SpegelNode {
 
   get routerAddr (): string { return `/ip4/${this.ip}/tcp/${routerPort}` }
 
-  async startDaemon (options: { bootstrapPeers?: readonly string[] } = {}): Promise<void> {
+  async startDaemon (options: { bootstrapPeers?: readonly string[], daemonArgs?: readonly string[] } = {}): Promise<void> {
     if (this.proc !== undefined && this.proc.exitStatus === undefined) throw new Error(`${this.name}: daemon already running`)
+    if (options.daemonArgs !== undefined) this.daemonArgs = [...options.daemonArgs]
     const dataDir = join(this.containerd.dir, 'spegel-data')
     await mkdir(dataDir, { recursive: true })
     const args = [
@@ -420,6 +428,7 @@ class NodeImpl implements SpegelNode {
       '--bootstrap-kind=static',
       ...(options.bootstrapPeers ?? this.init.bootstrapPeers).map((p) => `--static-bootstrap-peers=${p}`),
       ...this.init.args,
+      ...this.daemonArgs,
     ]
     const image = this.init.image
     // As the image: `node FLAGS /app/dist/spegel.mjs registry …` with only the image's environment, in the cgroup.
