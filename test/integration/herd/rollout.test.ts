@@ -28,7 +28,7 @@ import { CriImages } from '../../helpers/cri-images.ts'
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
 import { isPidAlive, run, waitFor } from '../../helpers/process.ts'
-import { registryPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
+import { metricsPort, registryPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
 import { runSpegel } from '../../helpers/spegel.ts'
 import { requireTool } from '../../helpers/tools.ts'
 
@@ -181,6 +181,34 @@ async function ingestSnapshot (node: SpegelNode): Promise<{ node: SpegelNode, te
   return { node, text: parts.length === 0 ? '-' : parts.join(', '), partial }
 }
 
+/** The daemon's herd protection outcomes so far (spegel_herd_outcomes_total by outcome); empty without them. */
+async function herdOutcomes (node: SpegelNode): Promise<Map<string, number>> {
+  const outcomes = new Map<string, number>()
+  try {
+    const res = await fetch(`http://${node.ip}:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) })
+    for (const m of (await res.text()).matchAll(/^spegel_herd_outcomes_total\{outcome="(\w+)"\} (\d+)/gm)) outcomes.set(m[1]!, Number(m[2]))
+  } catch {
+    // A daemon that is down has no outcomes to show.
+  }
+  return outcomes
+}
+
+/** Per node, the herd outcomes counted since `before` (a restarted daemon counts from zero), for diagnostics. */
+async function describeHerdOutcomes (nodes: readonly SpegelNode[], before: ReadonlyMap<SpegelNode, Map<string, number>>): Promise<string> {
+  const parts: string[] = []
+  for (const node of nodes) {
+    const now = await herdOutcomes(node)
+    const earlier = before.get(node) ?? new Map<string, number>()
+    const counts = [...now].map(([outcome, n]) => [outcome, n - (n >= (earlier.get(outcome) ?? 0) ? (earlier.get(outcome) ?? 0) : 0)] as const).filter(([, n]) => n > 0)
+    parts.push(`${node.name} ${counts.length === 0 ? '-' : counts.map(([o, n]) => `${o} ${n}`).join(' ')}`)
+  }
+  return parts.join(', ')
+}
+
+async function herdOutcomesOf (nodes: readonly SpegelNode[]): Promise<Map<SpegelNode, Map<string, number>>> {
+  return new Map(await Promise.all(nodes.map(async (n) => [n, await herdOutcomes(n)] as const)))
+}
+
 describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd protection ${HERD_PROTECTION ? 'on' : 'off'})`, { timeout: 420_000 }, () => {
   let cluster: SpegelCluster
   let flagSupported = false
@@ -220,6 +248,7 @@ describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd
 
   it('ctr images pull on every node at once: every node gets the image, the upstream serves it about once', async (t) => {
     const image = images.get('ctr')!
+    const herdBefore = await herdOutcomesOf(nodes)
     const outcomes = await pullEverywhere(nodes, async (n) => { await n.pull(image.ref, { timeoutMs: pullBoundMs }) })
     t.diagnostic(`pulls: ${describePulls(outcomes)}`)
     for (const o of outcomes) assert.equal(o.error, undefined, `${o.node.name}'s pull: ${o.error?.message}`)
@@ -227,11 +256,13 @@ describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd
     for (const node of nodes) await assertHoldsImage(node, image)
     const up = await upstreamBlobBytes(cluster, image)
     t.diagnostic(`upstream blob bytes by node: ${up.byNode}`)
+    t.diagnostic(`herd outcomes (blobs): ${await describeHerdOutcomes(nodes, herdBefore)}`)
     assertUpstreamMultiple(t, 'ctr', up.multiple)
   })
 
   it('CRI PullImage on every node at once (the kubelet\'s way): the same', async (t) => {
     const image = images.get('cri')!
+    const herdBefore = await herdOutcomesOf(nodes)
     const outcomes = await pullEverywhere(nodes, async (n) => await cri.get(n)!.pull(image.ref, pullBoundMs))
     t.diagnostic(`pulls: ${describePulls(outcomes)}`)
     for (const o of outcomes) assert.equal(o.error, undefined, `${o.node.name}'s pull: ${o.error?.message}`)
@@ -239,6 +270,7 @@ describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd
     for (const node of nodes) await assertHoldsImage(node, image)
     const up = await upstreamBlobBytes(cluster, image)
     t.diagnostic(`upstream blob bytes by node: ${up.byNode}`)
+    t.diagnostic(`herd outcomes (blobs): ${await describeHerdOutcomes(nodes, herdBefore)}`)
     assertUpstreamMultiple(t, 'CRI', up.multiple)
   })
 
@@ -249,6 +281,7 @@ describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd
    */
   async function killDownloaderMidBlob (t: TestContext, image: PushedImage, kill: (node: SpegelNode) => Promise<void>): Promise<{ victim: SpegelNode, outcomes: PullOutcome[] }> {
     const baseline = await upstreamConnections(cluster)
+    const herdBefore = await herdOutcomesOf(nodes)
     let settled = false
     const pulls = pullEverywhere(nodes, async (n) => { await n.pull(image.ref, { timeoutMs: pullBoundMs }) }).finally(() => { settled = true })
     const threshold = blobBytesOf(image) * killAtShare
@@ -277,6 +310,7 @@ describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd
     await kill(victim)
     const outcomes = await pulls
     t.diagnostic(`pulls: ${describePulls(outcomes)}`)
+    t.diagnostic(`herd outcomes (blobs): ${await describeHerdOutcomes(nodes, herdBefore)}`)
     return { victim, outcomes }
   }
 
