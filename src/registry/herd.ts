@@ -135,7 +135,7 @@ export class HerdMirror implements Mirror {
   /** Streams the blob from a peer that downloads it; undefined when nobody can (before any byte was sent). */
   private async follow (request: MirrorRequest, key: string): Promise<MirrorResponse | undefined> {
     try {
-      return await this.init.mirror.fetch(request, { lookupKey: key, inflight: true })
+      return await this.init.mirror.fetch(request, { lookupKey: key, inflight: true, resolveTimeoutMs: this.init.lookupTimeoutMs })
     } catch (err) {
       if (err instanceof RegistryError && err.status === 404) return undefined
       throw err
@@ -147,7 +147,7 @@ export class HerdMirror implements Mirror {
     const found: Peer[] = []
     const bounded = AbortSignal.any([signal, AbortSignal.timeout(this.init.lookupTimeoutMs)])
     try {
-      for await (const peer of this.init.router.lookup(key, { count: 16, signal: bounded, fresh: true })) found.push(peer)
+      for await (const peer of this.init.router.lookup(key, { count: 16, signal: bounded, thorough: true })) found.push(peer)
     } catch {
       // A failed lookup finds no rival: at worst two nodes download.
     }

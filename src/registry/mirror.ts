@@ -114,9 +114,11 @@ export class PeerMirror implements Mirror {
 
   /**
    * `lookupKey` asks the DHT for another key than the path's (the in-flight key of herd protection); `inflight`
-   * tells the peer that bytes of a download still in progress are welcome (they are verified here all the same).
+   * tells the peer that bytes of a download still in progress are welcome (they are verified here all the same) and
+   * asks the network itself, not this node's records or cache, which may not have heard of a claim made a moment
+   * ago; `resolveTimeoutMs` replaces --mirror-resolve-timeout for this request.
    */
-  async fetch (request: MirrorRequest, options: { lookupKey?: string, inflight?: boolean } = {}): Promise<MirrorResponse> {
+  async fetch (request: MirrorRequest, options: { lookupKey?: string, inflight?: boolean, resolveTimeoutMs?: number } = {}): Promise<MirrorResponse> {
     const { path, method } = request
     const extra = options.inflight === true ? { [inflightHeader]: 'accept' } : undefined
     // Destroying the body (the client went away) cancels the peer requests, as the caller's signal does.
@@ -127,15 +129,15 @@ export class PeerMirror implements Mirror {
       signal,
       avoid: (peer) => this.isBad(peer),
       metrics: this.init.metrics,
-      // Claims of downloads change within seconds: a cached "nobody" would be wrong.
-      fresh: options.inflight === true,
+      // Claims of downloads change within milliseconds: ask the claimants themselves.
+      thorough: options.inflight === true,
     })
     let handedOver = false
     try {
       // Peers are always asked for the whole content, never for the client's range: a range is cut out here, after
       // the size is known, and the bytes before and after it are read and hashed too, so a range is verified
       // against the digest like a whole blob (re-reading the rest from a peer is cheap next to the upstream).
-      const first = await this.race(source, path, method, undefined, signal, false, extra)
+      const first = await this.race(source, path, method, undefined, signal, false, extra, options.resolveTimeoutMs)
       const size = first.size
       let window = { start: 0, end: size - 1 }
       if (request.range !== undefined) {
@@ -186,7 +188,7 @@ export class PeerMirror implements Mirror {
    * as a peer is known; another starts when a request fails, or when the ones in flight are slower than the recent
    * 90th percentile (hedging). Losers are cancelled.
    */
-  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean, extra?: Record<string, string>): Promise<Attempt> {
+  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean, extra?: Record<string, string>, resolveTimeoutMs = this.init.resolveTimeoutMs): Promise<Attempt> {
     type Outcome = { id: number, ok: true, attempt: Attempt } | { id: number, ok: false, peer: Peer, err: unknown }
     const inflight = new Map<number, { promise: Promise<Outcome>, ac: AbortController }>()
     let attempts = 0
@@ -210,7 +212,7 @@ export class PeerMirror implements Mirror {
         if (inflight.size === 0) {
           if (attempts >= this.init.maxAttempts) break
           // A resume has a client mid-transfer: finding another holder is worth more than the usual short wait.
-          const peer = await source.next(allowReuse ? Math.max(this.init.resolveTimeoutMs, resumeResolveTimeoutMs) : this.init.resolveTimeoutMs, signal, allowReuse)
+          const peer = await source.next(allowReuse ? Math.max(resolveTimeoutMs, resumeResolveTimeoutMs) : resolveTimeoutMs, signal, allowReuse)
           if (peer === undefined) break
           start(peer)
           continue

@@ -21,14 +21,14 @@ export class PeerSource {
   private readonly router: Router
   private readonly key: string
   private readonly count: number
-  private readonly options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined, fresh?: boolean }
+  private readonly options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined, fresh?: boolean, thorough?: boolean }
 
-  constructor (router: Router, key: string, count: number, options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined, fresh?: boolean }) {
+  constructor (router: Router, key: string, count: number, options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined, fresh?: boolean, thorough?: boolean }) {
     this.router = router
     this.key = key
     this.count = count
     this.options = options
-    this.run(false)
+    this.run(options.thorough === true)
   }
 
   /** Fills `found` from one lookup; a thorough one skips providers already known. */
