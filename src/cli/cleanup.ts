@@ -1,5 +1,5 @@
 import { cleanupWait, runCleanup } from '../cleanup/index.ts'
-import { ExitCode, num, str, type CommandContext } from './run.ts'
+import { ExitCode, num, str, type CommandContext } from './context.ts'
 
 /** `spegel cleanup`: restore the backed-up containerd configuration, then report ready until terminated. */
 export async function cleanupCommand (ctx: CommandContext): Promise<number> {

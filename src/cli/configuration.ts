@@ -1,6 +1,6 @@
 import { readBasicAuth, writeMirrorConfiguration } from '../containerd/hosts.ts'
 import { basicAuthDir } from './registry.ts'
-import { ExitCode, bool, list, str, type CommandContext } from './run.ts'
+import { ExitCode, bool, list, str, type CommandContext } from './context.ts'
 
 /** `spegel configuration`: write containerd's hosts.toml mirror entries (the DaemonSet's init container). */
 export async function configurationCommand (ctx: CommandContext): Promise<number> {

@@ -1,6 +1,6 @@
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
 import { CriClient, Doctor, formatReport } from '../doctor/index.ts'
-import { ExitCode, list, str, type CommandContext } from './run.ts'
+import { ExitCode, list, str, type CommandContext } from './context.ts'
 
 /**
  * `spegel doctor`: checks this node's containerd and mirror configuration and prints each finding with its fix.

@@ -15,7 +15,7 @@ import type { FlagValue } from './args.ts'
 import type { Logger } from '../log/index.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
 import { createMetricsApp, measurePull, RecentRequests } from '../web/index.ts'
-import { bool, ExitCode, list, num, str, type CommandContext } from './run.ts'
+import { bool, ExitCode, list, num, str, type CommandContext } from './context.ts'
 
 /** Where Spegel's chart mounts the optional basic-auth secret. */
 export const basicAuthDir = '/etc/secrets/basic-auth'

@@ -1,18 +1,8 @@
-import { HelpRequested, parseCommandLine, UsageError, type FlagValue } from './args.ts'
+import { HelpRequested, parseCommandLine, UsageError } from './args.ts'
+import { ExitCode, type CommandContext } from './context.ts'
 import { commands, globalFlags } from './spec.ts'
-import { createLogger, type Logger } from '../log/index.ts'
+import { createLogger } from '../log/index.ts'
 import { versionInfo } from '../version.ts'
-
-/** Exit codes: 0 success, 1 runtime failure, 2 bad command line. */
-export const ExitCode = { ok: 0, failure: 1, usage: 2 } as const
-
-export interface CommandContext {
-  values: Map<string, FlagValue>
-  logger: Logger
-  env: Readonly<Record<string, string | undefined>>
-  /** Aborted on SIGINT/SIGTERM. */
-  signal: AbortSignal
-}
 
 type Handler = (ctx: CommandContext) => Promise<number>
 
@@ -77,21 +67,4 @@ async function versionCommand (ctx: CommandContext): Promise<number> {
   if (ctx.values.get('format') === 'json') process.stdout.write(JSON.stringify(info) + '\n')
   else process.stdout.write(`spegel version ${info.build.version} ${info.build.commit}\n`)
   return ExitCode.ok
-}
-
-/** Typed accessors for parsed flag values. */
-export function str (values: Map<string, FlagValue>, name: string): string {
-  const v = values.get(name)
-  return typeof v === 'string' ? v : ''
-}
-export function list (values: Map<string, FlagValue>, name: string): string[] {
-  const v = values.get(name)
-  return Array.isArray(v) ? v : []
-}
-export function num (values: Map<string, FlagValue>, name: string): number {
-  const v = values.get(name)
-  return typeof v === 'number' ? v : 0
-}
-export function bool (values: Map<string, FlagValue>, name: string): boolean {
-  return values.get(name) === true
 }
