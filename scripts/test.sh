@@ -8,6 +8,7 @@ bash .ci/setup.sh
 export PATH="$PWD/.tools/node/node_modules/node/bin:$PWD/.tools/bin:$PATH"
 if [ $# -gt 0 ]; then
   npm run typecheck
+  node scripts/check-cycles.ts
   exec node --test --test-concurrency=1 --test-timeout=600000 "$@"
 fi
 exec npm test

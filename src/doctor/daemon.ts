@@ -3,10 +3,16 @@
 // unready: a misconfigured node still serves its peers, and failing readiness would hide it instead of explaining it.
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from '../log/index.ts'
-import type { Doctor, DoctorReport } from './index.ts'
+import type { StoreOptions } from '../store/types.ts'
+import type { DoctorReport } from './types.ts'
+
+/** What the loop needs of a Doctor. */
+export interface DoctorRunner {
+  run (options?: StoreOptions): Promise<DoctorReport>
+}
 
 /** Runs the doctor now and every intervalMs until the signal aborts. Never throws. */
-export async function runDoctorLoop (doctor: Doctor, logger: Logger, signal: AbortSignal, intervalMs = 10 * 60_000): Promise<void> {
+export async function runDoctorLoop (doctor: DoctorRunner, logger: Logger, signal: AbortSignal, intervalMs = 10 * 60_000): Promise<void> {
   let previous = ''
   while (!signal.aborted) {
     try {

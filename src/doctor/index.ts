@@ -9,6 +9,7 @@ import type { ContentStore, Descriptor, StoreOptions } from '../store/types.ts'
 import { isMediaTypeLearner } from '../store/walk.ts'
 import { CriUnavailableError, type CriApi } from './cri.ts'
 import { criImageSettings, criTomlSnippet, normalizeDir, splitConfigPath, type CriLayout, type CriImageSettings } from './cri-config.ts'
+import { checkNames, type CheckName, type CheckResult, type DoctorReport, type Finding } from './types.ts'
 import { looksLikeTalos, talosApplyHint, talosConfigPath, talosDiscardPatch } from './talos.ts'
 
 export { CriClient, CriUnavailableError } from './cri.ts'
@@ -17,35 +18,8 @@ export { criImageSettings, splitConfigPath } from './cri-config.ts'
 export type { CriImageSettings, CriLayout } from './cri-config.ts'
 export { talosDiscardPatch } from './talos.ts'
 
-/** The checks, in the order they run; also the `check` label of spegel_doctor_findings. */
-export const checkNames = ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml'] as const
-export type CheckName = typeof checkNames[number]
-
-/** One thing that is wrong, with why it matters and how to fix it. */
-export interface Finding {
-  check: CheckName
-  problem: string
-  impact: string
-  /** A command, config snippet or patch, possibly several lines. */
-  fix: string
-}
-
-export interface CheckResult {
-  check: CheckName
-  status: 'ok' | 'finding' | 'skipped'
-  /** One line: what was checked and the outcome, or why the check could not run. */
-  summary: string
-  findings: Finding[]
-}
-
-export interface DoctorReport {
-  results: CheckResult[]
-  findings: Finding[]
-  talos: boolean
-  containerdVersion?: string
-  layout?: CriLayout
-  finishedAt: Date
-}
+export { checkNames } from './types.ts'
+export type { CheckName, CheckResult, DoctorReport, Finding } from './types.ts'
 
 /** What the doctor reads; production passes the containerd clients, tests may pass fakes. */
 export interface DoctorComponents {
