@@ -44,11 +44,6 @@ export function giveBuffer (buffer: Buffer): void {
   }
 }
 
-/** Records that a taken buffer will not come back (the socket may still hold it); the GC frees it. */
-export function abandonBuffer (): void {
-  inUse = Math.max(0, inUse - 1)
-}
-
 /** Sets how many free buffers are kept while transfers run (the budget's size in chunks). */
 export function setPoolLimit (buffers: number): void {
   maxPooled = Math.max(keepWhenIdle, buffers)

@@ -112,16 +112,12 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
       } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[inflightHeader] === 'accept' && init.store.download !== undefined) {
         // A peer that takes bytes of a download still in progress (herd protection; Go Spegel never asks this). The
         // download may not have started yet when the peer asks: wait for it, briefly (see waitForDownload).
-        const found = await waitForDownload(init.store, path.digest, init.inflightStartWaitMs ?? 2_000, closedSignal(reply))
+        const signal = closedSignal(reply)
+        const found = await waitForDownload(init.store, path.digest, init.inflightStartWaitMs ?? 2_000, signal)
         if (found === undefined) throw notFound(path, 'not found, and not being downloaded')
         source = 'local'
-        if (found === 'complete') {
-          const desc = await findLocal(init.store, path, mirrored, req.log)
-          if (desc === undefined) throw notFound(path, 'removed while being served')
-          await serveLocal(init, reply, path, desc, method, range, requester)
-        } else {
-          await serveDownload(init, reply, path, found, method, range)
-        }
+        if ('total' in found) await serveDownload(init, reply, path, found, method, range, signal)
+        else await serveLocal(init, reply, path, found, method, range, requester)
       } else if (mirrored || init.mirror === undefined) {
         throw notFound(path, 'not found')
       } else {
@@ -395,14 +391,13 @@ async function serveLocal (
  * moment; but the download may also never start (that containerd's download slots are taken, or it found the blob
  * elsewhere), so the wait is short: the asking peer then downloads the blob itself.
  */
-async function waitForDownload (store: ContentStore, digest: string, waitMs: number, signal: AbortSignal): Promise<Download | 'complete' | undefined> {
+async function waitForDownload (store: ContentStore, digest: string, waitMs: number, signal: AbortSignal): Promise<Download | Descriptor | undefined> {
   const deadline = performance.now() + waitMs
   for (;;) {
     const download = await store.download?.(digest)
     if (download !== undefined) return download
     try {
-      await store.descriptor(digest)
-      return 'complete'
+      return await store.descriptor(digest)
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err
     }
@@ -412,7 +407,7 @@ async function waitForDownload (store: ContentStore, digest: string, waitMs: num
 }
 
 /** Streams a blob while this node's containerd downloads it (the whole blob, or from a byte on: a resume). */
-async function serveDownload (init: RegistryInit, reply: FastifyReply, path: DistributionPath, download: Download, method: 'GET' | 'HEAD', rangeSpec: ByteRangeSpec | undefined): Promise<void> {
+async function serveDownload (init: RegistryInit, reply: FastifyReply, path: DistributionPath, download: Download, method: 'GET' | 'HEAD', rangeSpec: ByteRangeSpec | undefined, signal: AbortSignal): Promise<void> {
   let start = 0
   if (rangeSpec !== undefined) {
     try {
@@ -433,7 +428,6 @@ async function serveDownload (init: RegistryInit, reply: FastifyReply, path: Dis
     await reply.send()
     return
   }
-  const signal = closedSignal(reply)
   await reserve(init.budget, reply, localReserveBytes, 'peer', 'local', path, signal)
   reply.hijack()
   reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
