@@ -32,8 +32,8 @@ async function measure (router: Libp2pRouter, key: string): Promise<{ first: num
 }
 
 function report (name: string, rows: Array<{ first: number, end: number, found: number }>): void {
-  const firsts = rows.map(r => r.first).filter(v => !Number.isNaN(v))
-  const ends = rows.map(r => r.end)
+  const firsts = rows.map((r) => r.first).filter((v) => !Number.isNaN(v))
+  const ends = rows.map((r) => r.end)
   const f = (v: number): string => v.toFixed(1).padStart(7)
   console.log(`${name.padEnd(6)} n=${rows.length} found=${firsts.length}  first provider p50 ${f(pct(firsts, 50))} ms p99 ${f(pct(firsts, 99))} ms | lookup end p50 ${f(pct(ends, 50))} ms p99 ${f(pct(ends, 99))} ms`)
 }
@@ -44,7 +44,7 @@ async function quiet (maxMs = 240_000): Promise<number> {
   while (performance.now() - began < maxMs) {
     const u0 = process.cpuUsage()
     const t = performance.now()
-    await new Promise(resolve => setTimeout(resolve, 2_000))
+    await new Promise((resolve) => setTimeout(resolve, 2_000))
     const u = process.cpuUsage(u0)
     if ((u.user + u.system) / 1000 / (performance.now() - t) < 0.15) break
   }
@@ -55,10 +55,10 @@ const started: Libp2pRouter[] = []
 try {
   const t0 = performance.now()
   const routers = await startCluster(nodes, {}, started)
-  await waitFor('all ready', () => routers.every(r => r.ready()), 60_000)
+  await waitFor('all ready', () => routers.every((r) => r.ready()), 60_000)
   console.log(`${nodes} nodes started and ready in ${(performance.now() - t0).toFixed(0)} ms`)
   // The last exploration after joining runs 60 s after start (EXPLORE_AFTER_JOIN_MS).
-  await new Promise(resolve => setTimeout(resolve, Math.max(0, 62_000 - (performance.now() - t0))))
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, 62_000 - (performance.now() - t0))))
   console.log(`quiet after ${((performance.now() - t0 + await quiet()) / 1000).toFixed(0)} s`)
   // A fifth of the nodes (at least one, at most ten) hold keys; the others look them up.
   const providerCount = Math.max(1, Math.min(10, Math.floor(nodes / 5)))
@@ -83,7 +83,7 @@ try {
   }
   report('cold', cold)
   report('warm', warm)
-  await new Promise(resolve => setTimeout(resolve, 5_500)) // let the caches expire
+  await new Promise((resolve) => setTimeout(resolve, 5_500)) // let the caches expire
   const query = []
   for (const { router, key } of pairs) query.push(await measure(router, key))
   report('query', query)

@@ -327,7 +327,7 @@ function detailTable (r: ConfigResult): string[] {
     lines.push(`| ${kindLabels[s.kind]} | ${s.clients} | ${s.served} | ${refused}${note} | ${took} | ${s.mibPerS.toFixed(0)} | ${mib(s.before.rssKiB * 1024)} | ${mib(s.peak.rssKiB * 1024)} | ${mib(s.peak.anonKiB * 1024)} | ${mib(s.reservedMid)} |`)
   }
   lines.push('', `${values.pause} s after the last step: RSS **${mib(r.after.rssKiB * 1024)} MiB** (anon ${mib(r.after.anonKiB * 1024)} MiB), ` +
-    `${mib(r.pooledAfter)} MiB of buffers kept in the pool; node 1's VmHWM (lifetime peak) ${mib(r.hwmKiB * 1024)} MiB; cgroup oom_kill: ${r.oomKills}.`)
+  `${mib(r.pooledAfter)} MiB of buffers kept in the pool; node 1's VmHWM (lifetime peak) ${mib(r.hwmKiB * 1024)} MiB; cgroup oom_kill: ${r.oomKills}.`)
   return lines
 }
 

@@ -74,6 +74,7 @@ const legal = result.outputFiles.filter((f) => f.path.endsWith('.LEGAL.txt'))
   .map((f) => f.text.replace(/^Bundled license information:\n/, '').trim()).filter((t) => t !== '')
 
 for (const file of modules) {
+  // eslint-disable-next-line no-control-regex -- the ASCII range starts at NUL on purpose
   const at = file.text.search(/[^\x00-\x7f]/)
   if (at !== -1) {
     throw new Error(`${basename(file.path)} is not ASCII at offset ${at}: ${JSON.stringify(file.text.slice(Math.max(0, at - 60), at + 20))}; ` +

@@ -88,7 +88,7 @@ export async function findCycles (root: string): Promise<string[][]> {
     }
   }
 
-  return groups.map(group => cycleWithin(new Set(group), graph).map(file => relative(root, file)))
+  return groups.map((group) => cycleWithin(new Set(group), graph).map((file) => relative(root, file)))
 }
 
 /** One circle through the first file of a strongly connected group (shortest, by breadth-first search). */

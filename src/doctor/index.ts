@@ -9,7 +9,7 @@ import type { ContentStore, Descriptor, StoreOptions } from '../store/types.ts'
 import { isMediaTypeLearner } from '../store/walk.ts'
 import { CriUnavailableError, type CriApi } from './cri.ts'
 import { criImageSettings, criTomlSnippet, normalizeDir, splitConfigPath, type CriLayout, type CriImageSettings } from './cri-config.ts'
-import { checkNames, type CheckName, type CheckResult, type DoctorReport, type Finding } from './types.ts'
+import { type CheckName, type CheckResult, type DoctorReport, type Finding } from './types.ts'
 import { looksLikeTalos, talosApplyHint, talosConfigPath, talosDiscardPatch } from './talos.ts'
 
 export { CriClient, CriUnavailableError } from './cri.ts'

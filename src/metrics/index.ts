@@ -28,6 +28,7 @@ export class Metrics {
     buckets: Array.from({ length: 10 }, (_, i) => 1024 * 5 ** i),
     registers: [this.registry],
   })
+
   readonly httpRequestsInflight = new Gauge({ name: 'http_requests_inflight', help: 'The number of inflight requests being handled at the same time.', labelNames: ['handler'] as const, registers: [this.registry] })
 
   // Ours, beyond Spegel's: they answer "is it working?" without reading logs.
@@ -50,6 +51,7 @@ export class Metrics {
     buckets: [0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 5],
     registers: [this.registry],
   })
+
   private transferState: (() => TransferState) | undefined
   readonly transferBuffers = new Gauge({
     name: 'spegel_transfer_buffer_bytes',
@@ -64,6 +66,7 @@ export class Metrics {
       this.transferBuffers.set({ state: 'pooled' }, t.pooled * t.chunkSize)
     },
   })
+
   readonly transferQueued = new Gauge({ name: 'spegel_transfer_queued', help: 'Requests waiting for room in the transfer budget.', registers: [this.registry], collect: () => { const t = this.transferState?.(); if (t !== undefined) this.transferQueued.set(t.queued) } })
   private connectionState: (() => { active: number, idle: number }) | undefined
   readonly httpConnections = new Gauge({
@@ -78,6 +81,7 @@ export class Metrics {
       this.httpConnections.set({ state: 'idle' }, c.idle)
     },
   })
+
   readonly connectionsClosed = new Counter({ name: 'spegel_http_connections_closed_total', help: 'Registry connections closed by the daemon to stay within its limits, by reason.', labelNames: ['reason'] as const, registers: [this.registry] })
   // Herd protection (src/registry/herd.ts).
   /** What a blob nobody held came to: `followed` (streamed from a peer's download), `won` (this node downloads), `lost` (a rival downloads), `fallback` (could not follow: downloads itself). */

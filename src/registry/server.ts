@@ -23,7 +23,6 @@ import { inflightHeader, type Mirror, type RequestRecord } from './types.ts'
 
 export const mirroredHeader = 'x-spegel-mirrored'
 
-
 export interface RegistryInit {
   store: ContentStore
   logger: Logger

@@ -45,8 +45,8 @@ export function splitPeerAddr (text: string): { id?: string, addr?: string } {
     throw new BootstrapError(`invalid multiaddr ${JSON.stringify(text)}`, { cause: err })
   }
   const components = ma.getComponents()
-  const id = components.findLast(c => c.name === 'p2p')?.value
-  const rest = components.filter(c => c.name !== 'p2p')
+  const id = components.findLast((c) => c.name === 'p2p')?.value
+  const rest = components.filter((c) => c.name !== 'p2p')
   const addr = rest.length === 0 ? undefined : multiaddr(rest).toString()
   return { ...(id !== undefined ? { id } : {}), ...(addr !== undefined ? { addr } : {}) }
 }
@@ -73,12 +73,12 @@ export class StaticBootstrapper implements Bootstrapper {
   private readonly list: BootstrapPeer[]
 
   constructor (addrs: string[]) {
-    this.list = groupPeerAddrs(addrs.map(a => a.trim()).filter(a => a !== ''))
+    this.list = groupPeerAddrs(addrs.map((a) => a.trim()).filter((a) => a !== ''))
   }
 
   async peers (options?: RouterOptions): Promise<BootstrapPeer[]> {
     options?.signal?.throwIfAborted()
-    return this.list.map(p => ({ ...p, addrs: [...p.addrs] }))
+    return this.list.map((p) => ({ ...p, addrs: [...p.addrs] }))
   }
 }
 
@@ -88,7 +88,7 @@ export type ResolveFn = (name: string, family: 4 | 6, options?: RouterOptions) =
 /** getaddrinfo, like Go's resolver: honours /etc/hosts and the search domains of resolv.conf. */
 export const systemResolve: ResolveFn = async (name, family) => {
   const found = await dnsLookup(name, { all: true, family })
-  return found.map(a => a.address)
+  return found.map((a) => a.address)
 }
 
 /** How many IPs per address family a DNS answer contributes (Spegel: 3). */
@@ -114,14 +114,14 @@ export class DnsBootstrapper implements Bootstrapper {
   }
 
   async peers (options?: RouterOptions): Promise<BootstrapPeer[]> {
-    const results = await Promise.allSettled([4, 6].map(async family => {
+    const results = await Promise.allSettled([4, 6].map(async (family) => {
       const ips = await this.resolve(this.domain, family as 4 | 6, options)
-      return ips.filter(ip => isIP(ip) === family).sort(compareIps).slice(0, DNS_PEERS_PER_FAMILY)
+      return ips.filter((ip) => isIP(ip) === family).sort(compareIps).slice(0, DNS_PEERS_PER_FAMILY)
     }))
     options?.signal?.throwIfAborted()
-    const failures = results.filter(r => r.status === 'rejected')
+    const failures = results.filter((r) => r.status === 'rejected')
     if (failures.length === results.length) {
-      throw new BootstrapError(`could not resolve ${this.domain}`, { cause: new AggregateError(failures.map(f => f.reason)) })
+      throw new BootstrapError(`could not resolve ${this.domain}`, { cause: new AggregateError(failures.map((f) => f.reason)) })
     }
     const peers: BootstrapPeer[] = []
     for (const r of results) {
@@ -139,7 +139,7 @@ function ipBytes (ip: string): number[] {
   const h = head === '' ? [] : head.split(':')
   const t = tail === undefined || tail === '' ? [] : tail.split(':')
   const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t]
-  return groups.flatMap(g => { const n = parseInt(g, 16); return [n >> 8, n & 0xff] })
+  return groups.flatMap((g) => { const n = parseInt(g, 16); return [n >> 8, n & 0xff] })
 }
 
 export function compareIps (a: string, b: string): number {
@@ -277,7 +277,7 @@ export class HttpBootstrapper implements Bootstrapper {
         res.on('end', () => resolve(text))
         res.on('error', reject)
       })
-      req.on('error', err => reject(err instanceof BootstrapError ? err : new BootstrapError(`bootstrap URL ${url} failed: ${err.message}`, { cause: err })))
+      req.on('error', (err) => reject(err instanceof BootstrapError ? err : new BootstrapError(`bootstrap URL ${url} failed: ${err.message}`, { cause: err })))
       req.end()
     })
   }
@@ -341,6 +341,6 @@ export class HttpBootstrapper implements Bootstrapper {
     if (server === undefined) return
     this.server = undefined
     server.closeAllConnections()
-    await new Promise<void>(resolve => server.close(() => resolve()))
+    await new Promise<void>((resolve) => server.close(() => resolve()))
   }
 }

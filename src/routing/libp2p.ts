@@ -127,7 +127,7 @@ export class Libp2pRouter implements Router {
       query: (key, signal) => this.queryProviders(key, signal),
       ttlMs: init.lookupCacheTtlMs ?? C.LOOKUP_CACHE_TTL_MS,
       queryTimeoutMs: init.lookupTimeoutMs ?? C.LOOKUP_TIMEOUT_MS,
-      onError: (key, err) => this.log.warn({ key, err }, 'provider lookup failed')
+      onError: (key, err) => this.log.warn({ key, err }, 'provider lookup failed'),
     })
   }
 
@@ -140,7 +140,7 @@ export class Libp2pRouter implements Router {
     const reprovide = init.reprovideIntervalMs ?? C.REPROVIDE_INTERVAL_MS
     if (!(ttl > reprovide)) throw new RangeError(`provider TTL (${ttl} ms) must exceed the reprovide interval (${reprovide} ms)`)
     const privateKey = init.privateKey ?? await loadIdentity(init.dataDir, init.logger)
-    const keepShareable = (addrs: Multiaddr[]): Multiaddr[] => addrs.filter(ma => {
+    const keepShareable = (addrs: Multiaddr[]): Multiaddr[] => addrs.filter((ma) => {
       const ip = multiaddrIp(ma)
       return ip !== undefined && isShareableIp(ip, allowLoopback)
     })
@@ -153,7 +153,7 @@ export class Libp2pRouter implements Router {
         listen,
         // Public IPs would otherwise stay unannounced until AutoNAT confirms them; a LAN DHT has no AutoNAT.
         appendAnnounce: port === 0 ? [] : publicInterfaceAddrs(listen, port),
-        announceFilter: keepShareable
+        announceFilter: keepShareable,
       },
       // Every connection is pinged on a new stream this often (libp2p's default is 10 s). Dead peers are also found by
       // yamux keep-alives and failed queries; in a large cluster the pings were most of an idle node's CPU.
@@ -165,7 +165,7 @@ export class Libp2pRouter implements Router {
         // Cluster peers are few and trusted; the defaults (5 inbound/s per host) throttle a burst of joins.
         inboundConnectionThreshold: 100,
         maxIncomingPendingConnections: 100,
-        ...(allowLoopback ? { allow: ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128'] } : {})
+        ...(allowLoopback ? { allow: ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128'] } : {}),
       },
       services: {
         identify: identify(),
@@ -186,10 +186,10 @@ export class Libp2pRouter implements Router {
             validity: ttl,
             threshold: ttl - reprovide,
             // Check often enough that a record is re-published before it expires elsewhere.
-            interval: Math.max(50, Math.min(60_000, Math.floor((ttl - reprovide) / 2)))
-          }
-        })
-      }
+            interval: Math.max(50, Math.min(60_000, Math.floor((ttl - reprovide) / 2))),
+          },
+        }),
+      },
     })
     const dht = node.services.dht as Partial<DhtService>
     if (typeof dht.routingTable?.size !== 'number' || typeof dht.providers?.addProvider !== 'function' || typeof dht.providers.getProviders !== 'function') {
@@ -201,7 +201,7 @@ export class Libp2pRouter implements Router {
     try {
       await init.bootstrapper.start?.(() => ({
         id: router.peerId,
-        addrs: node.getMultiaddrs().map(ma => ma.decapsulateCode(421).toString())
+        addrs: node.getMultiaddrs().map((ma) => ma.decapsulateCode(421).toString()),
       }))
     } catch (err) {
       await node.stop()
@@ -223,7 +223,7 @@ export class Libp2pRouter implements Router {
       ready: this.ready(),
       routingTableSize: this.routingTableSize(),
       alone: this.alone,
-      ...(this.lastBootstrapError !== undefined ? { lastBootstrapError: this.lastBootstrapError.message } : {})
+      ...(this.lastBootstrapError !== undefined ? { lastBootstrapError: this.lastBootstrapError.message } : {}),
     }
   }
 
@@ -357,7 +357,7 @@ export class Libp2pRouter implements Router {
     let addresses = uniqueIps(multiaddrs, this.allowLoopback)
     if (addresses.length === 0) {
       const known = await this.node.peerStore.get(id).catch(() => undefined)
-      addresses = uniqueIps(known?.addresses.map(a => a.multiaddr) ?? [], this.allowLoopback)
+      addresses = uniqueIps(known?.addresses.map((a) => a.multiaddr) ?? [], this.allowLoopback)
     }
     return addresses.length === 0 ? undefined : { id: id.toString(), addresses }
   }
@@ -371,7 +371,7 @@ export class Libp2pRouter implements Router {
         while (this.pending.size > 0 && !this.shutdown.signal.aborted && this.routingTableSize() > 0) {
           const batch = [...this.pending].slice(0, C.PROVIDE_CONCURRENCY)
           for (const key of batch) this.pending.delete(key)
-          const failed = (await Promise.all(batch.map(async key => await this.publishKey(key) ? undefined : key)))
+          const failed = (await Promise.all(batch.map(async (key) => await this.publishKey(key) ? undefined : key)))
             .filter((k): k is string => k !== undefined)
           // Retried by the run loop on its next tick, not in a tight loop here.
           if (failed.length > 0) this.retry.push(...failed)
@@ -466,7 +466,7 @@ export class Libp2pRouter implements Router {
   private async explore (): Promise<void> {
     const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(10_000)])
     const targets = [this.node.peerId.toMultihash().bytes, randomBytes(32), randomBytes(32)]
-    await Promise.all(targets.map(async target => {
+    await Promise.all(targets.map(async (target) => {
       try {
         for await (const _ of this.dht.getClosestPeers(target, { signal })) { /* drain */ }
       } catch (err) {
@@ -476,7 +476,7 @@ export class Libp2pRouter implements Router {
   }
 
   private async sleep (ms: number): Promise<void> {
-    await new Promise<void>(resolve => {
+    await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms)
       this.wake = () => {
         clearTimeout(timer)
@@ -497,23 +497,23 @@ export class Libp2pRouter implements Router {
       this.alone = true
       return
     }
-    const results = await Promise.allSettled(targets.map(async t => await this.dialTarget(t, signal)))
-    const connected = results.filter(r => r.status === 'fulfilled' && r.value === 'connected').length
-    const selves = results.filter(r => r.status === 'fulfilled' && r.value === 'self').length
+    const results = await Promise.allSettled(targets.map(async (t) => await this.dialTarget(t, signal)))
+    const connected = results.filter((r) => r.status === 'fulfilled' && r.value === 'connected').length
+    const selves = results.filter((r) => r.status === 'fulfilled' && r.value === 'self').length
     if (selves === targets.length) {
       this.alone = true
       return
     }
     this.alone = false
     if (connected === 0) {
-      const errors = results.flatMap(r => r.status === 'rejected' ? [r.reason as Error] : [])
-      throw new BootstrapError(`could not reach any of ${targets.length - selves} bootstrap peers: ${errors.map(e => e.message).join('; ')}`,
+      const errors = results.flatMap((r) => r.status === 'rejected' ? [r.reason as Error] : [])
+      throw new BootstrapError(`could not reach any of ${targets.length - selves} bootstrap peers: ${errors.map((e) => e.message).join('; ')}`,
         { cause: new AggregateError(errors) })
     }
     // Identify runs after the connection is up; kad-dht adds the peer once it has seen the DHT protocol.
     const deadline = Date.now() + 2_000
     while (this.routingTableSize() === 0 && Date.now() < deadline && !signal.aborted) {
-      await new Promise(resolve => setTimeout(resolve, 20))
+      await new Promise((resolve) => setTimeout(resolve, 20))
     }
     if (this.routingTableSize() === 0) throw new BootstrapError('connected to bootstrap peers but none speaks the DHT protocol')
     await this.explore()
@@ -545,7 +545,7 @@ export class Libp2pRouter implements Router {
     const dialSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(C.BOOTSTRAP_DIAL_TIMEOUT_MS)])
     if (target.id !== undefined) {
       const id = peerIdFromString(target.id)
-      await this.node.dial(target.addrs.map(a => multiaddr(a).encapsulate(`/p2p/${target.id ?? ''}`)), { signal: dialSignal() })
+      await this.node.dial(target.addrs.map((a) => multiaddr(a).encapsulate(`/p2p/${target.id ?? ''}`)), { signal: dialSignal() })
       this.log.debug({ peer: id.toString() }, 'bootstrap peer connected')
       return 'connected'
     }
@@ -577,9 +577,9 @@ function localIps (): Set<string> {
 /** `/ipX/<public ip>/tcp/<port>` for each public interface IP covered by the listen addresses. */
 function publicInterfaceAddrs (listen: string[], port: number): string[] {
   const out: string[] = []
-  const wildcard4 = listen.some(l => l.startsWith('/ip4/0.0.0.0/'))
-  const wildcard6 = listen.some(l => l.startsWith('/ip6/::/'))
-  const explicit = new Set(listen.map(l => multiaddrIp(l)).filter((ip): ip is string => ip !== undefined))
+  const wildcard4 = listen.some((l) => l.startsWith('/ip4/0.0.0.0/'))
+  const wildcard6 = listen.some((l) => l.startsWith('/ip6/::/'))
+  const explicit = new Set(listen.map((l) => multiaddrIp(l)).filter((ip): ip is string => ip !== undefined))
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) {
       if (a.internal || !isShareableIp(a.address, false) || isPrivateIp(a.address)) continue
@@ -597,7 +597,7 @@ function isPrivateIp (ip: string): boolean {
 
 function actualPort (node: Libp2p<Services>): number | undefined {
   for (const ma of node.getMultiaddrs()) {
-    const tcp = ma.getComponents().find(c => c.name === 'tcp')
+    const tcp = ma.getComponents().find((c) => c.name === 'tcp')
     if (tcp?.value !== undefined) return Number(tcp.value)
   }
   return undefined

@@ -87,19 +87,19 @@ export class LookupCache {
       failed: false,
       startedAt: now,
       finishedAt: 0,
-      changed: new Promise<void>(resolve => { notify = resolve }),
-      notify: () => {}
+      changed: new Promise<void>((resolve) => { notify = resolve }),
+      notify: () => {},
     }
     entry.notify = () => {
       const resolve = notify
-      entry.changed = new Promise<void>(r => { notify = r })
+      entry.changed = new Promise<void>((r) => { notify = r })
       resolve()
     }
     const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.init.queryTimeoutMs)])
     void (async () => {
       try {
         for await (const peer of this.init.query(key, signal)) {
-          if (entry.peers.some(p => p.id === peer.id)) continue
+          if (entry.peers.some((p) => p.id === peer.id)) continue
           entry.peers.push(peer)
           entry.notify()
         }
@@ -134,7 +134,7 @@ async function waitOrAbort (p: Promise<void>, signal?: AbortSignal): Promise<boo
   }
   if (signal.aborted) return false
   let onAbort!: () => void
-  const aborted = new Promise<boolean>(resolve => {
+  const aborted = new Promise<boolean>((resolve) => {
     onAbort = () => resolve(false)
     signal.addEventListener('abort', onAbort, { once: true })
   })

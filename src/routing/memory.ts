@@ -50,7 +50,7 @@ export class MemoryRouter implements Router {
     const aborted = (): boolean => signal?.aborted === true
     if (options.count < 1 || aborted()) return
     // Snapshot, so a concurrent withdraw does not change what this lookup yields.
-    const found = [...(this.network.providers.get(key)?.values() ?? [])].filter(p => p.id !== this.peerId)
+    const found = [...(this.network.providers.get(key)?.values() ?? [])].filter((p) => p.id !== this.peerId)
     let yielded = 0
     for (const peer of found) {
       if (aborted()) return
@@ -85,8 +85,8 @@ export class MemoryRouter implements Router {
   peers (): PeerInfo[] {
     if (this.closed) return []
     return [...this.network.routers.values()]
-      .filter(r => r !== this)
-      .map(r => ({ id: r.peerId, addresses: r.addresses.map(ip => `/${ip.includes(':') ? 'ip6' : 'ip4'}/${ip}`) }))
+      .filter((r) => r !== this)
+      .map((r) => ({ id: r.peerId, addresses: r.addresses.map((ip) => `/${ip.includes(':') ? 'ip6' : 'ip4'}/${ip}`) }))
   }
 
   async close (): Promise<void> {

@@ -278,4 +278,3 @@ export async function createCluster (options: CreateClusterOptions): Promise<Net
     throw new NetnsError(`cannot create network namespaces for ${id}: ${err instanceof Error ? err.message : String(err)}`)
   }
 }
-

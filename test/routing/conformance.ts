@@ -35,13 +35,13 @@ export async function eventually<T> (fn: () => Promise<T>, ok: (v: T) => boolean
   const deadline = Date.now() + ms
   let last = await fn()
   while (!ok(last) && Date.now() < deadline) {
-    await new Promise(resolve => setTimeout(resolve, 50))
+    await new Promise((resolve) => setTimeout(resolve, 50))
     last = await fn()
   }
   return last
 }
 
-const ids = (peers: Peer[]): string[] => peers.map(p => p.id).sort()
+const ids = (peers: Peer[]): string[] => peers.map((p) => p.id).sort()
 
 export function routerConformance (name: string, createCluster: () => Promise<RouterCluster>, options: ConformanceOptions = {}): void {
   const within = options.visibleWithinMs ?? 10_000
@@ -57,9 +57,9 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
     test('all routers become ready and have distinct peer ids', async () => {
       const { routers } = get()
       assert.ok(routers.length >= 3)
-      const ready = await eventually(async () => routers.every(r => r.ready()), v => v, within)
+      const ready = await eventually(async () => routers.every((r) => r.ready()), (v) => v, within)
       assert.equal(ready, true, 'not every router became ready')
-      assert.equal(new Set(routers.map(r => r.peerId)).size, routers.length)
+      assert.equal(new Set(routers.map((r) => r.peerId)).size, routers.length)
     })
 
     test('a key advertised by one router is found by the others with its addresses', async () => {
@@ -68,7 +68,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       const key = uniqueKey('advertised')
       await a.advertise([key])
       for (const other of [b, d]) {
-        const found = await eventually(async () => await collect(other, key), v => v.length > 0, within)
+        const found = await eventually(async () => await collect(other, key), (v) => v.length > 0, within)
         assert.deepEqual(found, [{ id: a.peerId, addresses: c.addressesOf(a) }])
       }
     })
@@ -78,9 +78,9 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       const key = uniqueKey('self')
       await a.advertise([key])
       await b.advertise([key])
-      const fromA = await eventually(async () => await collect(a, key), v => v.length > 0, within)
+      const fromA = await eventually(async () => await collect(a, key), (v) => v.length > 0, within)
       assert.deepEqual(ids(fromA), [b.peerId])
-      const fromB = await eventually(async () => await collect(b, key), v => v.length > 0, within)
+      const fromB = await eventually(async () => await collect(b, key), (v) => v.length > 0, within)
       assert.deepEqual(ids(fromB), [a.peerId])
       const onlySelf = uniqueKey('only-self')
       await a.advertise([onlySelf])
@@ -94,7 +94,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       await b.advertise([key, key])
       await d.advertise([key])
       await b.advertise([key]) // advertising again changes nothing
-      const all = await eventually(async () => await collect(a, key, 10), v => v.length >= 2, within)
+      const all = await eventually(async () => await collect(a, key, 10), (v) => v.length >= 2, within)
       assert.deepEqual(ids(all), [b.peerId, d.peerId].sort())
       const one = await collect(a, key, 1)
       assert.equal(one.length, 1)
@@ -114,7 +114,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       const key = uniqueKey('abort')
       await b.advertise([key])
       await d.advertise([key])
-      await eventually(async () => await collect(a, key), v => v.length >= 2, within)
+      await eventually(async () => await collect(a, key), (v) => v.length >= 2, within)
       assert.deepEqual(await collect(a, key, 10, AbortSignal.abort()), [])
       // Aborted after the first provider: iteration ends there.
       const controller = new AbortController()
@@ -136,14 +136,14 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       const key = uniqueKey('withdraw')
       const kept = uniqueKey('kept')
       await a.advertise([key, kept])
-      await eventually(async () => await collect(b, key), v => v.length > 0, within)
+      await eventually(async () => await collect(b, key), (v) => v.length > 0, within)
       await a.withdraw([key, uniqueKey('never-advertised')])
       await c.expire()
       assert.deepEqual(await collect(b, key), [])
       assert.deepEqual(ids(await collect(b, kept)), [a.peerId], 'a key that was not withdrawn must stay')
       // Advertising again after a withdraw works.
       await a.advertise([key])
-      const again = await eventually(async () => await collect(b, key), v => v.length > 0, within)
+      const again = await eventually(async () => await collect(b, key), (v) => v.length > 0, within)
       assert.deepEqual(ids(again), [a.peerId])
     })
   })

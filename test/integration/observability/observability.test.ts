@@ -174,7 +174,7 @@ describe('observability: Prometheus, promtool, gauges, debug page in Chromium, d
     const served = await query(`sum(spegel_served_bytes_total{source="peer", instance="${instanceB}"})`)
     assert.ok(served !== undefined && served >= layerBytes, `Prometheus served bytes ${served}`)
     // One scrape may miss its 900 ms timeout on a loaded machine; both targets must be up within a few scrapes.
-    await waitFor(async () => await query(`sum(up{job="spegel"})`) === 2, { timeoutMs: 10_000, intervalMs: 500, what: 'Prometheus sees both daemons up' })
+    await waitFor(async () => await query('sum(up{job="spegel"})') === 2, { timeoutMs: 10_000, intervalMs: 500, what: 'Prometheus sees both daemons up' })
   })
 
   it('/metrics of both daemons passes promtool check metrics', async () => {

@@ -71,7 +71,7 @@ describe('daemon under malformed requests', { timeout: 300_000 }, () => {
     const layer = image.blobs.find((b) => b.size === 200_000 || b.size > 100_000) ?? image.blobs[0]
     assert.ok(layer !== undefined)
     const validPaths = [
-      `/v2/library/fuzz/manifests/1.0?ns=docker.io`,
+      '/v2/library/fuzz/manifests/1.0?ns=docker.io',
       `/v2/library/fuzz/manifests/${image.top.digest}`,
       `/v2/library/fuzz/blobs/${layer.digest}`,
     ]

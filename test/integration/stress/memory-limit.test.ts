@@ -160,9 +160,12 @@ async function curlCut (url: string, maxTimeMs: number): Promise<CutResult> {
   if (status !== 200 && status !== 0) return { outcome: 'status', status, bodyBytes, how }
   const outcome: CutOutcome = exit === 0
     ? 'complete'
-    : exit === 28 ? (bodyBytes > 0 ? 'cut-in-body' : 'cut-before-body')
-      : exit === 7 ? 'refused'
-        : exit === 56 ? 'server-reset'
+    : exit === 28
+      ? (bodyBytes > 0 ? 'cut-in-body' : 'cut-before-body')
+      : exit === 7
+        ? 'refused'
+        : exit === 56
+          ? 'server-reset'
           : 'server-closed'
   return { outcome, status, bodyBytes, how }
 }
@@ -514,7 +517,7 @@ describe('never down, never over its memory limit: 3 daemons as the image runs t
         ...nodes.map((n, i) => `${n.name}: VmHWM ${mib((monitor.hwmKiB[i] ?? 0) * 1024)} MiB, oom_kill ${oom[i]?.oomKill ?? '?'}, failcnt ${failcnt[i] ?? '?'}, exits ${monitor.exits.filter((e) => e.node === n.name).map((e) => `${e.phase}:${String(e.status.code)}/${String(e.status.signal)}`).join(',') || 'none'}`),
         // A crash prints its error outside the JSON log: "SendFileError: write failed", then the stack.
         `daemon output outside the JSON log: ${plainLines.length} lines, ${plainLines.filter((l) => /unhandled|uncaught/i.test(l.line)).length} mentioning unhandled/uncaught; ` +
-          `error lines: ${fmtCounts(count(plainLines.filter((l) => /^\s*(\w*Error|\w+Exception)\b.{0,200}$/.test(l.line)), (l) => `${l.node} "${l.line.trim()}"`)) || 'none'}`,
+        `error lines: ${fmtCounts(count(plainLines.filter((l) => /^\s*(\w*Error|\w+Exception)\b.{0,200}$/.test(l.line)), (l) => `${l.node} "${l.line.trim()}"`)) || 'none'}`,
         `daemon log records WARN and up: ${fmtCounts(count(warnings, (w) => `${w.node} ${w.level} "${w.msg}"`)) || 'none'}`,
       ]
       console.log(lines.join('\n'))
@@ -651,7 +654,7 @@ describe('never down, never over its memory limit: 3 daemons as the image runs t
         socket.once('error', (err: NodeJS.ErrnoException) => { c.error = err.code ?? err.message; settle() })
       })
     }
-    let holdChecks: Download[] = []
+    let holdChecks: Download[]
     let openAfterAll = 0
     try {
       for (let i = 0; i < total; i += 100) await Promise.all(Array.from({ length: Math.min(100, total - i) }, async (_, j) => { await openOne((i + j) % 2 === 0) }))

@@ -126,7 +126,9 @@ function services (r: Rendered): K8sObject[] {
 
 interface SpegelRelease { versions: string, upgradesInPlace: boolean, daemonSetSelector: Record<string, string>, serviceSelectors: Record<string, Record<string, string>> }
 const spegelCharts = JSON.parse(readFileSync(join(repoRoot, 'test/fixtures/spegel-chart-selectors.json'), 'utf8')) as {
-  release: { name: string, namespace: string }, releases: SpegelRelease[], dashboardUid: string
+  release: { name: string, namespace: string }
+  releases: SpegelRelease[]
+  dashboardUid: string
 }
 
 /** Spegel's selector (v0.4.0 and later) for a release name and nameOverride: what an in-place upgrade must keep. */

@@ -146,7 +146,7 @@ describe('values.schema.json', () => {
       grafanaDashboard: { enabled: true, mode: 'GrafanaOperator', grafanaOperator: { matchLabels: { dashboards: 'grafana' } } },
       verticalPodAutoscaler: { enabled: true, recommenders: [{ name: 'custom' }], updatePolicy: { updateMode: 'Initial' } },
       tolerations: [],
-      nodeSelector: { 'kubernetes.io/os': 'linux', 'spegel': 'schedule' },
+      nodeSelector: { 'kubernetes.io/os': 'linux', spegel: 'schedule' },
       podSecurityContext: { fsGroup: 2000 },
       resources: { limits: { memory: '256Mi', cpu: 1 } },
       extraVolumes: [{ name: 'x', emptyDir: {} }],

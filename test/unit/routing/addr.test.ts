@@ -21,5 +21,5 @@ test('only usable IPs are shared', () => {
   assert.equal(isShareableIp('::1', false), false)
   assert.equal(isShareableIp('fe80::1', true), false)
   const addrs = ['/ip4/10.0.0.2/tcp/5001', '/ip4/10.0.0.2/tcp/5002', '/ip6/fd00::2/tcp/5001', '/ip4/127.0.0.1/tcp/5001', '/dns4/x.example/tcp/1']
-  assert.deepEqual(uniqueIps(addrs.map(a => multiaddr(a)), false), ['10.0.0.2', 'fd00::2'])
+  assert.deepEqual(uniqueIps(addrs.map((a) => multiaddr(a)), false), ['10.0.0.2', 'fd00::2'])
 })

@@ -16,12 +16,12 @@ test('static: multiaddrs with and without /p2p/ are grouped into peers', async (
     `/ip6/fd00::1/tcp/5001/p2p/${ID_A}`,
     '/ip4/10.0.0.2/tcp/5001',
     `/p2p/${ID_B}`,
-    ' '
+    ' ',
   ])
   assert.deepEqual(await b.peers(), [
     { id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] },
     { id: ID_B, addrs: [] },
-    { addrs: ['/ip4/10.0.0.2/tcp/5001'] }
+    { addrs: ['/ip4/10.0.0.2/tcp/5001'] },
   ])
   assert.deepEqual(await new StaticBootstrapper([]).peers(), [])
   assert.throws(() => new StaticBootstrapper(['not-a-multiaddr']), BootstrapError)
@@ -37,11 +37,11 @@ test('dns: A and AAAA resolved separately, sorted, first 3 per family, address-o
       : ['fd00::10', 'fd00::9', '2001:db8::1', 'fd00::a:1']
   }
   const peers = await new DnsBootstrapper({ domain: 'spegel-bootstrap.kube-system.svc.cluster.local.', resolve }).peers()
-  assert.deepEqual(asked.map(a => a[1]).sort(), [4, 6])
-  assert.ok(asked.every(a => a[0] === 'spegel-bootstrap.kube-system.svc.cluster.local.'))
+  assert.deepEqual(asked.map((a) => a[1]).sort(), [4, 6])
+  assert.ok(asked.every((a) => a[0] === 'spegel-bootstrap.kube-system.svc.cluster.local.'))
   assert.deepEqual(peers, [
     { addrs: ['/ip4/9.9.9.9'] }, { addrs: ['/ip4/10.0.0.3'] }, { addrs: ['/ip4/10.0.0.4'] },
-    { addrs: ['/ip6/2001:db8::1'] }, { addrs: ['/ip6/fd00::9'] }, { addrs: ['/ip6/fd00::10'] }
+    { addrs: ['/ip6/2001:db8::1'] }, { addrs: ['/ip6/fd00::9'] }, { addrs: ['/ip6/fd00::10'] },
   ])
   assert.ok(compareIps('fd00::9', 'fd00::a:1') < 0)
 })
@@ -60,7 +60,7 @@ test('dns: one failing family is fine, both failing is a BootstrapError, no answ
 
 test('dns: the system resolver answers for localhost', async () => {
   const peers = await new DnsBootstrapper({ domain: 'localhost' }).peers()
-  assert.ok(peers.some(p => p.addrs[0] === '/ip4/127.0.0.1'), JSON.stringify(peers))
+  assert.ok(peers.some((p) => p.addrs[0] === '/ip4/127.0.0.1'), JSON.stringify(peers))
 })
 
 test('http: /id serves this node, another node fetches it', async (t) => {
@@ -84,10 +84,10 @@ test('http: first 3 entries, ids from /p2p/, errors are BootstrapErrors, timeout
     if (req.url === '/slow') return // never answers
     res.writeHead(status, { 'content-type': 'application/json' }).end(body)
   })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.after(async () => {
     server.closeAllConnections()
-    await new Promise(resolve => server.close(resolve))
+    await new Promise((resolve) => server.close(resolve))
   })
   const address = server.address()
   assert.ok(typeof address === 'object' && address !== null)
@@ -97,12 +97,12 @@ test('http: first 3 entries, ids from /p2p/, errors are BootstrapErrors, timeout
     { ID: '', Addrs: [`/ip4/10.0.0.1/tcp/5001/p2p/${ID_A}`] },
     { ID: ID_B, Addrs: ['/ip4/10.0.0.2/tcp/5001'] },
     { ID: '', Addrs: ['/ip4/10.0.0.3'] },
-    { ID: '', Addrs: ['/ip4/10.0.0.4/tcp/5001'] }
+    { ID: '', Addrs: ['/ip4/10.0.0.4/tcp/5001'] },
   ])
   assert.deepEqual(await client.peers(), [
     { id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] },
     { id: ID_B, addrs: ['/ip4/10.0.0.2/tcp/5001'] },
-    { addrs: ['/ip4/10.0.0.3'] }
+    { addrs: ['/ip4/10.0.0.3'] },
   ])
   body = '{"not":"an array"}'
   await assert.rejects(client.peers(), BootstrapError)
@@ -127,7 +127,7 @@ test('http bootstrap end to end: a router joins through another router\'s /id', 
   assert.deepEqual(served, [{ ID: seed.peerId, Addrs: [`/ip4/${loopbackIp(0)}/tcp/${tcpPort(seed)}`] }])
   const joiner = await startRouter(loopbackIp(1), new HttpBootstrapper({ url }))
   routers.push(joiner)
-  await waitFor('joiner connected to seed', () => joiner.peers().some(p => p.id === seed.peerId), 10_000)
+  await waitFor('joiner connected to seed', () => joiner.peers().some((p) => p.id === seed.peerId), 10_000)
   await waitFor('both ready', () => seed.ready() && joiner.ready(), 10_000)
 })
 
@@ -184,10 +184,10 @@ test('http: answers in either shape are read, whichever flag fetched them', asyn
     asked.push(`${req.method ?? ''} ${req.url ?? ''}`)
     res.writeHead(200).end(body)
   })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.after(async () => {
     server.closeAllConnections()
-    await new Promise(resolve => server.close(resolve))
+    await new Promise((resolve) => server.close(resolve))
   })
   const address = server.address()
   assert.ok(typeof address === 'object' && address !== null)
@@ -213,7 +213,7 @@ test('http: answers in either shape are read, whichever flag fetched them', asyn
       else assert.deepEqual(await client.peers(), expected, `${name} via ${JSON.stringify(init)}`)
     }
   }
-  assert.ok(asked.every(a => a === 'GET /id' || a === 'GET /peers'), JSON.stringify(asked))
+  assert.ok(asked.every((a) => a === 'GET /id' || a === 'GET /peers'), JSON.stringify(asked))
   assert.ok(asked.includes('GET /id') && asked.includes('GET /peers'))
 })
 
@@ -228,6 +228,6 @@ test('http bootstrap end to end, Spegel v0.7 flags: a router joins through --htt
   assert.deepEqual(await (await fetch(`${peer}/id`)).json(), { Addrs: [`/ip4/${loopbackIp(0)}/tcp/${tcpPort(seed)}`], ID: seed.peerId })
   const joiner = await startRouter(loopbackIp(1), new HttpBootstrapper({ peer }))
   routers.push(joiner)
-  await waitFor('joiner connected to seed', () => joiner.peers().some(p => p.id === seed.peerId), 10_000)
+  await waitFor('joiner connected to seed', () => joiner.peers().some((p) => p.id === seed.peerId), 10_000)
   await waitFor('both ready', () => seed.ready() && joiner.ready(), 10_000)
 })

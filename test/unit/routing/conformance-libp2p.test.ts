@@ -12,10 +12,10 @@ routerConformance('Libp2pRouter', async () => {
     const routers = await startCluster(4, { providerTtlMs, reprovideIntervalMs, lookupCacheTtlMs }, started)
     return {
       routers,
-      addressesOf: r => [loopbackIp(routers.indexOf(r as Libp2pRouter))],
+      addressesOf: (r) => [loopbackIp(routers.indexOf(r as Libp2pRouter))],
       // Record TTL + one cleanup tick (TTL - reprovide) / 2 + lookup cache + slack.
-      expire: async () => { await new Promise(resolve => setTimeout(resolve, providerTtlMs + 400 + lookupCacheTtlMs + 500)) },
-      close: async () => { await closeAll(started) }
+      expire: async () => { await new Promise((resolve) => setTimeout(resolve, providerTtlMs + 400 + lookupCacheTtlMs + 500)) },
+      close: async () => { await closeAll(started) },
     }
   } catch (err) {
     await closeAll(started)

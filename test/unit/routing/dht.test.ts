@@ -8,7 +8,7 @@ import type { Libp2pRouter } from '../../../src/routing/libp2p.ts'
 import { collect, eventually } from '../../routing/conformance.ts'
 import { closeAll, freePort, loopbackIp, startCluster, startRouter, waitFor } from './helpers.ts'
 
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
 test('20-node DHT: keys advertised by some nodes are found by all others with the right addresses', async (t) => {
   const started: Libp2pRouter[] = []
@@ -16,23 +16,23 @@ test('20-node DHT: keys advertised by some nodes are found by all others with th
   // 20 nodes ≤ k: every publish reaches every node, so the post-join exploration (exercised by
   // bench/dht-lookup.ts at 50 nodes) is switched off to keep this test fast on 2 cores.
   const routers = await startCluster(20, { exploreAfterJoinMs: [] }, started)
-  await waitFor('all 20 ready', () => routers.every(r => r.ready()), 15_000)
+  await waitFor('all 20 ready', () => routers.every((r) => r.ready()), 15_000)
   const providers = [3, 7, 11, 15]
-  const keys = providers.map(i => `sha256:${String(i).repeat(64).slice(0, 64)}`)
+  const keys = providers.map((i) => `sha256:${String(i).repeat(64).slice(0, 64)}`)
   await Promise.all(providers.map(async (i, n) => { await routers[i]?.advertise([keys[n] as string, 'docker.io/library/shared:1']) }))
-  await Promise.all(providers.map(async i => { await routers[i]?.idle() }))
+  await Promise.all(providers.map(async (i) => { await routers[i]?.idle() }))
   // Every non-provider node looks up one provider's key (20 nodes in one process share 2 cores: keep it lean).
-  const lookers = routers.map((_, j) => j).filter(j => !providers.includes(j))
+  const lookers = routers.map((_, j) => j).filter((j) => !providers.includes(j))
   await Promise.all(lookers.map(async (j, m) => {
     const n = m % providers.length
     const owner = routers[providers[n] as number] as Libp2pRouter
     // Publishing is asynchronous: allow it a few seconds to reach the closest peers.
-    const found = await eventually(async () => await collect(routers[j] as Libp2pRouter, keys[n] as string, 3), v => v.length > 0, 15_000)
+    const found = await eventually(async () => await collect(routers[j] as Libp2pRouter, keys[n] as string, 3), (v) => v.length > 0, 15_000)
     assert.deepEqual(found, [{ id: owner.peerId, addresses: [loopbackIp(providers[n] as number)] }], `node ${j} looking up the key of node ${providers[n]}`)
   }))
-  const shared = await eventually(async () => await collect(routers[0] as Libp2pRouter, 'docker.io/library/shared:1', 10), v => v.length >= providers.length, 15_000)
-  assert.deepEqual(shared.map(p => p.id).sort(), providers.map(i => routers[i]?.peerId).sort())
-  for (const p of shared) assert.deepEqual(p.addresses, [loopbackIp(routers.findIndex(r => r.peerId === p.id))])
+  const shared = await eventually(async () => await collect(routers[0] as Libp2pRouter, 'docker.io/library/shared:1', 10), (v) => v.length >= providers.length, 15_000)
+  assert.deepEqual(shared.map((p) => p.id).sort(), providers.map((i) => routers[i]?.peerId).sort())
+  for (const p of shared) assert.deepEqual(p.addresses, [loopbackIp(routers.findIndex((r) => r.peerId === p.id))])
   assert.ok((routers[0] as Libp2pRouter).peers().length >= 10, 'the seed should be connected to most nodes')
 })
 
@@ -42,18 +42,18 @@ test('expiry and re-provide: withdrawn records vanish after the TTL, advertised 
   const providerTtlMs = 1_200
   const routers = await startCluster(4, { providerTtlMs, reprovideIntervalMs: 500, lookupCacheTtlMs: 0 }, started)
   const [a, b] = routers as [Libp2pRouter, Libp2pRouter]
-  await waitFor('ready', () => routers.every(r => r.ready()), 10_000)
+  await waitFor('ready', () => routers.every((r) => r.ready()), 10_000)
   await a.advertise(['gone', 'kept'])
   await a.idle()
   // Publishing is asynchronous on a loaded machine: allow it to reach the peers b asks.
-  const first = await eventually(async () => await collect(b, 'gone'), v => v.length > 0, 5_000)
-  assert.deepEqual(first.map(p => p.id), [a.peerId])
+  const first = await eventually(async () => await collect(b, 'gone'), (v) => v.length > 0, 5_000)
+  assert.deepEqual(first.map((p) => p.id), [a.peerId])
   await a.withdraw(['gone'])
   // Remote records are not deleted by a withdraw (the DHT has no such message): still found right after.
-  assert.deepEqual((await collect(b, 'gone')).map(p => p.id), [a.peerId])
+  assert.deepEqual((await collect(b, 'gone')).map((p) => p.id), [a.peerId])
   await sleep(providerTtlMs * 3)
   assert.deepEqual(await collect(b, 'gone'), [], 'withdrawn record should have expired')
-  assert.deepEqual((await collect(b, 'kept')).map(p => p.id), [a.peerId], 're-provided record should outlive its TTL')
+  assert.deepEqual((await collect(b, 'kept')).map((p) => p.id), [a.peerId], 're-provided record should outlive its TTL')
 })
 
 test('late peer: a node whose bootstrap target starts 2 s later keeps retrying, then becomes ready', async (t) => {
@@ -72,8 +72,8 @@ test('late peer: a node whose bootstrap target starts 2 s later keeps retrying, 
   routers.push(late)
   // Backoff is capped at 10 s.
   await waitFor('early node ready', () => early.ready(), 12_000)
-  assert.ok(early.peers().some(p => p.id === late.peerId))
-  const found = await eventually(async () => await collect(late, 'advertised-while-offline'), v => v.length > 0, 5_000)
+  assert.ok(early.peers().some((p) => p.id === late.peerId))
+  const found = await eventually(async () => await collect(late, 'advertised-while-offline'), (v) => v.length > 0, 5_000)
   assert.deepEqual(found, [{ id: early.peerId, addresses: [loopbackIp(0)] }])
 })
 
@@ -108,7 +108,7 @@ test('local-first lookups: a small cluster answers from the records it holds; wi
   t.after(async () => { await closeAll(started) })
   const routers = await startCluster(4, { lookupCacheTtlMs: 0, exploreAfterJoinMs: [] }, started)
   const [a, , c] = routers as [Libp2pRouter, Libp2pRouter, Libp2pRouter]
-  await waitFor('ready', () => routers.every(r => r.ready()), 10_000)
+  await waitFor('ready', () => routers.every((r) => r.ready()), 10_000)
   // Counts the DHT queries c starts (reaching into the router: the behaviour is about which path is taken).
   const dht = (c as unknown as { dht: { findProviders: (...args: unknown[]) => unknown, providers: { removeProvider: (cid: unknown, peer: unknown) => Promise<void> } } }).dht
   let queries = 0
@@ -116,16 +116,16 @@ test('local-first lookups: a small cluster answers from the records it holds; wi
   dht.findProviders = (...args: unknown[]) => { queries++; return original(...args) }
   await a.advertise(['held'])
   await a.idle()
-  const found = await eventually(async () => await collect(c, 'held'), v => v.length > 0, 5_000)
-  assert.deepEqual(found.map(p => p.id), [a.peerId])
+  const found = await eventually(async () => await collect(c, 'held'), (v) => v.length > 0, 5_000)
+  assert.deepEqual(found.map((p) => p.id), [a.peerId])
   queries = 0
-  assert.deepEqual((await collect(c, 'held', 3)).map(p => p.id), [a.peerId])
+  assert.deepEqual((await collect(c, 'held', 3)).map((p) => p.id), [a.peerId])
   assert.equal(queries, 0, 'a record held locally in a cluster smaller than k needs no DHT query')
   // Without a local record (c joined after the publish, say), the DHT is asked and finds it on the other nodes. A
   // Kademlia query only follows peers closer to the key than the one that answered, so it needs c's routing table
   // filled (exploration is off here): wait until c knows every other node.
   await waitFor('c knows every node', () => c.status().routingTableSize === routers.length - 1, 10_000)
   await dht.providers.removeProvider(keyToCid('held'), peerIdFromString(a.peerId))
-  assert.deepEqual((await collect(c, 'held', 3)).map(p => p.id), [a.peerId])
+  assert.deepEqual((await collect(c, 'held', 3)).map((p) => p.id), [a.peerId])
   assert.equal(queries, 1)
 })

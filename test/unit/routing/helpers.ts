@@ -18,7 +18,7 @@ export async function startRouter (ip: string, bootstrapper: Bootstrapper, overr
     allowLoopback: true,
     logger: quietLogger,
     bootstrapper,
-    ...overrides
+    ...overrides,
   })
 }
 
@@ -45,14 +45,14 @@ export function tcpPort (router: Libp2pRouter): number {
 }
 
 export async function closeAll (routers: Libp2pRouter[]): Promise<void> {
-  await Promise.allSettled(routers.map(async r => await r.close()))
+  await Promise.allSettled(routers.map(async (r) => await r.close()))
 }
 
 export async function waitFor (what: string, fn: () => boolean, ms: number): Promise<void> {
   const deadline = Date.now() + ms
   while (!fn()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
+    await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }
 
@@ -61,7 +61,7 @@ export async function freePort (host: string): Promise<number> {
   const server = createServer()
   await new Promise<void>((resolve, reject) => server.listen(0, host, resolve).once('error', reject))
   const address = server.address()
-  await new Promise<void>(resolve => server.close(() => resolve()))
+  await new Promise<void>((resolve) => server.close(() => resolve()))
   if (typeof address !== 'object' || address === null) throw new Error('no port')
   return address.port
 }

@@ -138,7 +138,7 @@ async function readOnlyDir (t: TestContext, prepare: (dir: string) => Promise<vo
     try {
       await exec('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0755', 'tmpfs', dir])
     } catch (err) {
-      throw new Error(`this test mounts a read-only tmpfs and needs root with CAP_SYS_ADMIN (run the suite as root, outside an unprivileged container): ${(err as Error).message}`)
+      throw new Error(`this test mounts a read-only tmpfs and needs root with CAP_SYS_ADMIN (run the suite as root, outside an unprivileged container): ${(err as Error).message}`, { cause: err })
     }
     mounted = true
     await prepare(dir)

@@ -4,12 +4,12 @@ import { LookupCache } from '../../../src/routing/lookup-cache.ts'
 import type { Peer } from '../../../src/routing/types.ts'
 
 const peer = (n: number): Peer => ({ id: `p${n}`, addresses: [`10.0.0.${n}`] })
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
 test('concurrent lookups share one query and stream providers as they are found', async () => {
   let queries = 0
   let release!: () => void
-  const gate = new Promise<void>(resolve => { release = resolve })
+  const gate = new Promise<void>((resolve) => { release = resolve })
   const cache = new LookupCache({
     ttlMs: 1_000,
     queryTimeoutMs: 5_000,
@@ -19,7 +19,7 @@ test('concurrent lookups share one query and stream providers as they are found'
       await gate
       yield peer(1) // duplicate: dropped
       yield peer(2)
-    }
+    },
   })
   const first: Peer[] = []
   const it = cache.lookup('k', { count: 5 })[Symbol.asyncIterator]()
@@ -40,7 +40,7 @@ test('finished answers are reused within the TTL; short answers only within half
   const cache = new LookupCache({
     ttlMs: 300,
     queryTimeoutMs: 5_000,
-    query: async function * () { queries++; yield peer(1) }
+    query: async function * () { queries++; yield peer(1) },
   })
   const all = async (count: number): Promise<Peer[]> => { const out: Peer[] = []; for await (const p of cache.lookup('k', { count })) out.push(p); return out }
   assert.deepEqual(await all(1), [peer(1)])
@@ -60,7 +60,7 @@ test('the query outlives callers that stop early, so a retry is answered from th
   const cache = new LookupCache({
     ttlMs: 2_000,
     queryTimeoutMs: 5_000,
-    query: async function * () { queries++; await sleep(100); yield peer(1); yield peer(2) }
+    query: async function * () { queries++; await sleep(100); yield peer(1); yield peer(2) },
   })
   const out: Peer[] = []
   for await (const p of cache.lookup('k', { count: 5, signal: AbortSignal.timeout(20) })) out.push(p)
@@ -84,9 +84,9 @@ test('a failed query is reported and not cached; close aborts running queries', 
     query: async function * (key, signal) {
       queries++
       if (key === 'bad') throw new Error('boom')
-      await new Promise<void>(resolve => signal.addEventListener('abort', () => { sawAbort = true; resolve() }))
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => { sawAbort = true; resolve() }))
       yield * []
-    }
+    },
   })
   for await (const _ of cache.lookup('bad', { count: 1 })) assert.fail('no peers expected')
   for await (const _ of cache.lookup('bad', { count: 1 })) assert.fail('no peers expected')
