@@ -1,6 +1,6 @@
 // The Helm post-delete hook: `cleanup` (restore the containerd configuration, then report ready) and `cleanup-wait`
 // (wait until every cleanup pod reports ready).
-import { cleanupMirrorConfiguration } from '../containerd/hosts.ts'
+import { cleanupMirrorConfiguration } from '../hosts/index.ts'
 import { startCleanupProbeServer } from './probe-server.ts'
 import type { CleanupLogger } from './probe-server.ts'
 

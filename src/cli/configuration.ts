@@ -1,4 +1,4 @@
-import { readBasicAuth, writeMirrorConfiguration } from '../containerd/hosts.ts'
+import { readBasicAuth, writeMirrorConfiguration } from '../hosts/index.ts'
 import { basicAuthDir } from './registry.ts'
 import { ExitCode, bool, list, str, type CommandContext } from './context.ts'
 

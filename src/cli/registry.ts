@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { Advertiser, type StoreChange } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
-import { readBasicAuth } from '../containerd/hosts.ts'
+import { readBasicAuth } from '../hosts/index.ts'
 import { addReadyzDetail, CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { createRegistryApp, RequestFilter } from '../registry/index.ts'

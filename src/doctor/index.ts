@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parse as parseToml } from 'smol-toml'
-import { parseMirroredRegistries, parseMirrorTargets, type RegistryUrl } from '../containerd/hosts-url.ts'
+import { parseMirroredRegistries, parseMirrorTargets, type RegistryUrl } from '../hosts/url.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { isIndexMediaType, MediaType } from '../oci/mediatypes.ts'
 import { NotFoundError } from '../store/errors.ts'

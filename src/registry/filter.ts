@@ -1,5 +1,5 @@
 import { RE2JS } from 're2js'
-import { parseMirroredRegistries } from '../containerd/hosts-url.ts'
+import { parseMirroredRegistries } from '../hosts/url.ts'
 import type { DistributionPath } from './path.ts'
 
 /** Thrown at start-up for a filter that cannot be compiled. The message is one line and names the offending value. */

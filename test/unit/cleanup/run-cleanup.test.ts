@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { cleanupWait, runCleanup } from '../../../src/cleanup/index.ts'
-import { writeMirrorConfiguration } from '../../../src/containerd/hosts.ts'
+import { writeMirrorConfiguration } from '../../../src/hosts/index.ts'
 
 async function freePort (): Promise<number> {
   const server = createServer()

@@ -1,18 +1,18 @@
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TomlError } from 'smol-toml'
-import { basicAuthHeaderValue } from './hosts-auth.ts'
-import type { BasicAuth } from './hosts-auth.ts'
-import { InvalidHostsFileError } from './hosts-errors.ts'
+import { basicAuthHeaderValue } from './auth.ts'
+import type { BasicAuth } from './auth.ts'
+import { InvalidHostsFileError } from './errors.ts'
 import {
   backupConfiguration, backupDirName, clearConfiguration, copyTree, directoryExists, fileMode, recoverInterrupted,
   restoreConfiguration, writeFileAtomic,
-} from './hosts-fs.ts'
-import type { FsLogger } from './hosts-fs.ts'
-import { parseExistingHosts, renderHostsToml, serverForRegistry } from './hosts-toml.ts'
-import type { ExistingHosts, MirrorCapability } from './hosts-toml.ts'
-import { parseMirroredRegistries, parseMirrorTargets } from './hosts-url.ts'
-import type { RegistryUrl } from './hosts-url.ts'
+} from './fs.ts'
+import type { FsLogger } from './fs.ts'
+import { parseExistingHosts, renderHostsToml, serverForRegistry } from './toml.ts'
+import type { ExistingHosts, MirrorCapability } from './toml.ts'
+import { parseMirroredRegistries, parseMirrorTargets } from './url.ts'
+import type { RegistryUrl } from './url.ts'
 
 // containerd mirror configuration (`configuration` and `cleanup` subcommands): one `<configPath>/<registry host>/hosts.toml`
 // per mirrored registry, pointing containerd at this node's Spegel first, with the user's original configuration kept
@@ -25,20 +25,20 @@ import type { RegistryUrl } from './hosts-url.ts'
 // - an existing host with the same URL as one of our targets is left out (a duplicate table is invalid TOML);
 // - files next to an existing hosts.toml are copied even when it has no host tables, with their modes, symlinks kept;
 // - everything is validated and parsed before anything is deleted, files are written atomically, and the backup and
-//   restore survive a crash at any point (see hosts-fs.ts);
+//   restore survive a crash at any point (see fs.ts);
 // - no mirror target at all is an error (containerd 1.6 ignores a hosts.toml without a `[host]` table).
 
-export { basicAuthHeaderValue, defaultBasicAuthDir, readBasicAuth } from './hosts-auth.ts'
-export type { BasicAuth } from './hosts-auth.ts'
-export { BackupConflictError, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError } from './hosts-errors.ts'
-export { backupDirName } from './hosts-fs.ts'
-export { parseExistingHosts, renderHostsToml, renderMirrorHostBlocks, serverForRegistry } from './hosts-toml.ts'
-export type { ExistingHost, ExistingHosts, MirrorCapability, MirrorHostsOptions } from './hosts-toml.ts'
+export { basicAuthHeaderValue, defaultBasicAuthDir, readBasicAuth } from './auth.ts'
+export type { BasicAuth } from './auth.ts'
+export { BackupConflictError, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError } from './errors.ts'
+export { backupDirName } from './fs.ts'
+export { parseExistingHosts, renderHostsToml, renderMirrorHostBlocks, serverForRegistry } from './toml.ts'
+export type { ExistingHost, ExistingHosts, MirrorCapability, MirrorHostsOptions } from './toml.ts'
 export {
   defaultHostDirectory, encapsulateIPv6Host, parseMirroredRegistries, parseMirrorTargets, parseRegistryUrl,
   wildcardRegistries,
-} from './hosts-url.ts'
-export type { RegistryUrl } from './hosts-url.ts'
+} from './url.ts'
+export type { RegistryUrl } from './url.ts'
 
 /** Default `--containerd-registry-config-path`. */
 export const defaultRegistryConfigPath = '/etc/containerd/certs.d'

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test'
 import {
   encapsulateIPv6Host, InvalidRegistryUrlError, MirrorTargetsRequiredError, parseMirroredRegistries, parseMirrorTargets,
   parseRegistryUrl,
-} from '../../../src/containerd/hosts.ts'
+} from '../../../src/hosts/index.ts'
 
 describe('parseRegistryUrl', () => {
   const valid: Array<[string, string, string]> = [

@@ -1,6 +1,6 @@
 import { parse, TomlDate } from 'smol-toml'
 import type { TomlTable, TomlValue } from 'smol-toml'
-import type { RegistryUrl } from './hosts-url.ts'
+import type { RegistryUrl } from './url.ts'
 
 // Rendering of containerd hosts.toml files. Our own entries follow Spegel's template byte for byte; existing entries are
 // re-serialised the way Spegel's go-toml marshalling prints them (keys sorted, single-quoted literal strings, one table

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { basicAuthHeaderValue, defaultBasicAuthDir, readBasicAuth } from '../../../src/containerd/hosts.ts'
+import { basicAuthHeaderValue, defaultBasicAuthDir, readBasicAuth } from '../../../src/hosts/index.ts'
 
 describe('readBasicAuth', () => {
   const cases: Array<{ name: string, username?: string, password?: string, expected: { username: string, password: string } | undefined }> = [

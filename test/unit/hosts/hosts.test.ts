@@ -8,10 +8,10 @@ import { parse } from 'smol-toml'
 import {
   cleanupMirrorConfiguration, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError,
   writeMirrorConfiguration,
-} from '../../../src/containerd/hosts.ts'
-import type { BasicAuth, HostsLogger } from '../../../src/containerd/hosts.ts'
-import { snapshotTree, textFiles } from './hosts-tree.ts'
-import type { TreeSnapshot } from './hosts-tree.ts'
+} from '../../../src/hosts/index.ts'
+import type { BasicAuth, HostsLogger } from '../../../src/hosts/index.ts'
+import { snapshotTree, textFiles } from './tree.ts'
+import type { TreeSnapshot } from './tree.ts'
 
 // Golden tests of the hosts.toml writer. Each directory under test/fixtures/hosts/ is one case:
 //   case.json  the options, plus `createConfigDir` (default true) and `emptyDirs` (empty directories of the result,

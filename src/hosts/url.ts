@@ -1,5 +1,5 @@
 import { isIPv6 } from 'node:net'
-import { InvalidRegistryUrlError, MirrorTargetsRequiredError } from './hosts-errors.ts'
+import { InvalidRegistryUrlError, MirrorTargetsRequiredError } from './errors.ts'
 
 /** Values of `--mirrored-registries` that mean "every registry" (containerd's `_default` host directory). */
 export const wildcardRegistries: readonly string[] = ['_default', '*']

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { chmod, copyFile, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, symlink } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { BackupConflictError } from './hosts-errors.ts'
+import { BackupConflictError } from './errors.ts'
 
 // File-system steps of the hosts.toml writer and its cleanup. User files are only ever renamed, never copied and
 // deleted, and nothing is deleted unless `_backup` exists (then everything outside it is ours). Every step is safe to

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { parse, TomlError } from 'smol-toml'
-import { formatKey, formatString, formatValue, parseExistingHosts, scanTableHeaders } from '../../../src/containerd/hosts-toml.ts'
-import { parseMirroredRegistries, parseMirrorTargets, renderHostsToml } from '../../../src/containerd/hosts.ts'
+import { formatKey, formatString, formatValue, parseExistingHosts, scanTableHeaders } from '../../../src/hosts/toml.ts'
+import { parseMirroredRegistries, parseMirrorTargets, renderHostsToml } from '../../../src/hosts/index.ts'
 
 describe('parseExistingHosts', () => {
   test("matches Spegel's re-serialisation of existing hosts", () => {

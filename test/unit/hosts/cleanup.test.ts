@@ -4,9 +4,9 @@ import { chmod, mkdir, mkdtemp, rename, rm, symlink, utimes, writeFile } from 'n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { BackupConflictError, cleanupMirrorConfiguration, writeMirrorConfiguration } from '../../../src/containerd/hosts.ts'
-import type { HostsLogger } from '../../../src/containerd/hosts.ts'
-import { snapshotTree } from './hosts-tree.ts'
+import { BackupConflictError, cleanupMirrorConfiguration, writeMirrorConfiguration } from '../../../src/hosts/index.ts'
+import type { HostsLogger } from '../../../src/hosts/index.ts'
+import { snapshotTree } from './tree.ts'
 
 async function makeTempDir (t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'spegel-cleanup-'))
