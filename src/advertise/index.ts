@@ -22,7 +22,7 @@ export type ChangeFeed = (signal: AbortSignal) => AsyncIterable<StoreChange>
 /** Bound on content tracked outside images (a pull in progress has a few dozen blobs). */
 const maxLoose = 10_000
 
-export interface AdvertiserInit {
+export interface AdvertiserOptions {
   store: ContentStore
   router: Router
   logger: Logger
@@ -54,7 +54,7 @@ export interface AdvertisedImage {
  * create/delete), after the event stream reconnects (containerd restarted), and periodically.
  */
 export class Advertiser {
-  private readonly init: AdvertiserInit
+  private readonly options: AdvertiserOptions
   private readonly walks = new Map<string, string[]>()
   /** Content announced by create events and not (yet) part of any image. */
   private readonly loose = new Set<string>()
@@ -64,8 +64,8 @@ export class Advertiser {
   private wake: (() => void) | undefined
   private synced = false
 
-  constructor (init: AdvertiserInit) {
-    this.init = init
+  constructor (options: AdvertiserOptions) {
+    this.options = options
   }
 
   /** True after the first complete pass. */
@@ -80,8 +80,8 @@ export class Advertiser {
 
   /** Runs until the signal aborts; never throws for store or router trouble (it logs and retries). */
   async run (signal: AbortSignal): Promise<void> {
-    const feed = this.init.changes !== undefined ? this.follow(this.init.changes, signal) : Promise.resolve()
-    const resync = this.init.resyncIntervalMs ?? 5 * 60_000
+    const feed = this.options.changes !== undefined ? this.follow(this.options.changes, signal) : Promise.resolve()
+    const resync = this.options.resyncIntervalMs ?? 5 * 60_000
     let backoff = 100
     while (!signal.aborted) {
       if (this.dirty) {
@@ -91,13 +91,13 @@ export class Advertiser {
           backoff = 100
           // A change that arrived during the pass (its wake-up found nobody asleep) gets its own pass now.
           if (this.dirty) {
-            await this.sleep(this.init.debounceMs ?? 100, signal)
+            await this.sleep(this.options.debounceMs ?? 100, signal)
             continue
           }
         } catch (err) {
           if (signal.aborted) break
           this.dirty = true
-          this.init.logger.warn({ err }, 'could not sync advertisements, retrying')
+          this.options.logger.warn({ err }, 'could not sync advertisements, retrying')
           await this.sleep(backoff, signal)
           backoff = Math.min(backoff * 2, 10_000)
           continue
@@ -113,7 +113,7 @@ export class Advertiser {
   changed (): void {
     if (this.dirty) return
     this.dirty = true
-    setTimeout(() => this.wake?.(), this.init.debounceMs ?? 100).unref()
+    setTimeout(() => this.wake?.(), this.options.debounceMs ?? 100).unref()
   }
 
   private async follow (changes: ChangeFeed, signal: AbortSignal): Promise<void> {
@@ -128,7 +128,7 @@ export class Advertiser {
         }
       } catch (err) {
         if (signal.aborted) return
-        this.init.logger.warn({ err }, 'containerd event stream broke, resubscribing')
+        this.options.logger.warn({ err }, 'containerd event stream broke, resubscribing')
       }
       // Not wakeable: this.wake belongs to the run loop, and taking it would leave the loop asleep until the resync.
       await this.sleep(backoff, signal, false)
@@ -140,7 +140,7 @@ export class Advertiser {
   }
 
   private async pass (signal: AbortSignal): Promise<void> {
-    const { store, router, filter, metrics } = this.init
+    const { store, router, filter, metrics } = this.options
     const records = await store.listImages({ signal })
     const wanted = new Set<string>()
     const images: AdvertisedImage[] = []
@@ -181,7 +181,7 @@ export class Advertiser {
     this.advertised = wanted
     this.images = images
     this.synced = true
-    if (added.length > 0 || removed.length > 0) this.init.logger.info({ added: added.length, removed: removed.length, total: wanted.size }, 'advertisements updated')
+    if (added.length > 0 || removed.length > 0) this.options.logger.info({ added: added.length, removed: removed.length, total: wanted.size }, 'advertisements updated')
     if (metrics !== undefined) {
       metrics.advertisedImageTags.reset()
       metrics.advertisedImageDigests.reset()
@@ -198,7 +198,7 @@ export class Advertiser {
   private async walk (record: ImageRecord, signal: AbortSignal): Promise<string[]> {
     const cached = this.walks.get(record.digest)
     if (cached !== undefined) return cached
-    const digests = (await walkImage(this.init.store, record.digest, { signal })).map((d) => d.digest)
+    const digests = (await walkImage(this.options.store, record.digest, { signal })).map((d) => d.digest)
     this.walks.set(record.digest, digests)
     return digests
   }

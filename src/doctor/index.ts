@@ -31,7 +31,7 @@ export interface DoctorComponents {
   metrics?: Metrics
 }
 
-export interface DoctorInit {
+export interface DoctorOptions {
   /** Where `spegel configuration` writes hosts.toml (`--containerd-registry-config-path`). */
   registryConfigPath: string
   /** `--mirrored-registries`; empty means every registry (`_default`). */
@@ -64,10 +64,10 @@ export interface DoctorInit {
  */
 export class Doctor {
   private readonly components: DoctorComponents
-  private readonly init: DoctorInit
+  private readonly init: DoctorOptions
   private last: DoctorReport | undefined
 
-  constructor (components: DoctorComponents, init: DoctorInit) {
+  constructor (components: DoctorComponents, init: DoctorOptions) {
     this.components = components
     this.init = init
   }

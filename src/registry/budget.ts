@@ -15,7 +15,7 @@ export type Requester = 'peer' | 'node'
 /** What the transfer reads from: a file of this node, or a peer. */
 export type TransferSource = 'local' | 'peer'
 
-export interface TransferBudgetInit {
+export interface TransferBudgetOptions {
   /** Bytes of transfer buffers that may be reserved at once. */
   bytes: number
   /** Longest wait of this node's containerd for room before it is told 404 (default 2 s). */
@@ -44,11 +44,11 @@ export class TransferBudget {
   private reserved = 0
   private readonly queue: Waiter[] = []
 
-  constructor (init: TransferBudgetInit) {
-    this.capacity = Math.max(1, Math.floor(init.bytes))
-    this.queueTimeoutMs = init.queueTimeoutMs ?? 2_000
-    this.maxQueued = init.maxQueued ?? 128
-    this.metrics = init.metrics
+  constructor (options: TransferBudgetOptions) {
+    this.capacity = Math.max(1, Math.floor(options.bytes))
+    this.queueTimeoutMs = options.queueTimeoutMs ?? 2_000
+    this.maxQueued = options.maxQueued ?? 128
+    this.metrics = options.metrics
     const { chunkSize } = bufferStats()
     // A full budget's worth of buffers can be reused without allocating; the pool gives them back when idle.
     setPoolLimit(Math.ceil(this.capacity / chunkSize))

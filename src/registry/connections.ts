@@ -2,7 +2,7 @@ import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Metrics } from '../metrics/index.ts'
 
-export interface ConnectionLimitsInit {
+export interface ConnectionLimitsOptions {
   /** Connections without a request in progress that are kept open; beyond, the one idle longest is closed. */
   maxIdle?: number
   /** Open connections at most; a new one beyond is closed at once. */
@@ -28,10 +28,10 @@ export class ConnectionLimits {
   private readonly maxIdle: number
   private readonly metrics: Metrics | undefined
 
-  constructor (server: Server, init: ConnectionLimitsInit = {}) {
-    this.maxIdle = init.maxIdle ?? 256
-    this.metrics = init.metrics
-    server.maxConnections = init.maxConnections ?? 1024
+  constructor (server: Server, options: ConnectionLimitsOptions = {}) {
+    this.maxIdle = options.maxIdle ?? 256
+    this.metrics = options.metrics
+    server.maxConnections = options.maxConnections ?? 1024
     server.on('drop', () => { this.metrics?.connectionsClosed.inc({ reason: 'connection_limit' }) })
     server.on('connection', (socket: Socket) => {
       this.setIdle(socket)

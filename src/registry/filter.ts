@@ -45,17 +45,17 @@ export class RequestFilter {
   private readonly hosts: ReadonlySet<string> | undefined
   private readonly patterns: readonly RegistryFilter[]
 
-  constructor (init: { mirroredRegistries?: readonly string[], registryFilters?: readonly string[] } = {}) {
+  constructor (options: { mirroredRegistries?: readonly string[], registryFilters?: readonly string[] } = {}) {
     let registries
     try {
-      registries = parseMirroredRegistries(init.mirroredRegistries ?? [])
+      registries = parseMirroredRegistries(options.mirroredRegistries ?? [])
     } catch (err) {
       throw new InvalidFilterError(`--mirrored-registries: ${(err as Error).message}`)
     }
     // An empty list or a wildcard entry mirrors every registry. Hosts are kept as written (no lowercasing, no
     // default-port removal), as Go's url.URL.Host compares them against the `ns` parameter.
     this.hosts = registries.some((r) => r.wildcard) ? undefined : new Set(registries.map((r) => r.host))
-    this.patterns = (init.registryFilters ?? []).map(compileRegistryFilter)
+    this.patterns = (options.registryFilters ?? []).map(compileRegistryFilter)
   }
 
   /** True when the request must not be served (answered 404 so containerd goes upstream). */

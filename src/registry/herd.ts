@@ -28,7 +28,7 @@ export interface HerdEvent {
 /** Herd events kept for the debug page. */
 const maxEvents = 50
 
-export interface HerdMirrorInit {
+export interface HerdMirrorOptions {
   /** Fetches content held by peers (complete, or in flight with `inflight: true`). */
   mirror: PeerMirror
   router: Router
@@ -56,17 +56,17 @@ export interface HerdMirrorInit {
  * an endless wait. Waits are bounded so that nodes whose few download slots wait on each other cannot deadlock.
  */
 export class HerdMirror implements Mirror {
-  private readonly init: Required<Omit<HerdMirrorInit, 'metrics'>> & Pick<HerdMirrorInit, 'metrics'>
+  private readonly options: Required<Omit<HerdMirrorOptions, 'metrics'>> & Pick<HerdMirrorOptions, 'metrics'>
   private readonly claims = new Map<string, NodeJS.Timeout>()
   private readonly events: HerdEvent[] = []
 
-  constructor (init: HerdMirrorInit) {
-    this.init = { electionWindowMs: 30, lookupTimeoutMs: 1000, claimTtlMs: 120_000, ...init }
+  constructor (options: HerdMirrorOptions) {
+    this.options = { electionWindowMs: 30, lookupTimeoutMs: 1000, claimTtlMs: 120_000, ...options }
   }
 
   async fetch (request: MirrorRequest): Promise<MirrorResponse> {
     try {
-      return await this.init.mirror.fetch(request)
+      return await this.options.mirror.fetch(request)
     } catch (err) {
       const digest = request.path.digest
       if (digest === undefined || !this.eligible(request, err)) throw err
@@ -94,7 +94,7 @@ export class HerdMirror implements Mirror {
 
   private async herd (request: MirrorRequest, digest: string, miss: RegistryError): Promise<MirrorResponse> {
     const key = inflightKey(digest)
-    const { logger } = this.init
+    const { logger } = this.options
     // (1) Somebody is downloading it already.
     if (!this.claims.has(digest)) {
       const followed = await this.follow(request, key)
@@ -104,9 +104,9 @@ export class HerdMirror implements Mirror {
       }
     }
     // (2) Claim it, give rivals who missed it at the same moment time to claim too, then compare.
-    const self = this.init.router.peerId
+    const self = this.options.router.peerId
     this.claim(digest, key)
-    await sleep(this.init.electionWindowMs, undefined, { signal: request.signal }).catch(() => {})
+    await sleep(this.options.electionWindowMs, undefined, { signal: request.signal }).catch(() => {})
     const rivals = await this.claimants(key, request.signal)
     const winner = [self, ...rivals.map((p) => p.id)].sort()[0]
     if (winner === self) {
@@ -127,7 +127,7 @@ export class HerdMirror implements Mirror {
   }
 
   private record (digest: string, outcome: HerdEvent['outcome'], peer?: string): void {
-    this.init.metrics?.herdOutcomes.inc({ outcome })
+    this.options.metrics?.herdOutcomes.inc({ outcome })
     this.events.push({ digest, outcome, ...(peer !== undefined ? { peer } : {}), at: Date.now() })
     if (this.events.length > maxEvents) this.events.shift()
   }
@@ -135,7 +135,7 @@ export class HerdMirror implements Mirror {
   /** Streams the blob from a peer that downloads it; undefined when nobody can (before any byte was sent). */
   private async follow (request: MirrorRequest, key: string): Promise<MirrorResponse | undefined> {
     try {
-      return await this.init.mirror.fetch(request, { lookupKey: key, inflight: true, resolveTimeoutMs: this.init.lookupTimeoutMs })
+      return await this.options.mirror.fetch(request, { lookupKey: key, inflight: true, resolveTimeoutMs: this.options.lookupTimeoutMs })
     } catch (err) {
       if (err instanceof RegistryError && err.status === 404) return undefined
       throw err
@@ -145,9 +145,9 @@ export class HerdMirror implements Mirror {
   /** The other nodes that claim `key` now (never this one), from a fresh lookup bounded in time. */
   private async claimants (key: string, signal: AbortSignal): Promise<Peer[]> {
     const found: Peer[] = []
-    const bounded = AbortSignal.any([signal, AbortSignal.timeout(this.init.lookupTimeoutMs)])
+    const bounded = AbortSignal.any([signal, AbortSignal.timeout(this.options.lookupTimeoutMs)])
     try {
-      for await (const peer of this.init.router.lookup(key, { count: 16, signal: bounded, thorough: true })) found.push(peer)
+      for await (const peer of this.options.router.lookup(key, { count: 16, signal: bounded, thorough: true })) found.push(peer)
     } catch {
       // A failed lookup finds no rival: at worst two nodes download.
     }
@@ -156,15 +156,15 @@ export class HerdMirror implements Mirror {
 
   private claim (digest: string, key: string): void {
     clearTimeout(this.claims.get(digest))
-    const timer = setTimeout(() => { this.unclaim(digest, key) }, this.init.claimTtlMs)
+    const timer = setTimeout(() => { this.unclaim(digest, key) }, this.options.claimTtlMs)
     timer.unref()
     this.claims.set(digest, timer)
-    this.init.router.advertise([key]).catch((err: unknown) => { this.init.logger.debug({ err, key }, 'herd: claim not advertised') })
+    this.options.router.advertise([key]).catch((err: unknown) => { this.options.logger.debug({ err, key }, 'herd: claim not advertised') })
   }
 
   private unclaim (digest: string, key: string): void {
     clearTimeout(this.claims.get(digest))
     this.claims.delete(digest)
-    this.init.router.withdraw([key]).catch((err: unknown) => { this.init.logger.debug({ err, key }, 'herd: claim not withdrawn') })
+    this.options.router.withdraw([key]).catch((err: unknown) => { this.options.logger.debug({ err, key }, 'herd: claim not withdrawn') })
   }
 }

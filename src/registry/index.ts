@@ -1,5 +1,5 @@
 export { createRegistryApp, mirroredHeader } from './server.ts'
-export type { RegistryInit } from './server.ts'
+export type { RegistryOptions } from './server.ts'
 export { RegistryError } from './errors.ts'
 export type { OciErrorCode } from './errors.ts'
 export { RequestFilter, InvalidFilterError } from './filter.ts'

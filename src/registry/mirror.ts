@@ -30,7 +30,7 @@ const reusedHeadTimeoutMs = 1000
 /** Longest wait for a peer to resume a broken blob stream from. */
 const resumeResolveTimeoutMs = 1000
 
-export interface PeerMirrorInit {
+export interface PeerMirrorOptions {
   router: Router
   /** Peers serve their registry on this port (Spegel's rule: the same as ours). */
   registryPort: number
@@ -90,13 +90,13 @@ interface Attempt {
  * while streaming so a bad peer can never hand containerd a blob that verifies wrong.
  */
 export class PeerMirror implements Mirror {
-  private readonly init: Required<Omit<PeerMirrorInit, 'basicAuth' | 'metrics'>> & Pick<PeerMirrorInit, 'basicAuth' | 'metrics'>
+  private readonly init: Required<Omit<PeerMirrorOptions, 'basicAuth' | 'metrics'>> & Pick<PeerMirrorOptions, 'basicAuth' | 'metrics'>
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16, scheduling: 'lifo' })
   private readonly latency = new LatencyTracker()
   private readonly badPeers = new Map<string, number>()
   private readonly auth: string | undefined
 
-  constructor (init: PeerMirrorInit) {
+  constructor (init: PeerMirrorOptions) {
     this.init = {
       resolveTimeoutMs: 20,
       resolveRetries: 3,

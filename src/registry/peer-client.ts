@@ -60,7 +60,7 @@ export interface BodyChunk {
   release: () => void
 }
 
-export interface PeerGetInit {
+export interface PeerGetOptions {
   host: string
   port: number
   /** Request target: path and query. */
@@ -82,7 +82,7 @@ export class PeerConnection {
   status = 0
   private readonly headerMap = new Map<string, string>()
   private readonly socket: net.Socket
-  private readonly init: PeerGetInit
+  private readonly init: PeerGetOptions
   private current: Buffer
   /** In `current`: where unread body bytes start, and how far the socket has filled it. */
   private begin = 0
@@ -103,7 +103,7 @@ export class PeerConnection {
   private readonly connectTimer: NodeJS.Timeout
   private readonly onAbort: () => void
 
-  private constructor (init: PeerGetInit, head: { resolve: () => void, reject: (e: Error) => void }) {
+  private constructor (init: PeerGetOptions, head: { resolve: () => void, reject: (e: Error) => void }) {
     this.init = init
     this.head = head
     this.current = takeBuffer()
@@ -138,7 +138,7 @@ export class PeerConnection {
   }
 
   /** Connects, sends the request and resolves once the response head has arrived. */
-  static async open (init: PeerGetInit): Promise<PeerConnection> {
+  static async open (init: PeerGetOptions): Promise<PeerConnection> {
     init.signal.throwIfAborted()
     let conn: PeerConnection | undefined
     await new Promise<void>((resolve, reject) => { conn = new PeerConnection(init, { resolve, reject }) })

@@ -17,13 +17,13 @@ import { ClientGoneError, endResponse, ResponseWriter } from './response.ts'
 import { sendFileRange, smallBodyBytes } from './sendfile.ts'
 import { chunkSize } from './buffers.ts'
 import type { Requester, TransferBudget, TransferSource } from './budget.ts'
-import { ConnectionLimits, type ConnectionLimitsInit } from './connections.ts'
+import { ConnectionLimits, type ConnectionLimitsOptions } from './connections.ts'
 import { maxBuffersPerConnection } from './peer-client.ts'
 import { inflightHeader, type Mirror, type RequestRecord } from './types.ts'
 
 export const mirroredHeader = 'x-spegel-mirrored'
 
-export interface RegistryInit {
+export interface RegistryOptions {
   store: ContentStore
   logger: Logger
   filter?: RequestFilter
@@ -40,7 +40,7 @@ export interface RegistryInit {
   /** How long a peer asking for a download in progress waits for it to start (default 2 s). */
   inflightStartWaitMs?: number
   /** Limits on idle and open connections (defaults: ConnectionLimits'). */
-  connections?: Omit<ConnectionLimitsInit, 'metrics'>
+  connections?: Omit<ConnectionLimitsOptions, 'metrics'>
 }
 
 const readyTimeoutMs = 2000
@@ -49,18 +49,18 @@ const localReserveBytes = 2 * chunkSize
 const proxiedReserveBytes = (maxBuffersPerConnection + 1) * chunkSize
 
 /** Builds the registry HTTP app: the read-only OCI distribution API plus /readyz and /livez. */
-export function createRegistryApp (init: RegistryInit): FastifyInstance {
+export function createRegistryApp (options: RegistryOptions): FastifyInstance {
   const app = Fastify({
-    loggerInstance: init.logger as FastifyBaseLogger,
+    loggerInstance: options.logger as FastifyBaseLogger,
     // One debug line per request is logged by our own hook instead.
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   })
   // Bounds idle connections whatever clients do (see connections.ts).
-  void new ConnectionLimits(app.server, { ...init.connections, ...(init.metrics !== undefined ? { metrics: init.metrics } : {}) })
-  const expectedAuth = init.basicAuth !== undefined
-    ? { username: Buffer.from(init.basicAuth.username, 'latin1'), password: Buffer.from(init.basicAuth.password, 'latin1') }
+  void new ConnectionLimits(app.server, { ...options.connections, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
+  const expectedAuth = options.basicAuth !== undefined
+    ? { username: Buffer.from(options.basicAuth.username, 'latin1'), password: Buffer.from(options.basicAuth.password, 'latin1') }
     : undefined
 
   // Body parsing is never needed (the API is read-only); refuse writes before any body is read.
@@ -72,7 +72,7 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
     url: '/readyz',
     exposeHeadRoute: false,
     handler: async (_req, reply) => {
-      const ok = await isReady(init)
+      const ok = await isReady(options)
       return await reply.code(ok ? 200 : 503).type('text/plain').send(ok ? 'ok' : 'not ready')
     },
   })
@@ -99,32 +99,32 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
         await reply.code(200).header('content-type', 'application/json').send(Buffer.from('{}'))
         return
       }
-      if (init.filter?.rejects(path) === true) throw notFound(path, 'filtered by configuration')
+      if (options.filter?.rejects(path) === true) throw notFound(path, 'filtered by configuration')
       const method = req.method
       const range = path.kind === 'blobs' ? rangeOf(req) : undefined
       const mirrored = req.headers[mirroredHeader] === 'true'
       const requester: Requester = mirrored ? 'peer' : 'node'
-      const local = await findLocal(init.store, path, mirrored, req.log)
+      const local = await findLocal(options.store, path, mirrored, req.log)
       if (local !== undefined) {
         source = 'local'
-        await serveLocal(init, reply, path, local, method, range, requester)
-      } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[inflightHeader] === 'accept' && init.store.download !== undefined) {
+        await serveLocal(options, reply, path, local, method, range, requester)
+      } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[inflightHeader] === 'accept' && options.store.download !== undefined) {
         // A peer that takes bytes of a download still in progress (herd protection; Go Spegel never asks this). The
         // download may not have started yet when the peer asks: wait for it, briefly (see waitForDownload).
         const signal = closedSignal(reply)
-        const found = await waitForDownload(init.store, path.digest, init.inflightStartWaitMs ?? 2_000, signal)
+        const found = await waitForDownload(options.store, path.digest, options.inflightStartWaitMs ?? 2_000, signal)
         if (found === undefined) throw notFound(path, 'not found, and not being downloaded')
         source = 'local'
-        if ('total' in found) await serveDownload(init, reply, path, found, method, range, signal)
-        else await serveLocal(init, reply, path, found, method, range, requester)
-      } else if (mirrored || init.mirror === undefined) {
+        if ('total' in found) await serveDownload(options, reply, path, found, method, range, signal)
+        else await serveLocal(options, reply, path, found, method, range, requester)
+      } else if (mirrored || options.mirror === undefined) {
         throw notFound(path, 'not found')
       } else {
         source = 'peer'
         triedPeers = true
         const signal = closedSignal(reply)
-        if (method === 'GET' && path.kind === 'blobs') await reserve(init.budget, reply, proxiedReserveBytes, requester, 'peer', path, signal)
-        const res = await init.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal })
+        if (method === 'GET' && path.kind === 'blobs') await reserve(options.budget, reply, proxiedReserveBytes, requester, 'peer', path, signal)
+        const res = await options.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal })
         if (path.registry !== '') reply.header('oci-namespace', path.registry)
         const peerPath = path
         reply.raw.once('close', () => {
@@ -151,12 +151,12 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
       }
       await sendError(reply, req, toRegistryError(err, path))
     } finally {
-      if (triedPeers && path !== undefined && init.metrics !== undefined) {
+      if (triedPeers && path !== undefined && options.metrics !== undefined) {
         const hit = source === 'peer'
-        init.metrics.mirrorRequests.inc({ registry: path.registry, cache: hit ? 'hit' : 'miss' })
-        if (hit) init.metrics.mirrorLastSuccess.set(Date.now() / 1000)
+        options.metrics.mirrorRequests.inc({ registry: path.registry, cache: hit ? 'hit' : 'miss' })
+        if (hit) options.metrics.mirrorLastSuccess.set(Date.now() / 1000)
       }
-      if (path !== undefined && init.onRequest !== undefined) {
+      if (path !== undefined && options.onRequest !== undefined) {
         const record: RequestRecord = {
           path,
           method: req.method,
@@ -165,7 +165,7 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
           bytes: Number(reply.getHeader('content-length') ?? 0),
           durationMs: performance.now() - started,
         }
-        const report = (): void => { init.onRequest?.({ ...record, durationMs: performance.now() - started }) }
+        const report = (): void => { options.onRequest?.({ ...record, durationMs: performance.now() - started }) }
         // A small response may have finished before we get here; 'finish' would then never come.
         if (reply.raw.writableFinished) report()
         else reply.raw.once('finish', report)
@@ -186,7 +186,7 @@ export function createRegistryApp (init: RegistryInit): FastifyInstance {
     await sendError(reply, req, new RegistryError(status, status === 500 ? 'UNAVAILABLE' : 'NAME_INVALID', status === 500 ? 'internal error' : e.message))
   })
   // Measured on the raw response's close so transfers that bypass fastify's reply (sendFileRange) count too.
-  const metrics = init.metrics
+  const metrics = options.metrics
   app.addHook('onRequest', async (req, reply) => {
     const url = req.routeOptions.url
     const handler = url === undefined ? 'notfound' : url === '/v2' ? '/v2/*' : url
@@ -217,11 +217,11 @@ function isDirectBody (body: Readable): body is Readable & DirectBody {
   return typeof (body as Readable & Partial<DirectBody>).writeTo === 'function'
 }
 
-async function isReady (init: RegistryInit): Promise<boolean> {
+async function isReady (options: RegistryOptions): Promise<boolean> {
   try {
     const signal = AbortSignal.timeout(readyTimeoutMs)
-    await init.store.listImages({ signal })
-    return init.ready === undefined ? true : await init.ready()
+    await options.store.listImages({ signal })
+    return options.ready === undefined ? true : await options.ready()
   } catch {
     return false
   }
@@ -328,7 +328,7 @@ async function resolveTag (store: ContentStore, path: DistributionPath): Promise
 }
 
 async function serveLocal (
-  init: RegistryInit,
+  options: RegistryOptions,
   reply: FastifyReply,
   path: DistributionPath,
   desc: Descriptor,
@@ -336,7 +336,7 @@ async function serveLocal (
   rangeSpec: ByteRangeSpec | undefined,
   requester: Requester,
 ): Promise<void> {
-  const store = init.store
+  const store = options.store
   if (path.kind === 'manifests' && !isManifestMediaType(desc.mediaType)) {
     throw new RegistryError(404, 'MANIFEST_UNKNOWN', `${desc.digest} is not a manifest (${desc.mediaType})`)
   }
@@ -362,7 +362,7 @@ async function serveLocal (
     await reply.send()
     return
   }
-  if (end - start + 1 > smallBodyBytes) await reserve(init.budget, reply, localReserveBytes, requester, 'local', path, closedSignal(reply))
+  if (end - start + 1 > smallBodyBytes) await reserve(options.budget, reply, localReserveBytes, requester, 'local', path, closedSignal(reply))
   const file = await store.openFile?.(desc.digest)
   if (file !== undefined) {
     try {
@@ -406,7 +406,7 @@ async function waitForDownload (store: ContentStore, digest: string, waitMs: num
 }
 
 /** Streams a blob while this node's containerd downloads it (the whole blob, or from a byte on: a resume). */
-async function serveDownload (init: RegistryInit, reply: FastifyReply, path: DistributionPath, download: Download, method: 'GET' | 'HEAD', rangeSpec: ByteRangeSpec | undefined, signal: AbortSignal): Promise<void> {
+async function serveDownload (options: RegistryOptions, reply: FastifyReply, path: DistributionPath, download: Download, method: 'GET' | 'HEAD', rangeSpec: ByteRangeSpec | undefined, signal: AbortSignal): Promise<void> {
   let start = 0
   if (rangeSpec !== undefined) {
     try {
@@ -427,26 +427,26 @@ async function serveDownload (init: RegistryInit, reply: FastifyReply, path: Dis
     await reply.send()
     return
   }
-  await reserve(init.budget, reply, localReserveBytes, 'peer', 'local', path, signal)
+  await reserve(options.budget, reply, localReserveBytes, 'peer', 'local', path, signal)
   reply.hijack()
   reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
   const writer = new ResponseWriter(reply.raw)
   try {
     let offset = 0
-    init.metrics?.inflightServed.inc()
+    options.metrics?.inflightServed.inc()
     for await (const chunk of download.read({ signal })) {
       const from = Math.max(0, start - offset)
       offset += chunk.length
       if (from < chunk.length) {
         await writer.write(from === 0 ? chunk : chunk.subarray(from))
-        init.metrics?.inflightServedBytes.inc(chunk.length - from)
+        options.metrics?.inflightServedBytes.inc(chunk.length - from)
       }
     }
     await endResponse(reply.raw)
   } catch (err) {
     // Cut short: the peer sees a broken body and resumes elsewhere or gives up; it never takes it for complete.
     reply.raw.destroy()
-    if (!(err instanceof ClientGoneError) && !signal.aborted) init.logger.info({ err, digest: download.digest }, 'serving a download in progress ended early')
+    if (!(err instanceof ClientGoneError) && !signal.aborted) options.logger.info({ err, digest: download.digest }, 'serving a download in progress ended early')
   } finally {
     writer.dispose()
   }

@@ -94,7 +94,7 @@ export const systemResolve: ResolveFn = async (name, family) => {
 /** How many IPs per address family a DNS answer contributes (Spegel: 3). */
 export const DNS_PEERS_PER_FAMILY = 3
 
-export interface DnsBootstrapperInit {
+export interface DnsBootstrapperOptions {
   domain: string
   resolve?: ResolveFn
 }
@@ -107,7 +107,7 @@ export class DnsBootstrapper implements Bootstrapper {
   private readonly domain: string
   private readonly resolve: ResolveFn
 
-  constructor (init: DnsBootstrapperInit) {
+  constructor (init: DnsBootstrapperOptions) {
     if (init.domain === '') throw new BootstrapError('dns bootstrap needs a domain')
     this.domain = init.domain
     this.resolve = init.resolve ?? systemResolve
@@ -156,7 +156,7 @@ export function compareIps (a: string, b: string): number {
 export const HTTP_PEERS_LIMIT = 3
 export const HTTP_BOOTSTRAP_TIMEOUT_MS = 10_000
 
-export interface HttpBootstrapperInit {
+export interface HttpBootstrapperOptions {
   /** `--http-bootstrap-url`: fetched for `[{"ID": "...", "Addrs": ["..."]}]`. Unset ⇒ no peers from HTTP. */
   url?: string
   /**
@@ -212,12 +212,12 @@ export function peerIdUrl (peer: string): string {
  * dialled to learn it (v0.7 rejects the answer).
  */
 export class HttpBootstrapper implements Bootstrapper {
-  private readonly init: HttpBootstrapperInit
+  private readonly init: HttpBootstrapperOptions
   /** What `peers()` fetches: the URL, or the peer's `/id`. */
   private readonly source: string | undefined
   private server?: Server
 
-  constructor (init: HttpBootstrapperInit) {
+  constructor (init: HttpBootstrapperOptions) {
     const url = init.url ?? ''
     const peer = init.peer ?? ''
     if (url !== '' && peer !== '') {

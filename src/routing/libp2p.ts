@@ -25,7 +25,7 @@ import { keyToCid } from './keys.ts'
 import { LookupCache } from './lookup-cache.ts'
 import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions } from './types.ts'
 
-export interface Libp2pRouterInit {
+export interface Libp2pRouterOptions {
   bootstrapper: Bootstrapper
   logger: Logger
   /** `--router-addr` (host:port; empty host ⇒ all interfaces, IPv4 and IPv6). Default `:5001`. */
@@ -98,7 +98,7 @@ export class Libp2pRouter implements Router {
   readonly peerId: string
   private readonly node: Libp2p<Services>
   private readonly dht: DhtService
-  private readonly init: Libp2pRouterInit
+  private readonly init: Libp2pRouterOptions
   private readonly log: Logger
   private readonly allowLoopback: boolean
   private readonly listenPort: number
@@ -115,7 +115,7 @@ export class Libp2pRouter implements Router {
   private wake?: () => void
   private closing?: Promise<void>
 
-  private constructor (node: Libp2p<Services>, init: Libp2pRouterInit, listenPort: number) {
+  private constructor (node: Libp2p<Services>, init: Libp2pRouterOptions, listenPort: number) {
     this.node = node
     this.init = init
     this.dht = node.services.dht as DhtService
@@ -132,7 +132,7 @@ export class Libp2pRouter implements Router {
   }
 
   /** Creates, starts and bootstraps (in the background) a router. */
-  static async create (init: Libp2pRouterInit): Promise<Libp2pRouter> {
+  static async create (init: Libp2pRouterOptions): Promise<Libp2pRouter> {
     const allowLoopback = init.allowLoopback ?? false
     const listen = routerListenAddrs(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
     const { port } = splitHostPort(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)

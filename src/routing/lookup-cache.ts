@@ -3,7 +3,7 @@ import type { LookupOptions, Peer } from './types.ts'
 /** Runs one provider query for a key; yields providers as found; ends when the query ends or `signal` aborts. */
 export type ProviderQuery = (key: string, signal: AbortSignal) => AsyncIterable<Peer>
 
-export interface LookupCacheInit {
+export interface LookupCacheOptions {
   query: ProviderQuery
   /** How long a finished query's answer is reused (Spegel: 5 s). 0 disables reuse (single-flight remains). */
   ttlMs: number
@@ -32,12 +32,12 @@ interface Entry {
  * reused only while younger than `ttlMs / 2` (Spegel's refresh rule), so newly advertised content shows up quickly.
  */
 export class LookupCache {
-  private readonly init: LookupCacheInit
+  private readonly options: LookupCacheOptions
   private readonly entries = new Map<string, Entry>()
   private readonly shutdown = new AbortController()
 
-  constructor (init: LookupCacheInit) {
-    this.init = init
+  constructor (options: LookupCacheOptions) {
+    this.options = options
   }
 
   async * lookup (key: string, options: LookupOptions): AsyncGenerator<Peer, void, undefined> {
@@ -70,7 +70,7 @@ export class LookupCache {
     if (cached !== undefined) {
       if (!cached.done) return cached
       const age = now - cached.finishedAt
-      const fresh = age < this.init.ttlMs && (cached.peers.length >= count || age < this.init.ttlMs / 2)
+      const fresh = age < this.options.ttlMs && (cached.peers.length >= count || age < this.options.ttlMs / 2)
       if (fresh && !cached.failed) return cached
       this.entries.delete(key)
     }
@@ -95,10 +95,10 @@ export class LookupCache {
       entry.changed = new Promise<void>((r) => { notify = r })
       resolve()
     }
-    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.init.queryTimeoutMs)])
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.options.queryTimeoutMs)])
     void (async () => {
       try {
-        for await (const peer of this.init.query(key, signal)) {
+        for await (const peer of this.options.query(key, signal)) {
           if (entry.peers.some((p) => p.id === peer.id)) continue
           entry.peers.push(peer)
           entry.notify()
@@ -106,19 +106,19 @@ export class LookupCache {
       } catch (err) {
         if (!signal.aborted) {
           entry.failed = true
-          this.init.onError?.(key, err)
+          this.options.onError?.(key, err)
         }
       } finally {
         entry.done = true
         entry.finishedAt = Date.now()
         entry.notify()
-        if (this.init.ttlMs <= 0 || entry.failed) {
+        if (this.options.ttlMs <= 0 || entry.failed) {
           if (this.entries.get(key) === entry) this.entries.delete(key)
         } else {
           // Evict, so keys looked up once do not accumulate.
           setTimeout(() => {
             if (this.entries.get(key) === entry) this.entries.delete(key)
-          }, this.init.ttlMs).unref()
+          }, this.options.ttlMs).unref()
         }
       }
     })()

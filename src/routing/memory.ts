@@ -10,7 +10,7 @@ export class MemoryNetwork {
   readonly routers = new Map<string, MemoryRouter>()
 }
 
-export interface MemoryRouterInit {
+export interface MemoryRouterOptions {
   /** Unique id within the network. */
   id: string
   /** IP addresses reported to other routers for this node. */
@@ -27,7 +27,7 @@ export class MemoryRouter implements Router {
   private isReady: boolean
   private closed = false
 
-  constructor (network: MemoryNetwork, init: MemoryRouterInit) {
+  constructor (network: MemoryNetwork, init: MemoryRouterOptions) {
     if (network.routers.has(init.id)) throw new Error(`duplicate memory router id ${init.id}`)
     this.network = network
     this.peerId = init.id

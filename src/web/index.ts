@@ -12,7 +12,7 @@ import type { RecentRequests } from './recent.ts'
 
 export { escapeHtml, formatBytes, formatDuration } from './format.ts'
 export { InvalidImageError, measurePull, parseImageWithDefaults } from './measure.ts'
-export type { MeasureInit, MeasureResult, MeasuredPeer, PulledItem } from './measure.ts'
+export type { MeasureOptions, MeasureResult, MeasuredPeer, PulledItem } from './measure.ts'
 export { RecentRequests } from './recent.ts'
 export type { RecentRequest } from './recent.ts'
 
@@ -31,7 +31,7 @@ export interface DebugWebSources {
   measure?: (image: string, options: { signal: AbortSignal }) => Promise<MeasureResult>
 }
 
-export interface MetricsAppInit {
+export interface MetricsAppOptions {
   metrics: Metrics
   logger: Logger
   /** This node's libp2p peer id, served at /debug/web/metadata as Spegel does. */
@@ -48,16 +48,16 @@ const html = 'text/html; charset=utf-8'
  * and `/debug/web/status.json` (the page's data, for scripts). Debug routes are measured in the http_* metrics under
  * their route pattern, like Spegel's instrumented mux.
  */
-export function createMetricsApp (init: MetricsAppInit): FastifyInstance {
-  const { metrics } = init
-  const app = Fastify({ loggerInstance: init.logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true })
+export function createMetricsApp (options: MetricsAppOptions): FastifyInstance {
+  const { metrics } = options
+  const app = Fastify({ loggerInstance: options.logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true })
   // Instead of Ajv, which would cost the daemon more heap than the whole debug page.
   app.setValidatorCompiler(compileStringQuery)
   app.get('/metrics', async (_req, reply) => {
     const body = await metrics.registry.metrics()
     return await reply.type(metrics.registry.contentType).send(body)
   })
-  const web = init.debugWeb
+  const web = options.debugWeb
   if (web === undefined) return app
 
   app.addHook('onRequest', async (req, reply) => {
@@ -80,7 +80,7 @@ export function createMetricsApp (init: MetricsAppInit): FastifyInstance {
     const doctor = web.doctor?.()
     const herd = web.herd?.()
     return {
-      peerId: init.peerId,
+      peerId: options.peerId,
       addresses: web.addresses(),
       ...(web.routerStatus !== undefined ? { router: web.routerStatus() } : {}),
       peers: web.peers(),
@@ -94,7 +94,7 @@ export function createMetricsApp (init: MetricsAppInit): FastifyInstance {
     }
   }
 
-  app.get('/debug/web/metadata', async (_req, reply) => await reply.send({ libp2p: { id: init.peerId } }))
+  app.get('/debug/web/metadata', async (_req, reply) => await reply.send({ libp2p: { id: options.peerId } }))
   app.get('/debug/web', async (_req, reply) => await reply.redirect('/debug/web/'))
   app.get('/debug/web/*', async (_req, reply) => await reply.type(html).header('cache-control', 'no-store').send(renderPage(await view())))
   app.get('/debug/web/stats', async (_req, reply) => await reply.type(html).header('cache-control', 'no-store').send(renderStats(await view())))

@@ -11,7 +11,7 @@ export class InvalidImageError extends Error {
   }
 }
 
-export interface MeasureInit {
+export interface MeasureOptions {
   router: Pick<Router, 'lookup'>
   /** Tells whether the registry serves an item locally or from a peer. */
   store: Pick<ContentStore, 'descriptor' | 'resolve'>
@@ -94,7 +94,7 @@ const archOf: Readonly<Record<string, string>> = { x64: 'amd64', arm64: 'arm64',
  * Looks the image up in the DHT and, if any peer provides it, pulls it through this node's registry the way containerd
  * would (manifest, the platform's manifest from an index, config, layers), discarding the bodies and timing each item.
  */
-export async function measurePull (init: MeasureInit, input: string, options: { signal?: AbortSignal } = {}): Promise<MeasureResult> {
+export async function measurePull (init: MeasureOptions, input: string, options: { signal?: AbortSignal } = {}): Promise<MeasureResult> {
   const ref = parseImageWithDefaults(input)
   const key = ref.digest ?? tagReference(ref.registry, ref.repository, ref.tag ?? 'latest')
   const result: MeasureResult = { image: ref.name, key, lookup: { ms: 0, peers: [] } }
@@ -114,7 +114,7 @@ export async function measurePull (init: MeasureInit, input: string, options: { 
   return result
 }
 
-async function pull (init: MeasureInit, ref: ImageReference, signal: AbortSignal | undefined): Promise<NonNullable<MeasureResult['pull']>> {
+async function pull (init: MeasureOptions, ref: ImageReference, signal: AbortSignal | undefined): Promise<NonNullable<MeasureResult['pull']>> {
   const out: NonNullable<MeasureResult['pull']> = { items: [], bytes: 0, ms: 0 }
   const started = performance.now()
   const base = init.registryUrl.replace(/\/+$/, '')
@@ -158,7 +158,7 @@ async function pull (init: MeasureInit, ref: ImageReference, signal: AbortSignal
   return out
 }
 
-async function fetchManifest (init: MeasureInit, url: string, reference: string, ref: ImageReference, signal: AbortSignal | undefined): Promise<{ item: PulledItem, doc: unknown }> {
+async function fetchManifest (init: MeasureOptions, url: string, reference: string, ref: ImageReference, signal: AbortSignal | undefined): Promise<{ item: PulledItem, doc: unknown }> {
   const source = await sourceOf(init, reference.startsWith('sha256:') ? reference : undefined, reference.startsWith('sha256:') ? undefined : tagReference(ref.registry, ref.repository, reference), signal)
   const t = performance.now()
   const res = await fetch(url, { headers: { accept: manifestAccept }, ...(signal !== undefined ? { signal } : {}) })
@@ -177,7 +177,7 @@ async function fetchManifest (init: MeasureInit, url: string, reference: string,
 }
 
 /** Where the local registry will take an item from: here if containerd holds it, otherwise a peer. */
-async function sourceOf (init: MeasureInit, digest: string | undefined, tag: string | undefined, signal: AbortSignal | undefined): Promise<'local' | 'peer'> {
+async function sourceOf (init: MeasureOptions, digest: string | undefined, tag: string | undefined, signal: AbortSignal | undefined): Promise<'local' | 'peer'> {
   try {
     const d = digest ?? await init.store.resolve(tag ?? '', { ...(signal !== undefined ? { signal } : {}) })
     await init.store.descriptor(d, { ...(signal !== undefined ? { signal } : {}) })

@@ -8,7 +8,7 @@ import { pino } from 'pino'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
 import { PeerMirror } from '../../../src/registry/mirror.ts'
-import { PeerConnection, PeerConnectionError, PeerResponseError, StallError, type BodyChunk, type PeerGetInit } from '../../../src/registry/peer-client.ts'
+import { PeerConnection, PeerConnectionError, PeerResponseError, StallError, type BodyChunk, type PeerGetOptions } from '../../../src/registry/peer-client.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 
@@ -46,7 +46,7 @@ async function rawServer (respond: (socket: net.Socket, request: string) => void
   }
 }
 
-function init (port: number, extra: Partial<PeerGetInit> = {}): PeerGetInit {
+function init (port: number, extra: Partial<PeerGetOptions> = {}): PeerGetOptions {
   return { host: '127.0.0.1', port, target: '/v2/x/blobs/y', headers: { 'x-spegel-mirrored': 'true' }, connectTimeoutMs: 300, stallTimeoutMs: 300, signal: new AbortController().signal, ...extra }
 }
 

@@ -3,14 +3,14 @@ import { pino } from 'pino'
 import { StaticBootstrapper } from '../../../src/routing/bootstrap.ts'
 import type { Bootstrapper } from '../../../src/routing/bootstrap.ts'
 import { Libp2pRouter } from '../../../src/routing/libp2p.ts'
-import type { Libp2pRouterInit } from '../../../src/routing/libp2p.ts'
+import type { Libp2pRouterOptions } from '../../../src/routing/libp2p.ts'
 
 export const quietLogger = pino({ level: process.env.ROUTING_TEST_LOG ?? 'silent' })
 
 /** Node i listens on its own loopback IP, so tests can check that the right addresses are reported. */
 export const loopbackIp = (i: number): string => `127.0.${Math.floor(i / 250)}.${(i % 250) + 2}`
 
-export type RouterOverrides = Partial<Omit<Libp2pRouterInit, 'logger' | 'bootstrapper'>>
+export type RouterOverrides = Partial<Omit<Libp2pRouterOptions, 'logger' | 'bootstrapper'>>
 
 export async function startRouter (ip: string, bootstrapper: Bootstrapper, overrides: RouterOverrides = {}): Promise<Libp2pRouter> {
   return await Libp2pRouter.create({
