@@ -33,10 +33,58 @@ export interface CommandSpec {
   flags: readonly FlagSpec[]
 }
 
-export interface ParsedCommand {
-  command: string
-  /** Values keyed by flag name; durations in milliseconds. Flags without a value or default are absent. */
+// The typed configuration a command receives is derived from its spec (declared `as const`), so the flag name is
+// written once: `--mirror-resolve-timeout` is the field `mirrorResolveTimeoutMs`, and a field that no flag declares is
+// a compile error. Fields follow Go's zero values, as Spegel's argument struct does: a flag without a value or default
+// is '' (string), [] (list), false or 0.
+
+type CamelCase<S extends string> = S extends `${infer Head}-${infer Tail}` ? `${Head}${Capitalize<CamelCase<Tail>>}` : S
+
+/** The config field of a flag: its name in camelCase, with `Ms` after a duration (the value is in milliseconds). */
+export type FieldName<F extends FlagSpec> = F['kind'] extends 'duration' ? `${CamelCase<F['name']>}Ms` : CamelCase<F['name']>
+
+/** A string flag with choices is one of them, or '' when it has neither a default nor `required`. */
+type ChoiceValue<F extends FlagSpec, C> = C | (F extends { default: string } | { required: true } ? never : '')
+
+export type FlagValueOf<F extends FlagSpec> =
+  F['kind'] extends 'bool' ? boolean
+    : F['kind'] extends 'int' | 'duration' ? number
+    : F['kind'] extends 'list' ? string[]
+    : F extends { choices: ReadonlyArray<infer C> } ? ChoiceValue<F, C> : string
+
+/** The configuration made of the flags `F` (a union of flag specs). */
+export type ConfigOf<F extends FlagSpec> = { readonly [S in F as FieldName<S>]: FlagValueOf<S> }
+
+/** What `parseCommandLine` returns for command `C` with the global flags `G`. */
+export type ParsedCommandOf<C extends CommandSpec, G extends readonly FlagSpec[]> =
+  C extends CommandSpec ? ParsedCommand<C['name'], ConfigOf<G[number] | C['flags'][number]>> : never
+
+export interface ParsedCommand<Name extends string = string, Config = Readonly<Record<string, FlagValue>>> {
+  command: Name
+  /** The command's flags and the global ones, typed; the only form commands read. */
+  config: Config
+  /**
+   * The same values keyed by flag name, as the parser found them (durations in milliseconds); flags without a value
+   * or default are absent. For tests of the parser and of the chart's arguments.
+   */
   values: Map<string, FlagValue>
+}
+
+/** The field a flag's value is stored under in a command's config (the run-time twin of `FieldName`). */
+export function fieldName (spec: Pick<FlagSpec, 'name' | 'kind'>): string {
+  const camel = spec.name.replace(/-(.)/g, (_, c: string) => c.toUpperCase())
+  return spec.kind === 'duration' ? `${camel}Ms` : camel
+}
+
+/** Go's zero value of a flag's kind: what a config holds for a flag given neither a value nor a default. */
+function zeroValue (kind: FlagKind): FlagValue {
+  switch (kind) {
+    case 'string': return ''
+    case 'bool': return false
+    case 'int':
+    case 'duration': return 0
+    case 'list': return []
+  }
 }
 
 /** Bad command line or env var. The message is one line meant for the user. */
@@ -55,13 +103,13 @@ export class HelpRequested extends Error {
   }
 }
 
-export function parseCommandLine (
+export function parseCommandLine<const C extends readonly CommandSpec[], const G extends readonly FlagSpec[]> (
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
-  commands: readonly CommandSpec[],
-  globalFlags: readonly FlagSpec[],
+  commands: C,
+  globalFlags: G,
   program = 'spegel',
-): ParsedCommand {
+): ParsedCommandOf<C[number], G> {
   const args = [...argv]
   const raw = new Map<string, string[]>()
   let command: CommandSpec | undefined
@@ -137,7 +185,10 @@ export function parseCommandLine (
       throw new UsageError(`--${spec.name} is required`)
     }
   }
-  return { command: command.name, values: out }
+  const config: Record<string, FlagValue> = {}
+  for (const spec of flagsFor()) config[fieldName(spec)] = out.get(spec.name) ?? zeroValue(spec.kind)
+  // The one place the spec's derived type meets the values built from it; fieldName mirrors FieldName.
+  return { command: command.name, config, values: out } as unknown as ParsedCommandOf<C[number], G>
 }
 
 /** go-arg's `isFlag`: starts with `-` and is more than dashes. */

@@ -1,11 +1,12 @@
 import { cleanupWait, runCleanup } from '../cleanup/index.ts'
-import { ExitCode, num, str, type CommandContext } from './context.ts'
+import { ExitCode, type CommandContext } from './context.ts'
+import type { CleanupConfig, CleanupWaitConfig } from './spec.ts'
 
 /** `spegel cleanup`: restore the backed-up containerd configuration, then report ready until terminated. */
-export async function cleanupCommand (ctx: CommandContext): Promise<number> {
+export async function cleanupCommand (ctx: CommandContext<CleanupConfig>): Promise<number> {
   await runCleanup({
-    configPath: str(ctx.values, 'containerd-registry-config-path'),
-    addr: str(ctx.values, 'addr'),
+    configPath: ctx.config.containerdRegistryConfigPath,
+    addr: ctx.config.addr,
     signal: ctx.signal,
     logger: ctx.logger,
   })
@@ -13,11 +14,11 @@ export async function cleanupCommand (ctx: CommandContext): Promise<number> {
 }
 
 /** `spegel cleanup-wait`: wait until every cleanup pod reports that it has restored its node. */
-export async function cleanupWaitCommand (ctx: CommandContext): Promise<number> {
+export async function cleanupWaitCommand (ctx: CommandContext<CleanupWaitConfig>): Promise<number> {
   await cleanupWait({
-    probeEndpoint: str(ctx.values, 'probe-endpoint'),
-    threshold: num(ctx.values, 'threshold'),
-    periodMs: num(ctx.values, 'period'),
+    probeEndpoint: ctx.config.probeEndpoint,
+    threshold: ctx.config.threshold,
+    periodMs: ctx.config.periodMs,
     signal: ctx.signal,
     logger: ctx.logger,
   })

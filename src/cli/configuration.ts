@@ -1,17 +1,18 @@
 import { readBasicAuth, writeMirrorConfiguration } from '../hosts/index.ts'
 import { basicAuthDir } from './registry.ts'
-import { ExitCode, bool, list, str, type CommandContext } from './context.ts'
+import { ExitCode, type CommandContext } from './context.ts'
+import type { ConfigurationConfig } from './spec.ts'
 
 /** `spegel configuration`: write containerd's hosts.toml mirror entries (the DaemonSet's init container). */
-export async function configurationCommand (ctx: CommandContext): Promise<number> {
-  const { values, logger, signal } = ctx
+export async function configurationCommand (ctx: CommandContext<ConfigurationConfig>): Promise<number> {
+  const { config, logger, signal } = ctx
   const basicAuth = await readBasicAuth(ctx.env.SPEGEL_BASIC_AUTH_DIR ?? basicAuthDir)
   await writeMirrorConfiguration({
-    configPath: str(values, 'containerd-registry-config-path'),
-    mirroredRegistries: list(values, 'mirrored-registries'),
-    mirrorTargets: list(values, 'mirror-targets'),
-    resolveTags: bool(values, 'resolve-tags'),
-    prependExisting: bool(values, 'prepend-existing'),
+    configPath: config.containerdRegistryConfigPath,
+    mirroredRegistries: config.mirroredRegistries,
+    mirrorTargets: config.mirrorTargets,
+    resolveTags: config.resolveTags,
+    prependExisting: config.prependExisting,
     ...(basicAuth !== undefined ? { basicAuth } : {}),
     logger,
     signal,

@@ -1,17 +1,17 @@
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
 import { CriClient, Doctor, formatReport } from '../doctor/index.ts'
-import { ExitCode, list, str, type CommandContext } from './context.ts'
+import { ExitCode, type CommandContext } from './context.ts'
+import type { DoctorConfig } from './spec.ts'
 
 /**
  * `spegel doctor`: checks this node's containerd and mirror configuration and prints each finding with its fix.
  * Exit code 0: nothing found; 1: findings (or containerd unreachable).
  */
-export async function doctorCommand (ctx: CommandContext): Promise<number> {
-  const { values, signal } = ctx
-  const socket = str(values, 'containerd-sock')
-  const namespace = str(values, 'containerd-namespace')
-  const client = new ContainerdClient({ socket, namespace, callTimeoutMs: 5000 })
-  const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path') })
+export async function doctorCommand (ctx: CommandContext<DoctorConfig>): Promise<number> {
+  const { config, signal } = ctx
+  const namespace = config.containerdNamespace
+  const client = new ContainerdClient({ socket: config.containerdSock, namespace, callTimeoutMs: 5000 })
+  const store = new ContainerdStore({ client, contentPath: config.containerdContentPath })
   // One connection to containerd for both APIs.
   const cri = new CriClient({ channel: client.channel })
   try {
@@ -20,14 +20,14 @@ export async function doctorCommand (ctx: CommandContext): Promise<number> {
       cri,
       plugins: async (options) => await client.plugins([], options),
     }, {
-      registryConfigPath: str(values, 'containerd-registry-config-path'),
-      mirroredRegistries: list(values, 'mirrored-registries'),
-      mirrorTargets: list(values, 'mirror-targets'),
+      registryConfigPath: config.containerdRegistryConfigPath,
+      mirroredRegistries: config.mirroredRegistries,
+      mirrorTargets: config.mirrorTargets,
       namespace,
-      hostRoot: str(values, 'host-root'),
+      hostRoot: config.hostRoot,
     })
     const report = await doctor.run({ signal })
-    if (str(values, 'format') === 'json') process.stdout.write(JSON.stringify(report, null, 2) + '\n')
+    if (config.format === 'json') process.stdout.write(JSON.stringify(report, null, 2) + '\n')
     else process.stdout.write(formatReport(report))
     return report.findings.length === 0 ? ExitCode.ok : ExitCode.failure
   } finally {

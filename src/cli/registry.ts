@@ -11,11 +11,11 @@ import { PeerMirror } from '../registry/mirror.ts'
 import { HerdMirror } from '../registry/herd.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
-import type { FlagValue } from './args.ts'
 import type { Logger } from '../log/index.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
 import { createMetricsApp, measurePull, RecentRequests } from '../web/index.ts'
-import { bool, ExitCode, list, num, str, type CommandContext } from './context.ts'
+import { ExitCode, type CommandContext } from './context.ts'
+import type { RegistryConfig } from './spec.ts'
 
 /** Where Spegel's chart mounts the optional basic-auth secret. */
 export const basicAuthDir = '/etc/secrets/basic-auth'
@@ -28,24 +28,28 @@ export class ConfigurationError extends Error {
   }
 }
 
+/** The registry flags that choose and configure the bootstrapper. */
+export type BootstrapConfig = Pick<RegistryConfig,
+  'bootstrapKind' | 'dnsBootstrapDomain' | 'httpBootstrapUrl' | 'httpBootstrapPeer' | 'httpBootstrapAddr' | 'httpBootstrapCertDir' | 'staticBootstrapPeers'>
+
 /** Builds the bootstrapper `--bootstrap-kind` names (Spegel refuses to start without one). */
-export function bootstrapperFrom (values: Map<string, FlagValue>): Bootstrapper {
-  switch (str(values, 'bootstrap-kind')) {
+export function bootstrapperFrom (config: BootstrapConfig): Bootstrapper {
+  switch (config.bootstrapKind) {
     case 'dns': {
-      const domain = str(values, 'dns-bootstrap-domain')
+      const domain = config.dnsBootstrapDomain
       if (domain === '') throw new ConfigurationError('--bootstrap-kind=dns needs --dns-bootstrap-domain')
       return new DnsBootstrapper({ domain })
     }
     case 'http': {
       const init: ConstructorParameters<typeof HttpBootstrapper>[0] = {}
-      if (str(values, 'http-bootstrap-url') !== '') init.url = str(values, 'http-bootstrap-url')
-      if (str(values, 'http-bootstrap-peer') !== '') init.peer = str(values, 'http-bootstrap-peer')
-      if (str(values, 'http-bootstrap-addr') !== '') init.listenAddr = str(values, 'http-bootstrap-addr')
-      if (str(values, 'http-bootstrap-cert-dir') !== '') init.certDir = str(values, 'http-bootstrap-cert-dir')
+      if (config.httpBootstrapUrl !== '') init.url = config.httpBootstrapUrl
+      if (config.httpBootstrapPeer !== '') init.peer = config.httpBootstrapPeer
+      if (config.httpBootstrapAddr !== '') init.listenAddr = config.httpBootstrapAddr
+      if (config.httpBootstrapCertDir !== '') init.certDir = config.httpBootstrapCertDir
       return new HttpBootstrapper(init)
     }
     case 'static':
-      return new StaticBootstrapper(list(values, 'static-bootstrap-peers'))
+      return new StaticBootstrapper(config.staticBootstrapPeers)
     default:
       throw new ConfigurationError('unknown bootstrap kind: set --bootstrap-kind to dns, http or static')
   }
@@ -76,13 +80,13 @@ export function transferMemory (value: string, limit = process.constrainedMemory
 }
 
 /** `spegel registry`: serve the node's containerd content to containerd and to peers until SIGTERM. */
-export async function registryCommand (ctx: CommandContext): Promise<number> {
-  const { values, logger, signal } = ctx
-  const registryAddr = parseListenAddress(str(values, 'registry-addr'))
-  const metricsAddr = parseListenAddress(str(values, 'metrics-addr'))
-  const filter = new RequestFilter({ mirroredRegistries: list(values, 'mirrored-registries'), registryFilters: list(values, 'registry-filters') })
-  const bootstrapper = bootstrapperFrom(values)
-  const transferBytes = transferMemory(str(values, 'transfer-memory'))
+export async function registryCommand (ctx: CommandContext<RegistryConfig>): Promise<number> {
+  const { config, logger, signal } = ctx
+  const registryAddr = parseListenAddress(config.registryAddr)
+  const metricsAddr = parseListenAddress(config.metricsAddr)
+  const filter = new RequestFilter({ mirroredRegistries: config.mirroredRegistries, registryFilters: config.registryFilters })
+  const bootstrapper = bootstrapperFrom(config)
+  const transferBytes = transferMemory(config.transferMemory)
   const basicAuth = await readBasicAuth(ctx.env.SPEGEL_BASIC_AUTH_DIR ?? basicAuthDir)
 
   const metrics = new Metrics()
@@ -93,16 +97,16 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     logger.error({ err: reason }, 'unhandled promise rejection (a bug; the daemon keeps running)')
   }
   process.on('unhandledRejection', onUnhandled)
-  const client = new ContainerdClient({ socket: str(values, 'containerd-sock'), namespace: str(values, 'containerd-namespace') })
+  const client = new ContainerdClient({ socket: config.containerdSock, namespace: config.containerdNamespace })
   // Content confirmed in the last 2 s is not asked for again (a HEAD then a GET, a peer after containerd); deletions
   // reach the store through the event stream below.
-  const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path'), logger: logger.child({ component: 'containerd' }), confirmedTtlMs: 2_000 })
+  const store = new ContainerdStore({ client, contentPath: config.containerdContentPath, logger: logger.child({ component: 'containerd' }), confirmedTtlMs: 2_000 })
   // One connection to containerd for both APIs.
   const cri = new CriClient({ channel: client.channel })
   const doctor = new Doctor({ store, cri, metrics, plugins: async (options) => await client.plugins([], options) }, {
-    registryConfigPath: str(values, 'containerd-registry-config-path'),
-    mirroredRegistries: list(values, 'mirrored-registries'),
-    namespace: str(values, 'containerd-namespace'),
+    registryConfigPath: config.containerdRegistryConfigPath,
+    mirroredRegistries: config.mirroredRegistries,
+    namespace: config.containerdNamespace,
     // Spegel's chart does not mount the hosts directory into the registry container.
     hostsOptional: true,
   })
@@ -115,11 +119,11 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
   let advertising: Promise<void> | undefined
   let doctoring: Promise<void> | undefined
   try {
-    const dataDir = str(values, 'data-dir')
+    const dataDir = config.dataDir
     router = await Libp2pRouter.create({
       bootstrapper,
       logger,
-      listenAddr: str(values, 'router-addr'),
+      listenAddr: config.routerAddr,
       ...(dataDir !== '' ? { dataDir } : {}),
       // Only for tests on one host: production peers can never reach a loopback address.
       allowLoopback: ctx.env.SPEGEL_ALLOW_LOOPBACK === 'true',
@@ -129,8 +133,8 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
       router,
       registryPort: registryAddr.port,
       logger: logger.child({ component: 'mirror' }),
-      resolveTimeoutMs: num(values, 'mirror-resolve-timeout'),
-      resolveRetries: num(values, 'mirror-resolve-retries'),
+      resolveTimeoutMs: config.mirrorResolveTimeoutMs,
+      resolveRetries: config.mirrorResolveRetries,
       metrics,
       ...(basicAuth !== undefined ? { basicAuth } : {}),
     })
@@ -138,7 +142,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     advertising = advertiser.run(background.signal)
 
     const budget = new TransferBudget({ bytes: transferBytes, metrics })
-    herd = bool(values, 'herd-protection') ? new HerdMirror({ mirror, router, logger: logger.child({ component: 'herd' }), metrics }) : undefined
+    herd = config.herdProtection ? new HerdMirror({ mirror, router, logger: logger.child({ component: 'herd' }), metrics }) : undefined
     const registry = createRegistryApp({
       store,
       budget,
@@ -163,7 +167,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
       metrics,
       logger: logger.child({ component: 'metrics' }),
       peerId: router.peerId,
-      ...(bool(values, 'debug-web-enabled')
+      ...(config.debugWebEnabled
         ? {
             debugWeb: {
               addresses: () => routerRef.multiaddrs(),
@@ -184,7 +188,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     await registry.listen(listenOptions(registryAddr))
     await metricsApp.listen(listenOptions(metricsAddr))
     logger.info({ transferMemory: transferBytes, memoryLimit: process.constrainedMemory() || undefined }, 'transfer budget')
-    logger.info({ registry: str(values, 'registry-addr'), metrics: str(values, 'metrics-addr'), router: str(values, 'router-addr'), peerId: router.peerId }, 'running')
+    logger.info({ registry: config.registryAddr, metrics: config.metricsAddr, router: config.routerAddr, peerId: router.peerId }, 'running')
 
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve()
@@ -198,7 +202,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     await advertising
     await doctoring
     await router?.close().catch((err: unknown) => { logger.warn({ err }, 'router close failed') })
-    await drain(servers, num(values, 'drain-timeout'), logger)
+    await drain(servers, config.drainTimeoutMs, logger)
     herd?.close()
     mirror?.close()
     cri.close()

@@ -1,23 +1,26 @@
 import { HelpRequested, parseCommandLine, UsageError } from './args.ts'
 import { ExitCode, type CommandContext } from './context.ts'
-import { commands, globalFlags } from './spec.ts'
+import { commands, globalFlags, type VersionConfig } from './spec.ts'
 import { createLogger } from '../log/index.ts'
 import { versionInfo } from '../version.ts'
 
-type Handler = (ctx: CommandContext) => Promise<number>
+type Parsed = ReturnType<typeof parseCommandLine<typeof commands, typeof globalFlags>>
 
-const handlers: Record<string, () => Promise<Handler>> = {
-  configuration: async () => (await import('./configuration.ts')).configurationCommand,
-  registry: async () => (await import('./registry.ts')).registryCommand,
-  cleanup: async () => (await import('./cleanup.ts')).cleanupCommand,
-  'cleanup-wait': async () => (await import('./cleanup.ts')).cleanupWaitCommand,
-  doctor: async () => (await import('./doctor.ts')).doctorCommand,
-  version: async () => versionCommand,
+/** Runs the parsed command with its typed config; a command's module is loaded only when it runs. */
+async function dispatch (parsed: Parsed, ctx: Omit<CommandContext<unknown>, 'config'>): Promise<number> {
+  switch (parsed.command) {
+    case 'configuration': return await (await import('./configuration.ts')).configurationCommand({ ...ctx, config: parsed.config })
+    case 'registry': return await (await import('./registry.ts')).registryCommand({ ...ctx, config: parsed.config })
+    case 'cleanup': return await (await import('./cleanup.ts')).cleanupCommand({ ...ctx, config: parsed.config })
+    case 'cleanup-wait': return await (await import('./cleanup.ts')).cleanupWaitCommand({ ...ctx, config: parsed.config })
+    case 'doctor': return await (await import('./doctor.ts')).doctorCommand({ ...ctx, config: parsed.config })
+    case 'version': return await versionCommand({ ...ctx, config: parsed.config })
+  }
 }
 
 /** Parses argv, runs the command and returns the process exit code. Errors end as one line on stderr. */
 export async function runCli (argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Promise<number> {
-  let parsed
+  let parsed: Parsed
   try {
     parsed = parseCommandLine(argv, env, commands, globalFlags)
   } catch (err) {
@@ -31,7 +34,7 @@ export async function runCli (argv: readonly string[], env: Readonly<Record<stri
     }
     throw err
   }
-  const logger = createLogger(String(parsed.values.get('log-level') ?? 'INFO'))
+  const logger = createLogger(parsed.config.logLevel)
   const ac = new AbortController()
   let signals = 0
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -47,8 +50,7 @@ export async function runCli (argv: readonly string[], env: Readonly<Record<stri
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   try {
-    const handler = await (handlers[parsed.command] as () => Promise<Handler>)()
-    return await handler({ values: parsed.values, logger, env, signal: ac.signal })
+    return await dispatch(parsed, { logger, env, signal: ac.signal })
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err)
     logger.error({ err }, message)
@@ -62,9 +64,9 @@ export async function runCli (argv: readonly string[], env: Readonly<Record<stri
   }
 }
 
-async function versionCommand (ctx: CommandContext): Promise<number> {
+async function versionCommand (ctx: CommandContext<VersionConfig>): Promise<number> {
   const info = versionInfo()
-  if (ctx.values.get('format') === 'json') process.stdout.write(JSON.stringify(info) + '\n')
+  if (ctx.config.format === 'json') process.stdout.write(JSON.stringify(info) + '\n')
   else process.stdout.write(`spegel version ${info.build.version} ${info.build.commit}\n`)
   return ExitCode.ok
 }

@@ -13,6 +13,7 @@ import { walkImage } from '../store/walk.ts'
 import type { MediaTypeLearner, WalkOptions } from '../store/walk.ts'
 import { ContainerdClient, grpcCode } from './client.ts'
 import type { ContainerdApi } from './client.ts'
+import { defaultNamespace, defaultSocket } from './constants.ts'
 import { followDownload, IngestDirectory } from './ingest.ts'
 import { LruMap } from './lru.ts'
 
@@ -84,8 +85,8 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
       this.ownsClient = false
     } else {
       this.client = new ContainerdClient({
-        socket: options.socket ?? '/run/containerd/containerd.sock',
-        namespace: options.namespace ?? 'k8s.io',
+        socket: options.socket ?? defaultSocket,
+        namespace: options.namespace ?? defaultNamespace,
       })
       this.ownsClient = true
     }

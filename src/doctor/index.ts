@@ -1,6 +1,7 @@
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parse as parseToml } from 'smol-toml'
+import { defaultNamespace } from '../containerd/constants.ts'
 import { parseMirroredRegistries, parseMirrorTargets, type RegistryUrl } from '../hosts/url.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { isIndexMediaType, MediaType } from '../oci/mediatypes.ts'
@@ -80,7 +81,7 @@ export class Doctor {
   async run (options: StoreOptions = {}): Promise<DoctorReport> {
     const { signal } = options
     const results: CheckResult[] = []
-    const ns = this.init.namespace ?? 'k8s.io'
+    const ns = this.init.namespace ?? defaultNamespace
 
     let reachable = true
     try {

@@ -10,6 +10,7 @@ import { RegistryError } from './errors.ts'
 import { identifier, type DistributionPath } from './path.ts'
 import { ConnectTimeoutError, PeerBusyError, PeerConnection, PeerResponseError, StallError, type BodyChunk } from './peer-client.ts'
 import { LatencyTracker, PeerSource } from './peers.ts'
+import { defaultResolveRetries, defaultResolveTimeoutMs } from './constants.ts'
 import { contentRange, resolveRange } from './range.ts'
 import { InvalidRangeError } from '../oci/errors.ts'
 import { endResponse, ResponseWriter } from './response.ts'
@@ -98,8 +99,8 @@ export class PeerMirror implements Mirror {
 
   constructor (init: PeerMirrorOptions) {
     this.init = {
-      resolveTimeoutMs: 20,
-      resolveRetries: 3,
+      resolveTimeoutMs: defaultResolveTimeoutMs,
+      resolveRetries: defaultResolveRetries,
       connectTimeoutMs: 300,
       stallTimeoutMs: 3000,
       maxAttempts: 4,

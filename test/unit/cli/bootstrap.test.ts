@@ -5,7 +5,11 @@ import { bootstrapperFrom } from '../../../src/cli/registry.ts'
 import { commands, globalFlags } from '../../../src/cli/spec.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper } from '../../../src/routing/bootstrap.ts'
 
-const from = (argv: string[], env: Record<string, string> = {}) => bootstrapperFrom(parseCommandLine(['registry', ...argv], env, commands, globalFlags).values)
+const from = (argv: string[], env: Record<string, string> = {}) => {
+  const parsed = parseCommandLine(['registry', ...argv], env, commands, globalFlags)
+  assert.ok(parsed.command === 'registry')
+  return bootstrapperFrom(parsed.config)
+}
 
 // Spegel v0.7.4 getBootstrapper (main.go): dns ⇒ NewDNSBootstrapper(domain); http ⇒ NewHTTPBootstrapper(addr, peer);
 // static ⇒ NewStaticBootstrapperFromStrings(peers); anything else ⇒ "unknown bootstrap kind".
