@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { Advertiser, type StoreChange } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
 import { readBasicAuth } from '../hosts/index.ts'
-import { addReadyzDetail, CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
+import { CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { createRegistryApp, RequestFilter } from '../registry/index.ts'
 import { defaultTransferBudget, TransferBudget } from '../registry/budget.ts'
@@ -147,15 +147,10 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
       metrics,
       mirror: herd ?? mirror,
       ready: () => routerRef.ready(),
+      readinessDetail: () => readyzDetail(doctor.lastReport),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
-      onRequest: (record) => {
-        recent.record(record)
-        if (record.method === 'GET' && (record.status === 200 || record.status === 206) && record.source !== 'none') {
-          metrics.servedBytes.inc({ source: record.source }, record.bytes)
-        }
-      },
+      onRequest: (record) => { recent.record(record) },
     })
-    addReadyzDetail(registry, () => readyzDetail(doctor.lastReport))
     servers.push(registry)
     doctoring = runDoctorLoop(doctor, logger.child({ component: 'doctor' }), background.signal)
     const registryUrl = `http://${registryAddr.host === '' || registryAddr.host === '0.0.0.0' || registryAddr.host === '::' ? '127.0.0.1' : registryAddr.host.includes(':') ? `[${registryAddr.host}]` : registryAddr.host}:${registryAddr.port}`

@@ -432,4 +432,4 @@ export function formatReport (report: DoctorReport): string {
   return lines.join('\n') + '\n'
 }
 
-export { addReadyzDetail, readyzDetail, runDoctorLoop } from './daemon.ts'
+export { readyzDetail, runDoctorLoop } from './daemon.ts'
