@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
 import { tagReference } from '../oci/reference.ts'
-import type { RequestFilter } from '../registry/filter.ts'
+import type { RequestFilter } from '../oci/filter.ts'
 import type { Router } from '../routing/types.ts'
 import type { ContentStore, ImageRecord } from '../store/types.ts'
 import { walkImage } from '../store/walk.ts'

@@ -4,7 +4,7 @@ import { pino } from 'pino'
 import { Advertiser, type StoreChange } from '../../../src/advertise/index.ts'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
-import { RequestFilter } from '../../../src/registry/filter.ts'
+import { RequestFilter } from '../../../src/oci/filter.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 

@@ -5,7 +5,8 @@ import { pino } from 'pino'
 import { Readable } from 'node:stream'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
-import { createRegistryApp, RequestFilter, type Mirror } from '../../../src/registry/index.ts'
+import { RequestFilter } from '../../../src/oci/filter.ts'
+import { createRegistryApp, type Mirror } from '../../../src/registry/index.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 
 const logger = pino({ level: 'silent' })
