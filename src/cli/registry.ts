@@ -12,6 +12,7 @@ import { PeerMirror } from '../registry/mirror.ts'
 import { HerdMirror } from '../registry/herd.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
+import type { Router } from '../routing/types.ts'
 import type { FlagValue } from './args.ts'
 import type { Logger } from '../log/index.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
@@ -110,7 +111,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
   const recent = new RecentRequests(100)
   const servers: FastifyInstance[] = []
   const background = new AbortController()
-  let router: Libp2pRouter | undefined
+  let router: Router | undefined
   let mirror: PeerMirror | undefined
   let herd: HerdMirror | undefined
   let advertising: Promise<void> | undefined
