@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { Advertiser, type StoreChange } from '../advertise/index.ts'
+import { Advertiser } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
 import { readBasicAuth } from '../hosts/index.ts'
 import { CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
@@ -53,17 +53,6 @@ export function bootstrapperFrom (values: Map<string, FlagValue>): Bootstrapper 
   }
 }
 
-/** containerd's event stream as store changes: image create/update/delete and content create/delete. */
-function containerdChanges (client: ContainerdClient, store: ContainerdStore): (signal: AbortSignal) => AsyncIterable<StoreChange> {
-  return async function * (signal) {
-    for await (const event of client.subscribe(['topic~="^/images/"', 'topic~="^/content/"'], { signal })) {
-      const p = event.payload
-      if (p.type === 'content-delete') store.forget(p.digest)
-      yield p.type === 'content-create' ? { contentDeleted: false, created: p.digest } : { contentDeleted: p.type === 'content-delete' }
-    }
-  }
-}
-
 /** Bytes of the transfer budget: `auto` derives it from the memory limit of the container (cgroup) the process runs in. */
 export function transferMemory (value: string, limit = process.constrainedMemory()): number {
   if (value === '' || value === 'auto') return defaultTransferBudget(limit)
@@ -96,8 +85,8 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
   }
   process.on('unhandledRejection', onUnhandled)
   const client = new ContainerdClient({ socket: str(values, 'containerd-sock'), namespace: str(values, 'containerd-namespace') })
-  // Content confirmed in the last 2 s is not asked for again (a HEAD then a GET, a peer after containerd); deletions
-  // reach the store through the event stream below.
+  // Content confirmed in the last 2 s is not asked for again (a HEAD then a GET, a peer after containerd), while the
+  // advertiser follows store.changes (which carries containerd's deletions to the store).
   const store = new ContainerdStore({ client, contentPath: str(values, 'containerd-content-path'), logger: logger.child({ component: 'containerd' }), confirmedTtlMs: 2_000 })
   // One connection to containerd for both APIs.
   const cri = new CriClient({ channel: client.channel })
@@ -136,7 +125,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
       metrics,
       ...(basicAuth !== undefined ? { basicAuth } : {}),
     })
-    const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: containerdChanges(client, store) })
+    const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: (signal) => store.changes(signal) })
     advertising = advertiser.run(background.signal)
 
     const budget = new TransferBudget({ bytes: transferBytes, metrics })
