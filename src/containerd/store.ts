@@ -79,6 +79,8 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
   private readonly confirmedTtlMs: number
   /** `changes()` iterations in progress: without one, a deletion could go unseen, so nothing is remembered. */
   private following = 0
+  /** How often nobody followed `changes()` any more. */
+  private unfollowed = 0
 
   constructor (options: ContainerdStoreOptions = {}) {
     if (options.client !== undefined) {
@@ -122,8 +124,9 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
       this.confirmed.delete(d)
       throw new NotFoundError(`content ${d} not found`)
     }
-    const remember = root !== '' && this.confirmedTtlMs > 0 && this.following > 0
-    const recent = remember ? this.confirmed.get(d) : undefined
+    const remember = this.confirmedTtlMs > 0 && this.following > 0
+    const gaps = this.unfollowed
+    const recent = root !== '' && remember ? this.confirmed.get(d) : undefined
     let size: number
     if (recent !== undefined && performance.now() - recent.at < this.confirmedTtlMs) {
       options?.signal?.throwIfAborted()
@@ -131,7 +134,8 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
     } else {
       size = (await this.client.contentInfo(d, options)).size
       if (!this.directoryVerified) await this.verifyDirectory(parsed, options?.signal)
-      if (remember) this.confirmed.set(d, { size, at: performance.now() })
+      // Not if the feed stopped meanwhile: a deletion in the gap would go unseen.
+      if (remember && gaps === this.unfollowed) this.confirmed.set(d, { size, at: performance.now() })
     }
     let mediaType = this.learned.get(d) ?? this.fingerprints.get(d)
     if (mediaType === undefined) {
@@ -203,7 +207,10 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
       throw err
     } finally {
       // Deletions while nobody follows (the stream broke, containerd restarted) are never seen: forget everything.
-      if (--this.following === 0) this.confirmed.clear()
+      if (--this.following === 0) {
+        this.unfollowed++
+        this.confirmed.clear()
+      }
     }
   }
 
