@@ -1,22 +1,19 @@
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
 import { tagReference } from '../oci/reference.ts'
-import type { RequestFilter } from '../registry/filter.ts'
+import type { RequestFilter } from '../oci/filter.ts'
 import type { Router } from '../routing/types.ts'
-import type { ContentStore, ImageRecord } from '../store/types.ts'
+import type { ContentStore, ImageRecord, StoreChange } from '../store/types.ts'
 import { walkImage } from '../store/walk.ts'
 
-/** One change in the store. Content deletions invalidate cached image walks (a layer may have gone). */
-export interface StoreChange {
-  contentDeleted: boolean
-  /**
-   * Digest of content that just landed (containerd ≥ 2.1 emits `/content/create` per blob). It is advertised at once,
-   * before the image it belongs to is complete, so other nodes pulling the same image can fetch finished layers.
-   */
-  created?: string
-}
+export type { StoreChange }
 
-/** Something that says "the store changed": containerd's event stream. It throws when the stream breaks. */
+/**
+ * Something that says "the store changed", as `ContentStore.changes` does (the store's own feed, or a test's). It
+ * throws when the stream breaks. Content deletions invalidate cached image walks (a layer may have gone); created
+ * content is advertised at once, before its image is complete, so other nodes pulling the same image can fetch
+ * finished layers.
+ */
 export type ChangeFeed = (signal: AbortSignal) => AsyncIterable<StoreChange>
 
 /** Bound on content tracked outside images (a pull in progress has a few dozen blobs). */

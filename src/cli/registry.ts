@@ -1,16 +1,18 @@
 import type { FastifyInstance } from 'fastify'
-import { Advertiser, type StoreChange } from '../advertise/index.ts'
+import { Advertiser } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
 import { readBasicAuth } from '../hosts/index.ts'
-import { addReadyzDetail, CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
+import { CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
-import { createRegistryApp, RequestFilter } from '../registry/index.ts'
+import { RequestFilter } from '../oci/filter.ts'
+import { createRegistryApp } from '../registry/index.ts'
 import { defaultTransferBudget, TransferBudget } from '../registry/budget.ts'
 import { InvalidSizeError, parseByteSize } from '../util/size.ts'
 import { PeerMirror } from '../registry/mirror.ts'
 import { HerdMirror } from '../registry/herd.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
+import type { Router } from '../routing/types.ts'
 import type { Logger } from '../log/index.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
 import { createMetricsApp, measurePull, RecentRequests } from '../web/index.ts'
@@ -55,17 +57,6 @@ export function bootstrapperFrom (config: BootstrapConfig): Bootstrapper {
   }
 }
 
-/** containerd's event stream as store changes: image create/update/delete and content create/delete. */
-function containerdChanges (client: ContainerdClient, store: ContainerdStore): (signal: AbortSignal) => AsyncIterable<StoreChange> {
-  return async function * (signal) {
-    for await (const event of client.subscribe(['topic~="^/images/"', 'topic~="^/content/"'], { signal })) {
-      const p = event.payload
-      if (p.type === 'content-delete') store.forget(p.digest)
-      yield p.type === 'content-create' ? { contentDeleted: false, created: p.digest } : { contentDeleted: p.type === 'content-delete' }
-    }
-  }
-}
-
 /** Bytes of the transfer budget: `auto` derives it from the memory limit of the container (cgroup) the process runs in. */
 export function transferMemory (value: string, limit = process.constrainedMemory()): number {
   if (value === '' || value === 'auto') return defaultTransferBudget(limit)
@@ -98,8 +89,8 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   }
   process.on('unhandledRejection', onUnhandled)
   const client = new ContainerdClient({ socket: config.containerdSock, namespace: config.containerdNamespace })
-  // Content confirmed in the last 2 s is not asked for again (a HEAD then a GET, a peer after containerd); deletions
-  // reach the store through the event stream below.
+  // Content confirmed in the last 2 s is not asked for again (a HEAD then a GET, a peer after containerd), while the
+  // advertiser follows store.changes (which carries containerd's deletions to the store).
   const store = new ContainerdStore({ client, contentPath: config.containerdContentPath, logger: logger.child({ component: 'containerd' }), confirmedTtlMs: 2_000 })
   // One connection to containerd for both APIs.
   const cri = new CriClient({ channel: client.channel })
@@ -113,7 +104,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   const recent = new RecentRequests(100)
   const servers: FastifyInstance[] = []
   const background = new AbortController()
-  let router: Libp2pRouter | undefined
+  let router: Router | undefined
   let mirror: PeerMirror | undefined
   let herd: HerdMirror | undefined
   let advertising: Promise<void> | undefined
@@ -138,7 +129,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       metrics,
       ...(basicAuth !== undefined ? { basicAuth } : {}),
     })
-    const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: containerdChanges(client, store) })
+    const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: (signal) => store.changes(signal) })
     advertising = advertiser.run(background.signal)
 
     const budget = new TransferBudget({ bytes: transferBytes, metrics })
@@ -151,15 +142,10 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       metrics,
       mirror: herd ?? mirror,
       ready: () => routerRef.ready(),
+      readinessDetail: () => readyzDetail(doctor.lastReport),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
-      onRequest: (record) => {
-        recent.record(record)
-        if (record.method === 'GET' && (record.status === 200 || record.status === 206) && record.source !== 'none') {
-          metrics.servedBytes.inc({ source: record.source }, record.bytes)
-        }
-      },
+      onRequest: (record) => { recent.record(record) },
     })
-    addReadyzDetail(registry, () => readyzDetail(doctor.lastReport))
     servers.push(registry)
     doctoring = runDoctorLoop(doctor, logger.child({ component: 'doctor' }), background.signal)
     const registryUrl = `http://${registryAddr.host === '' || registryAddr.host === '0.0.0.0' || registryAddr.host === '::' ? '127.0.0.1' : registryAddr.host.includes(':') ? `[${registryAddr.host}]` : registryAddr.host}:${registryAddr.port}`

@@ -76,7 +76,7 @@ export interface ReadContentOptions extends CallOptions {
 }
 
 /** What ContainerdStore needs from a client; tests may pass a fake. */
-export type ContainerdApi = Pick<ContainerdClient, 'getImage' | 'listImages' | 'contentInfo' | 'listContent' | 'readContent' | 'pluginInfo' | 'close'>
+export type ContainerdApi = Pick<ContainerdClient, 'getImage' | 'listImages' | 'contentInfo' | 'listContent' | 'readContent' | 'pluginInfo' | 'subscribe' | 'close'>
 
 /**
  * A client for the parts of containerd's gRPC API the mirror uses. The connection is made lazily on the first call and

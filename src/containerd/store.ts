@@ -8,7 +8,7 @@ import { fingerprintMediaType, maxFingerprintSize } from '../oci/fingerprint.ts'
 import { MediaType } from '../oci/mediatypes.ts'
 import { parseImageName } from '../oci/reference.ts'
 import { NotFoundError, StoreUnavailableError } from '../store/errors.ts'
-import type { ContentStore, Descriptor, Download, ImageRecord, ReadOptions, StoreOptions } from '../store/types.ts'
+import type { ContentStore, Descriptor, Download, ImageRecord, ReadOptions, StoreChange, StoreOptions } from '../store/types.ts'
 import { walkImage } from '../store/walk.ts'
 import type { MediaTypeLearner, WalkOptions } from '../store/walk.ts'
 import { ContainerdClient, grpcCode } from './client.ts'
@@ -41,8 +41,8 @@ export interface ContainerdStoreOptions {
   fingerprintedMediaTypes?: number
   /**
    * How long content containerd confirmed is taken as held without asking again, as long as its file is still in
-   * the (verified) content directory. Default 0: always ask. Whoever sets it must call `forget()` on content
-   * deletions (containerd's /content/delete events), or a deleted blob may be reported for that long.
+   * the (verified) content directory. Default 0: always ask. Only while `changes()` is being followed: the content
+   * deletions it passes on are what keeps the remembered content true.
    */
   confirmedTtlMs?: number
 }
@@ -78,6 +78,10 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
   /** Content containerd confirmed lately, with its size: re-confirmed after confirmedTtlMs (files are checked always). */
   private readonly confirmed = new LruMap<string, { size: number, at: number }>(4096)
   private readonly confirmedTtlMs: number
+  /** `changes()` iterations in progress: without one, a deletion could go unseen, so nothing is remembered. */
+  private following = 0
+  /** How often nobody followed `changes()` any more. */
+  private unfollowed = 0
 
   constructor (options: ContainerdStoreOptions = {}) {
     if (options.client !== undefined) {
@@ -95,11 +99,6 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
     this.learned = new LruMap(options.learnedMediaTypes ?? 100_000)
     this.fingerprints = new LruMap(options.fingerprintedMediaTypes ?? 1_000)
     this.confirmedTtlMs = options.confirmedTtlMs ?? 0
-  }
-
-  /** Content was deleted: it is asked for afresh next time. */
-  forget (digest: string): void {
-    this.confirmed.delete(digest)
   }
 
   async resolve (reference: string, options?: StoreOptions): Promise<string> {
@@ -126,7 +125,9 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
       this.confirmed.delete(d)
       throw new NotFoundError(`content ${d} not found`)
     }
-    const recent = root !== '' && this.confirmedTtlMs > 0 ? this.confirmed.get(d) : undefined
+    const remember = this.confirmedTtlMs > 0 && this.following > 0
+    const gaps = this.unfollowed
+    const recent = root !== '' && remember ? this.confirmed.get(d) : undefined
     let size: number
     if (recent !== undefined && performance.now() - recent.at < this.confirmedTtlMs) {
       options?.signal?.throwIfAborted()
@@ -134,7 +135,8 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
     } else {
       size = (await this.client.contentInfo(d, options)).size
       if (!this.directoryVerified) await this.verifyDirectory(parsed, options?.signal)
-      if (this.confirmedTtlMs > 0) this.confirmed.set(d, { size, at: performance.now() })
+      // Not if the feed stopped meanwhile: a deletion in the gap would go unseen.
+      if (remember && gaps === this.unfollowed) this.confirmed.set(d, { size, at: performance.now() })
     }
     let mediaType = this.learned.get(d) ?? this.fingerprints.get(d)
     if (mediaType === undefined) {
@@ -187,6 +189,30 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
     const active = await new IngestDirectory({ contentPath: root }).find(d.value)
     if (active === undefined) return undefined
     return { digest: active.digest, total: active.total, read: (o = {}) => followDownload(active, o.signal !== undefined ? { signal: o.signal } : {}) }
+  }
+
+  /**
+   * containerd's event stream (image create/update/delete, content create/delete) as store changes. A content
+   * deletion is dropped from the content remembered as confirmed (confirmedTtlMs) before it is passed on.
+   */
+  async * changes (signal: AbortSignal): AsyncGenerator<StoreChange> {
+    this.following++
+    try {
+      for await (const event of this.client.subscribe(['topic~="^/images/"', 'topic~="^/content/"'], { signal })) {
+        const p = event.payload
+        if (p.type === 'content-delete') this.confirmed.delete(p.digest)
+        yield p.type === 'content-create' ? { contentDeleted: false, created: p.digest } : { contentDeleted: p.type === 'content-delete' }
+      }
+    } catch (err) {
+      if (signal.aborted) return
+      throw err
+    } finally {
+      // Deletions while nobody follows (the stream broke, containerd restarted) are never seen: forget everything.
+      if (--this.following === 0) {
+        this.unfollowed++
+        this.confirmed.clear()
+      }
+    }
   }
 
   async listImages (options?: StoreOptions): Promise<ImageRecord[]> {

@@ -1,7 +1,7 @@
 // Running the doctor inside `spegel registry`: at startup and then periodically, with findings in the logs, the
-// spegel_doctor_findings metric (set by Doctor.run) and the `/readyz?verbose` text. Findings never make the daemon
-// unready: a misconfigured node still serves its peers, and failing readiness would hide it instead of explaining it.
-import type { FastifyInstance } from 'fastify'
+// spegel_doctor_findings metric (set by Doctor.run) and the `/readyz?verbose` text (readyzDetail, the registry app's
+// readinessDetail). Findings never make the daemon unready: a misconfigured node still serves its peers, and failing
+// readiness would hide it instead of explaining it.
 import type { Logger } from '../log/index.ts'
 import type { StoreOptions } from '../store/types.ts'
 import type { DoctorReport } from './types.ts'
@@ -47,17 +47,4 @@ export function readyzDetail (report: DoctorReport | undefined): string {
   const lines = report.results.map((r) => `[${r.status === 'finding' ? '-' : '+'}]doctor ${r.check}: ${r.status === 'ok' ? 'ok' : r.status === 'skipped' ? `skipped (${r.summary})` : r.summary}`)
   for (const f of report.findings) lines.push(`    ${f.check}: ${f.problem} Fix: ${f.fix.split('\n')[0] ?? ''} (run spegel doctor for the full fix)`)
   return lines.join('\n')
-}
-
-/**
- * Adds the detail to `/readyz` answers when the query has `verbose` (as Kubernetes components do). The status code and
- * the plain `/readyz` body are the registry's own; only the verbose body gets the extra lines.
- */
-export function addReadyzDetail (app: FastifyInstance, detail: () => string): void {
-  app.addHook('onSend', async (req, _reply, payload) => {
-    if (req.routeOptions.url !== '/readyz' || typeof payload !== 'string') return payload
-    const query = (req.raw.url ?? '').split('?')[1] ?? ''
-    if (!query.split('&').some((p) => p === 'verbose' || p.startsWith('verbose='))) return payload
-    return `${payload}\n${detail()}\n`
-  })
 }

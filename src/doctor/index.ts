@@ -4,10 +4,9 @@ import { parse as parseToml } from 'smol-toml'
 import { defaultNamespace } from '../containerd/constants.ts'
 import { parseMirroredRegistries, parseMirrorTargets, type RegistryUrl } from '../hosts/url.ts'
 import type { Metrics } from '../metrics/index.ts'
-import { isIndexMediaType, MediaType } from '../oci/mediatypes.ts'
-import { NotFoundError } from '../store/errors.ts'
-import type { ContentStore, Descriptor, StoreOptions } from '../store/types.ts'
-import { isMediaTypeLearner } from '../store/walk.ts'
+import { isIndexMediaType } from '../oci/mediatypes.ts'
+import type { ContentStore, StoreOptions } from '../store/types.ts'
+import { walkImage } from '../store/walk.ts'
 import { CriUnavailableError, type CriApi } from './cri.ts'
 import { criImageSettings, criTomlSnippet, normalizeDir, splitConfigPath, type CriLayout, type CriImageSettings } from './cri-config.ts'
 import { type CheckName, type CheckResult, type DoctorReport, type Finding } from './types.ts'
@@ -315,81 +314,12 @@ function discardFix (layout: CriLayout, talos: boolean): string {
  * absent are normal (only this node's platform was pulled) and are not counted.
  */
 async function missingLayers (store: ContentStore, top: string, signal: AbortSignal | undefined): Promise<number> {
-  const root = await present(store, top, signal)
-  if (root === undefined) return 0
-  const manifests: Descriptor[] = []
-  if (isIndexMediaType(root.mediaType)) {
-    const index = await readJson(store, root.digest, signal) as { manifests?: unknown } | undefined
-    for (const child of descriptors(index?.manifests)) {
-      learn(store, child)
-      const found = await present(store, child.digest, signal)
-      if (found !== undefined) manifests.push({ ...found, mediaType: child.mediaType !== '' ? child.mediaType : found.mediaType })
-    }
-  } else if (root.mediaType === MediaType.ociManifest || root.mediaType === MediaType.dockerManifest) {
-    manifests.push(root)
-  }
   let missing = 0
-  for (const manifest of manifests) {
-    if (isIndexMediaType(manifest.mediaType)) continue
-    const doc = await readJson(store, manifest.digest, signal) as { config?: unknown, layers?: unknown } | undefined
-    for (const blob of [...descriptors(doc?.config === undefined ? [] : [doc.config]), ...descriptors(doc?.layers)]) {
-      learn(store, blob)
-      if (await present(store, blob.digest, signal) === undefined) missing++
-    }
-  }
+  await walkImage(store, top, {
+    ...(signal !== undefined ? { signal } : {}),
+    onMissing: (_child, parent) => { if (!isIndexMediaType(parent.mediaType)) missing++ },
+  })
   return missing
-}
-
-function learn (store: ContentStore, d: Descriptor): void {
-  if (d.mediaType !== '' && isMediaTypeLearner(store)) store.learnMediaType(d)
-}
-
-async function present (store: ContentStore, digest: string, signal: AbortSignal | undefined): Promise<Descriptor | undefined> {
-  try {
-    return await store.descriptor(digest, { signal })
-  } catch (err) {
-    if (err instanceof NotFoundError) return undefined
-    throw err
-  }
-}
-
-function descriptors (value: unknown): Descriptor[] {
-  if (!Array.isArray(value)) return []
-  const out: Descriptor[] = []
-  for (const v of value) {
-    if (typeof v !== 'object' || v === null) continue
-    const { digest, mediaType, size } = v as Record<string, unknown>
-    if (typeof digest === 'string') out.push({ digest, mediaType: typeof mediaType === 'string' ? mediaType : '', size: typeof size === 'number' ? size : 0 })
-  }
-  return out
-}
-
-const maxManifestBytes = 4 * 1024 * 1024
-
-async function readJson (store: ContentStore, digest: string, signal: AbortSignal | undefined): Promise<unknown> {
-  let stream
-  try {
-    stream = await store.open(digest, { signal })
-  } catch (err) {
-    if (err instanceof NotFoundError) return undefined
-    throw err
-  }
-  const chunks: Buffer[] = []
-  let length = 0
-  try {
-    for await (const chunk of stream) {
-      length += (chunk as Buffer).byteLength
-      if (length > maxManifestBytes) return undefined
-      chunks.push(chunk as Buffer)
-    }
-  } finally {
-    stream.destroy()
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'))
-  } catch {
-    return undefined
-  }
 }
 
 async function isDirectory (path: string): Promise<boolean> {
@@ -433,4 +363,4 @@ export function formatReport (report: DoctorReport): string {
   return lines.join('\n') + '\n'
 }
 
-export { addReadyzDetail, readyzDetail, runDoctorLoop } from './daemon.ts'
+export { readyzDetail, runDoctorLoop } from './daemon.ts'

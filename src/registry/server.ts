@@ -10,7 +10,7 @@ import { tagReference } from '../oci/reference.ts'
 import { NotFoundError, StoreUnavailableError, type ContentStore, type Descriptor, type Download } from '../store/index.ts'
 import { InvalidRangeError } from '../oci/errors.ts'
 import { RegistryError } from './errors.ts'
-import type { RequestFilter } from './filter.ts'
+import type { RequestFilter } from '../oci/filter.ts'
 import { identifier, parseDistributionPath, type DistributionPath } from './path.ts'
 import { contentRange, parseRange, resolveRange, type ByteRangeSpec } from './range.ts'
 import { ClientGoneError, endResponse, ResponseWriter } from './response.ts'
@@ -31,6 +31,11 @@ export interface RegistryOptions {
   mirror?: Mirror
   /** Readiness beyond the store's (e.g. the router's). */
   ready?: () => boolean | Promise<boolean>
+  /**
+   * Lines appended to the `/readyz` body when the query has `verbose` (as Kubernetes components do), e.g. the doctor's
+   * findings. Never changes the status code or the plain body.
+   */
+  readinessDetail?: () => string
   basicAuth?: { username: string, password: string }
   /** Called once per answered /v2/ request. */
   onRequest?: (record: RequestRecord) => void
@@ -71,9 +76,11 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     method: ['GET', 'HEAD'],
     url: '/readyz',
     exposeHeadRoute: false,
-    handler: async (_req, reply) => {
+    handler: async (req, reply) => {
       const ok = await isReady(options)
-      return await reply.code(ok ? 200 : 503).type('text/plain').send(ok ? 'ok' : 'not ready')
+      const text = ok ? 'ok' : 'not ready'
+      const detail = options.readinessDetail !== undefined && isVerbose(req.raw.url ?? '') ? `\n${options.readinessDetail()}\n` : ''
+      return await reply.code(ok ? 200 : 503).type('text/plain').send(text + detail)
     },
   })
   app.route({
@@ -89,6 +96,23 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     let source: RequestRecord['source'] = 'none'
     let triedPeers = false
     reply.header('docker-distribution-api-version', 'registry/2.0')
+    // Listened for before anything is sent: a small response may finish before the handler returns. Only on
+    // 'finish': a body cut short was not served, and its bytes do not count.
+    reply.raw.once('finish', () => {
+      if (path === undefined) return
+      const record: RequestRecord = {
+        path,
+        method: req.method,
+        status: reply.raw.statusCode,
+        source,
+        bytes: Number(reply.raw.getHeader('content-length') ?? 0),
+        durationMs: performance.now() - started,
+      }
+      if (record.method === 'GET' && (record.status === 200 || record.status === 206) && record.source !== 'none') {
+        options.metrics?.servedBytes.inc({ source: record.source }, record.bytes)
+      }
+      options.onRequest?.(record)
+    })
     try {
       checkAuth(req, expectedAuth)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -156,20 +180,6 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         options.metrics.mirrorRequests.inc({ registry: path.registry, cache: hit ? 'hit' : 'miss' })
         if (hit) options.metrics.mirrorLastSuccess.set(Date.now() / 1000)
       }
-      if (path !== undefined && options.onRequest !== undefined) {
-        const record: RequestRecord = {
-          path,
-          method: req.method,
-          status: reply.statusCode,
-          source,
-          bytes: Number(reply.getHeader('content-length') ?? 0),
-          durationMs: performance.now() - started,
-        }
-        const report = (): void => { options.onRequest?.({ ...record, durationMs: performance.now() - started }) }
-        // A small response may have finished before we get here; 'finish' would then never come.
-        if (reply.raw.writableFinished) report()
-        else reply.raw.once('finish', report)
-      }
     }
   }
   app.route({ method: ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE', 'OPTIONS'], url: '/v2', handler, exposeHeadRoute: false })
@@ -225,6 +235,12 @@ async function isReady (options: RegistryOptions): Promise<boolean> {
   } catch {
     return false
   }
+}
+
+/** Whether the query asks for detail: `verbose` or `verbose=<anything>`. */
+function isVerbose (url: string): boolean {
+  const query = url.split('?')[1] ?? ''
+  return query.split('&').some((p) => p === 'verbose' || p.startsWith('verbose='))
 }
 
 /**

@@ -1,4 +1,4 @@
-export type { LookupOptions, Peer, PeerInfo, Router, RouterOptions } from './types.ts'
+export type { LookupOptions, Peer, PeerInfo, Router, RouterOptions, RouterStatus } from './types.ts'
 export { BootstrapError, IdentityError, InvalidAddressError, RouterClosedError } from './errors.ts'
 export { keyToCid } from './keys.ts'
 export { MemoryNetwork, MemoryRouter } from './memory.ts'

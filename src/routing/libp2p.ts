@@ -23,7 +23,7 @@ import { BootstrapError, RouterClosedError } from './errors.ts'
 import { loadIdentity } from './identity.ts'
 import { keyToCid } from './keys.ts'
 import { LookupCache } from './lookup-cache.ts'
-import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions } from './types.ts'
+import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions, RouterStatus } from './types.ts'
 
 export interface Libp2pRouterOptions {
   bootstrapper: Bootstrapper
@@ -217,8 +217,7 @@ export class Libp2pRouter implements Router {
     return this.routingTableSize() > 0 || (this.bootstrapped && this.alone)
   }
 
-  /** Why the node is not ready, for logs and the debug page. */
-  status (): { ready: boolean, routingTableSize: number, alone: boolean, lastBootstrapError?: string } {
+  status (): RouterStatus {
     return {
       ready: this.ready(),
       routingTableSize: this.routingTableSize(),
@@ -227,7 +226,6 @@ export class Libp2pRouter implements Router {
     }
   }
 
-  /** Multiaddrs this node announces (with `/p2p/<id>`). */
   multiaddrs (): string[] {
     return this.node.getMultiaddrs().map(String)
   }

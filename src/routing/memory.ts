@@ -1,5 +1,5 @@
 import { RouterClosedError } from './errors.ts'
-import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions } from './types.ts'
+import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions, RouterStatus } from './types.ts'
 
 /**
  * The shared state of a group of MemoryRouters: which router provides which key. Routers that share one
@@ -42,6 +42,15 @@ export class MemoryRouter implements Router {
 
   setReady (ready: boolean): void {
     this.isReady = ready
+  }
+
+  status (): RouterStatus {
+    const others = this.closed ? 0 : this.network.routers.size - 1
+    return { ready: this.ready(), routingTableSize: others, alone: !this.closed && others === 0 }
+  }
+
+  multiaddrs (): string[] {
+    return this.addresses.map((ip) => `/${ip.includes(':') ? 'ip6' : 'ip4'}/${ip}/p2p/${this.peerId}`)
   }
 
   async * lookup (key: string, options: LookupOptions): AsyncIterable<Peer> {

@@ -24,6 +24,18 @@ export interface PeerInfo {
   addresses: string[]
 }
 
+/** Why the node is or is not ready, for logs and the debug page. */
+export interface RouterStatus {
+  /** What `Router.ready()` answers. */
+  ready: boolean
+  /** Peers in the routing table (the DHT's k-buckets; the memory router's: the other routers of its network). */
+  routingTableSize: number
+  /** Bootstrapping found no node but this one: a one-node cluster, ready without peers. */
+  alone: boolean
+  /** Why the last bootstrap attempt failed, if it did. */
+  lastBootstrapError?: string
+}
+
 export interface RouterOptions {
   signal?: AbortSignal
 }
@@ -52,6 +64,10 @@ export interface Router {
    * ready). See Libp2pRouter for the exact rule.
    */
   ready(): boolean
+  /** Readiness with the reasons behind it; `status().ready` is `ready()`. */
+  status(): RouterStatus
+  /** The addresses this node announces to its peers, as multiaddrs ending in `/p2p/<peerId>`. */
+  multiaddrs(): string[]
   /**
    * Streams the providers of `key` as they are found, so the caller can start fetching from the first one.
    * Never yields this node itself; yields each peer at most once; ends (without throwing) when the query is
@@ -65,8 +81,8 @@ export interface Router {
   advertise(keys: string[], options?: RouterOptions): Promise<void>
   /** Stops providing `keys`. Records already stored on other nodes expire after the provider TTL. */
   withdraw(keys: string[], options?: RouterOptions): Promise<void>
-  /** Currently connected peers. */
+  /** Currently connected peers; never this node itself. Empty once closed. */
   peers(): PeerInfo[]
-  /** Stops answering as a provider and shuts the node down. Idempotent. */
+  /** Stops answering as a provider and shuts the node down; `ready()` is false from then on. Idempotent. */
   close(): Promise<void>
 }

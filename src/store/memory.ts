@@ -3,7 +3,7 @@ import { parseDigest, sha256 } from '../oci/digest.ts'
 import { fingerprintMediaType } from '../oci/fingerprint.ts'
 import { parseImageName } from '../oci/reference.ts'
 import { NotFoundError } from './errors.ts'
-import type { ContentStore, Descriptor, Download, ImageRecord, ReadOptions, StoreOptions } from './types.ts'
+import type { ContentStore, Descriptor, Download, ImageRecord, ReadOptions, StoreChange, StoreOptions } from './types.ts'
 
 export interface MemoryImage {
   /** Full name, `<registry>/<repository>:<tag>` or `<registry>/<repository>@<digest>`. */
@@ -17,26 +17,61 @@ export class MemoryStore implements ContentStore {
   private readonly images = new Map<string, string>()
   private readonly blobs = new Map<string, { bytes: Uint8Array, mediaType: string }>()
   private readonly downloads = new Map<string, { total: number, state: { chunks: Buffer[], size: number, aborted: boolean, waiters: Array<() => void> } }>()
+  /** One per `changes()` iteration in progress. */
+  private readonly subscribers = new Set<(change: StoreChange) => void>()
 
   /** Adds content and returns its digest. The media type is guessed from the bytes unless given. */
   addBlob (bytes: Uint8Array | string, mediaType?: string): string {
     const data = typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes
     const digest = sha256(data)
     this.blobs.set(digest, { bytes: data, mediaType: mediaType ?? fingerprintMediaType(data) })
+    this.emit({ contentDeleted: false, created: digest })
     return digest
   }
 
   deleteBlob (digest: string): void {
-    this.blobs.delete(digest)
+    if (this.blobs.delete(digest)) this.emit({ contentDeleted: true })
   }
 
   addImage (name: string, digest: string): void {
     parseImageName(name)
     this.images.set(name, digest)
+    this.emit({ contentDeleted: false })
   }
 
   deleteImage (name: string): void {
-    this.images.delete(name)
+    if (this.images.delete(name)) this.emit({ contentDeleted: false })
+  }
+
+  /** Every change from the moment the iteration starts; nothing is dropped while the caller is busy. */
+  async * changes (signal: AbortSignal): AsyncGenerator<StoreChange> {
+    const queue: StoreChange[] = []
+    let wake: (() => void) | undefined
+    const push = (change: StoreChange): void => {
+      queue.push(change)
+      wake?.()
+    }
+    const onAbort = (): void => { wake?.() }
+    this.subscribers.add(push)
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      while (!signal.aborted) {
+        const change = queue.shift()
+        if (change !== undefined) {
+          yield change
+          continue
+        }
+        await new Promise<void>((resolve) => { wake = resolve })
+        wake = undefined
+      }
+    } finally {
+      this.subscribers.delete(push)
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  private emit (change: StoreChange): void {
+    for (const push of this.subscribers) push({ ...change })
   }
 
   async resolve (reference: string, options?: StoreOptions): Promise<string> {

@@ -46,6 +46,17 @@ export interface Download {
   read: (options?: StoreOptions) => AsyncGenerator<Buffer>
 }
 
+/** One change in the store, as `ContentStore.changes` reports it. */
+export interface StoreChange {
+  /** Content was deleted: whatever was derived from the store's content (an image walk) may no longer hold. */
+  contentDeleted: boolean
+  /**
+   * Digest of content that just landed (containerd ≥ 2.1 emits `/content/create` per blob), before the image it
+   * belongs to is complete.
+   */
+  created?: string
+}
+
 /**
  * Read access to a node's image and content stores.
  * Implementations throw NotFoundError for absent tags or content and StoreUnavailableError when the backend cannot
@@ -68,5 +79,12 @@ export interface ContentStore {
   download?: (digest: string, options?: StoreOptions) => Promise<Download | undefined>
   /** Every image name the store holds. */
   listImages: (options?: StoreOptions) => Promise<ImageRecord[]>
+  /**
+   * The store's changes as they happen: images created, updated or deleted, content created or deleted. A change is
+   * reported once the store's own answers reflect it. Changes made before the iteration starts are not reported. Ends
+   * (without throwing) when `signal` aborts; throws when the feed breaks (containerd restarted): the caller subscribes
+   * again and re-reads the store, as what happened in between is lost.
+   */
+  changes: (signal: AbortSignal) => AsyncIterable<StoreChange>
   close: () => Promise<void>
 }

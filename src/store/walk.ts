@@ -21,6 +21,11 @@ export interface WalkOptions extends StoreOptions {
   learn?: (descriptor: Descriptor) => void
   /** Manifests and indexes larger than this are not read; their children are not visited (default 4 MiB). */
   maxManifestSize?: number
+  /**
+   * Called with each child the store does not hold (as its parent declares it), and that parent. An index's absent
+   * manifests are normal (only this node's platform was pulled); a manifest's absent config or layer is not.
+   */
+  onMissing?: (child: Descriptor, parent: Descriptor) => void
 }
 
 const indexTypes: ReadonlySet<string> = new Set([MediaType.ociIndex, MediaType.dockerManifestList])
@@ -63,7 +68,10 @@ export async function walkImage (store: ContentStore, digest: string, options: W
     const subtrees = await Promise.all(fresh.map(async (child) => {
       learn?.(child)
       const found = await lookup(child.digest)
-      if (found === undefined) return []
+      if (found === undefined) {
+        options.onMissing?.(child, node)
+        return []
+      }
       return await visit({ mediaType: child.mediaType !== '' ? child.mediaType : found.mediaType, digest: found.digest, size: found.size })
     }))
     return [node, ...subtrees.flat()]

@@ -62,6 +62,34 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       assert.equal(new Set(routers.map((r) => r.peerId)).size, routers.length)
     })
 
+    // `alone` is not compared: a seed whose bootstrap list names only itself is alone until peers dial it.
+    test('status() agrees with ready(); a router among others has a routing table', async () => {
+      const { routers } = get()
+      await eventually(async () => routers.every((r) => r.status().routingTableSize > 0), (v) => v, within)
+      for (const r of routers) {
+        const status = r.status()
+        assert.equal(status.ready, r.ready())
+        assert.equal(status.ready, true)
+        assert.ok(status.routingTableSize > 0, `${r.peerId} has an empty routing table`)
+      }
+    })
+
+    test('multiaddrs() name this node; peers() are other routers, never this one', async () => {
+      const { routers } = get()
+      const all = new Set(routers.map((r) => r.peerId))
+      for (const r of routers) {
+        const addrs = r.multiaddrs()
+        assert.ok(addrs.length > 0, `${r.peerId} announces no address`)
+        for (const a of addrs) assert.ok(a.endsWith(`/p2p/${r.peerId}`), a)
+        const peers = r.peers()
+        assert.ok(peers.length > 0, `${r.peerId} has no peer`)
+        for (const p of peers) {
+          assert.notEqual(p.id, r.peerId)
+          assert.ok(all.has(p.id), `${p.id} is not one of the cluster's routers`)
+        }
+      }
+    })
+
     test('a key advertised by one router is found by the others with its addresses', async () => {
       const c = get()
       const [a, b, d] = c.routers as [Router, Router, Router]
@@ -145,6 +173,17 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       await a.advertise([key])
       const again = await eventually(async () => await collect(b, key), (v) => v.length > 0, within)
       assert.deepEqual(ids(again), [a.peerId])
+    })
+
+    // Last: it takes one router out of the cluster.
+    test('close() makes the router unready, empties its peers and is idempotent', async () => {
+      const { routers } = get()
+      const last = routers[routers.length - 1] as Router
+      await last.close()
+      await last.close()
+      assert.equal(last.ready(), false)
+      assert.equal(last.status().ready, false)
+      assert.deepEqual(last.peers(), [])
     })
   })
 }

@@ -6,7 +6,7 @@ import { test } from 'node:test'
 import type { TestContext } from 'node:test'
 import { parseImageName } from '../../src/oci/reference.ts'
 import { NotFoundError } from '../../src/store/errors.ts'
-import type { ContentStore, Descriptor, ReadOptions } from '../../src/store/types.ts'
+import type { ContentStore, Descriptor, ReadOptions, StoreChange } from '../../src/store/types.ts'
 
 export interface ConformanceFixture {
   store: ContentStore
@@ -22,6 +22,13 @@ export interface ConformanceFixture {
   existingDescriptor: Descriptor
   /** More content the store holds (e.g. a layer bigger than one read chunk); each is checked the same way. */
   moreDescriptors?: Descriptor[]
+  /**
+   * Add content to the store, and delete it, the way its backend does (for the changes() test, which is skipped
+   * without them). The content may stay on disk after the delete, as containerd's does while another namespace
+   * holds it: the store must still report it absent once the deletion was reported.
+   */
+  addContent?: (bytes: Buffer) => Promise<string>
+  deleteContent?: (digest: string) => Promise<void>
   /** Called after the suite, also when it fails. */
   close?: () => Promise<void>
 }
@@ -139,7 +146,52 @@ export async function runStoreConformance (t: TestContext, f: ConformanceFixture
     await assert.rejects(store.descriptor(f.existingDescriptor.digest, { signal }), isAbort)
     await assert.rejects(store.open(f.existingDescriptor.digest, { signal }), isAbort)
     await assert.rejects(store.listImages({ signal }), isAbort)
+    const changes: StoreChange[] = []
+    for await (const change of store.changes(signal)) changes.push(change)
+    assert.deepEqual(changes, [], 'an aborted change feed ends at once, without throwing')
   })
+
+  await t.test('changes reports content created and deleted, and the store answers accordingly', async (st) => {
+    const { addContent, deleteContent } = f
+    if (addContent === undefined || deleteContent === undefined) {
+      st.skip('the fixture cannot change the store')
+      return
+    }
+    const ac = new AbortController()
+    const changes = store.changes(ac.signal)[Symbol.asyncIterator]()
+    // The iteration starts here, so the changes below are reported.
+    let pending = changes.next()
+    const until = async (ok: (change: StoreChange) => boolean, what: string): Promise<void> => {
+      for (;;) {
+        const result = await within(pending, 5_000, what)
+        pending = changes.next()
+        assert.notEqual(result.done, true, `the feed ended before ${what}`)
+        if (ok(result.value as StoreChange)) return
+      }
+    }
+    try {
+      const digest = await addContent(Buffer.from(`conformance changes ${process.pid} ${Date.now()}`))
+      await until((c) => c.created === digest && !c.contentDeleted, `content ${digest} was reported created`)
+      assert.equal((await store.descriptor(digest)).digest, digest)
+      await deleteContent(digest)
+      await until((c) => c.contentDeleted, `content ${digest} was reported deleted`)
+      await assert.rejects(store.descriptor(digest), isNotFound)
+    } finally {
+      ac.abort()
+    }
+    assert.deepEqual(await within(pending, 5_000, 'the feed ended after the abort'), { done: true, value: undefined })
+  })
+}
+
+/** The promise's value, or a failure naming what did not happen within ms. */
+async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`timed out waiting until ${what}`)) }, ms) })
+  try {
+    return await Promise.race([promise, expired])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 async function readAll (store: ContentStore, digest: string, range: Omit<ReadOptions, 'signal'> = {}): Promise<Buffer> {

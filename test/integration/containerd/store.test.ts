@@ -119,12 +119,16 @@ test('misses are answered from a verified content directory; an unverified or wr
   await assert.rejects(probing.descriptor(missing), NotFoundError)
   assert.equal(infoCalls, 1, 'verified by the probe, not by a hit')
 
-  // Opt-in: content confirmed moments ago is not asked for again while its file is there, until forgotten.
+  // Opt-in: content confirmed moments ago is not asked for again while its file is there and the store's changes
+  // (which carry containerd's deletions) are followed; once nobody follows them, it is asked for again.
   infoCalls = 0
   const remembering = new ContainerdStore({ client: counting, contentPath: ctrd.contentPath, confirmedTtlMs: 60_000 })
+  const following = new AbortController()
+  const followed = (async () => { for await (const _ of remembering.changes(following.signal)); })()
   for (let i = 0; i < 3; i++) assert.equal((await remembering.descriptor(present.digest)).size, present.size)
   assert.equal(infoCalls, 1)
-  remembering.forget(present.digest)
+  following.abort()
+  await followed
   assert.equal((await remembering.descriptor(present.digest)).size, present.size)
   assert.equal(infoCalls, 2)
 

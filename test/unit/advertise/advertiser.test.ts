@@ -4,7 +4,7 @@ import { pino } from 'pino'
 import { Advertiser, type StoreChange } from '../../../src/advertise/index.ts'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
-import { RequestFilter } from '../../../src/registry/filter.ts'
+import { RequestFilter } from '../../../src/oci/filter.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 
@@ -165,5 +165,27 @@ describe('advertiser', () => {
     await running
     assert.deepEqual(await providers(other, 'docker.io/library/gone:1'), [])
     assert.deepEqual(await providers(other, a.layer), [])
+  })
+
+  it('follows the store\'s own change feed (store.changes), as the daemon wires it', async () => {
+    const network = new MemoryNetwork()
+    const self = new MemoryRouter(network, { id: 'self', addresses: ['10.0.0.1'] })
+    const other = new MemoryRouter(network, { id: 'other', addresses: ['10.0.0.2'] })
+    const store = new MemoryStore()
+    // No periodic re-read within the test: only the feed can make the advertiser see the new image.
+    const advertiser = new Advertiser({ store, router: self, logger, changes: (signal) => store.changes(signal), debounceMs: 5, resyncIntervalMs: 3_600_000 })
+    const ac = new AbortController()
+    const running = advertiser.run(ac.signal)
+    try {
+      await until('first pass', async () => advertiser.ready)
+      const a = addImage(store, 'docker.io/library/app:1.0', 'a')
+      await until('new image advertised', async () => (await providers(other, 'docker.io/library/app:1.0')).length === 1)
+      assert.deepEqual(await providers(other, a.layer), ['self'])
+      store.deleteImage('docker.io/library/app:1.0')
+      await until('deleted image withdrawn', async () => (await providers(other, 'docker.io/library/app:1.0')).length === 0)
+    } finally {
+      ac.abort()
+      await running
+    }
   })
 })

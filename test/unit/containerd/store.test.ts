@@ -8,7 +8,7 @@ import { Readable } from 'node:stream'
 import { test } from 'node:test'
 import type { TestContext } from 'node:test'
 import { status } from '@grpc/grpc-js'
-import type { CallOptions, ContainerdApi, ContentInfo, ImageInfo, PluginInfo, ReadContentOptions } from '../../../src/containerd/client.ts'
+import type { CallOptions, ContainerdApi, ContainerdEvent, ContentInfo, EventPayload, ImageInfo, PluginInfo, ReadContentOptions } from '../../../src/containerd/client.ts'
 import { LruMap } from '../../../src/containerd/lru.ts'
 import { ContainerdStore } from '../../../src/containerd/store.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
@@ -22,6 +22,8 @@ class FakeContainerd implements ContainerdApi {
   readonly calls: string[] = []
   root: string
   closed = false
+  /** One per open event subscription. */
+  private readonly subscribers = new Set<(event: ContainerdEvent) => void>()
 
   constructor (root: string) {
     this.root = root
@@ -75,6 +77,45 @@ class FakeContainerd implements ContainerdApi {
     assert.equal(type, 'io.containerd.content.v1')
     assert.equal(id, 'content')
     return { type, id, requires: [], exports: { root: this.root }, capabilities: [] }
+  }
+
+  /** Like the real client: the subscription starts at the call; aborting ends it with the signal's reason. */
+  subscribe (filters: string[] = [], options?: CallOptions): AsyncIterable<ContainerdEvent> {
+    options?.signal?.throwIfAborted()
+    assert.deepEqual(filters, ['topic~="^/images/"', 'topic~="^/content/"'])
+    const signal = options?.signal
+    const queue: ContainerdEvent[] = []
+    let wake: (() => void) | undefined
+    const push = (event: ContainerdEvent): void => {
+      queue.push(event)
+      wake?.()
+    }
+    const subscribers = this.subscribers
+    subscribers.add(push)
+    return (async function * () {
+      const onAbort = (): void => { wake?.() }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      try {
+        for (;;) {
+          signal?.throwIfAborted()
+          const event = queue.shift()
+          if (event !== undefined) {
+            yield event
+            continue
+          }
+          await new Promise<void>((resolve) => { wake = resolve })
+        }
+      } finally {
+        subscribers.delete(push)
+        signal?.removeEventListener('abort', onAbort)
+      }
+    })()
+  }
+
+  /** Sends an event to every subscription. */
+  emit (payload: EventPayload): void {
+    const topic = payload.type === 'unknown' ? '/unknown' : `/${payload.type.replace('-', 's/')}`
+    for (const push of this.subscribers) push({ namespace: 'k8s.io', topic, payloadType: '', payload })
   }
 
   close (): void {
@@ -131,12 +172,23 @@ function fixture (w: World, store: ContainerdStore): Parameters<typeof runStoreC
     notFoundDigest: 'sha256:' + '0'.repeat(64),
     existingDescriptor: w.manifest,
     moreDescriptors: [w.config, w.small, w.big],
+    addContent: async (bytes) => {
+      const d = await w.add(MediaType.octetStream, bytes)
+      w.fake.emit({ type: 'content-create', digest: d.digest, size: d.size })
+      return d.digest
+    },
+    // The file stays, as when another namespace still holds the blob: only containerd's word makes it absent.
+    deleteContent: async (digest) => {
+      w.fake.blobs.delete(digest)
+      w.fake.emit({ type: 'content-delete', digest })
+    },
   }
 }
 
 test('conformance with direct reads from the content directory', async (t) => {
   const w = await world(t)
-  const store = new ContainerdStore({ client: w.fake, contentPath: w.root })
+  // Remembering confirmed content: the conformance suite's deletion must still be seen.
+  const store = new ContainerdStore({ client: w.fake, contentPath: w.root, confirmedTtlMs: 60_000 })
   await runStoreConformance(t, fixture(w, store))
   assert.equal(w.fake.count('readContent'), 0, 'no gRPC reads')
   assert.equal(w.fake.count('pluginInfo'), 0)
@@ -170,6 +222,38 @@ test('gRPC reads are used when introspection reports no content directory', asyn
   await store.open(w.small.digest)
   assert.equal(w.fake.count('readContent'), 2)
   assert.equal(w.fake.count('pluginInfo'), 1)
+})
+
+test('confirmed content is remembered only while changes() is followed, and a reported deletion is not', async (t) => {
+  const w = await world(t)
+  const store = new ContainerdStore({ client: w.fake, contentPath: w.root, confirmedTtlMs: 60_000 })
+  const infoCalls = async (digest: string): Promise<number> => {
+    const before = w.fake.count('contentInfo')
+    assert.equal((await store.descriptor(digest)).digest, digest)
+    return w.fake.count('contentInfo') - before
+  }
+  assert.equal(await infoCalls(w.small.digest), 1)
+  assert.equal(await infoCalls(w.small.digest), 1, 'nobody follows the changes: containerd is asked every time')
+
+  const ac = new AbortController()
+  const changes = store.changes(ac.signal)[Symbol.asyncIterator]()
+  let pending = changes.next()
+  assert.equal(await infoCalls(w.small.digest), 1)
+  assert.equal(await infoCalls(w.small.digest), 0, 'followed: remembered')
+  assert.equal(await infoCalls(w.config.digest), 1)
+  // An event for other content changes nothing; a deletion drops only the deleted content.
+  w.fake.emit({ type: 'image-create', name: 'example.com/org/other:v1', labels: {} })
+  assert.deepEqual((await pending).value, { contentDeleted: false })
+  pending = changes.next()
+  w.fake.emit({ type: 'content-delete', digest: w.small.digest })
+  assert.deepEqual((await pending).value, { contentDeleted: true })
+  pending = changes.next()
+  assert.equal(await infoCalls(w.small.digest), 1, 'deleted: asked again')
+  assert.equal(await infoCalls(w.config.digest), 0)
+
+  ac.abort()
+  assert.deepEqual(await pending, { done: true, value: undefined })
+  assert.equal(await infoCalls(w.config.digest), 1, 'no longer followed: forgotten')
 })
 
 test('blobs missing from the directory but known to containerd are read over gRPC', async (t) => {

@@ -3,13 +3,14 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import Fastify from 'fastify'
+import { pino } from 'pino'
 import {
-  addReadyzDetail, criImageSettings, Doctor, formatReport, readyzDetail, splitConfigPath, talosDiscardPatch,
+  criImageSettings, Doctor, formatReport, readyzDetail, splitConfigPath, talosDiscardPatch,
   type CriApi, type DoctorReport,
 } from '../../../src/doctor/index.ts'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
+import { createRegistryApp } from '../../../src/registry/index.ts'
 import { MemoryStore } from '../../../src/store/memory.ts'
 
 /** containerd 1.6's CRI Status info["config"], trimmed to what matters. */
@@ -167,9 +168,8 @@ describe('Doctor', () => {
 describe('/readyz?verbose', () => {
   it('appends the doctor lines only when asked, keeping the status and the plain body', async () => {
     let report: DoctorReport | undefined
-    const app = Fastify()
-    app.get('/readyz', async (_req, reply) => await reply.code(503).type('text/plain').send('not ready'))
-    addReadyzDetail(app, () => readyzDetail(report))
+    // Not ready (the router has no peers yet): the detail must not change that.
+    const app = createRegistryApp({ store: new MemoryStore(), logger: pino({ level: 'silent' }), ready: () => false, readinessDetail: () => readyzDetail(report) })
     const plain = await app.inject('/readyz')
     assert.equal(plain.statusCode, 503)
     assert.equal(plain.body, 'not ready')

@@ -2,8 +2,11 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { describe, it, before, after } from 'node:test'
 import { pino } from 'pino'
+import { Readable } from 'node:stream'
+import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
-import { createRegistryApp, RequestFilter } from '../../../src/registry/index.ts'
+import { RequestFilter } from '../../../src/oci/filter.ts'
+import { createRegistryApp, type Mirror } from '../../../src/registry/index.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 
 const logger = pino({ level: 'silent' })
@@ -135,6 +138,76 @@ describe('registry API served from a local store', () => {
   it('reports ready and live', async () => {
     assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
     assert.equal((await app.inject({ method: 'GET', url: '/livez' })).statusCode, 200)
+  })
+})
+
+describe('registry /readyz?verbose with a readiness detail', () => {
+  const f = fixture()
+  const withDetail = createRegistryApp({ store: f.store, logger, readinessDetail: () => '[+]detail: fine' })
+  const without = createRegistryApp({ store: f.store, logger })
+  after(async () => { await withDetail.close(); await without.close() })
+
+  const cases: Array<[string, string, string]> = [
+    ['/readyz', 'ok', 'ok'],
+    ['/readyz?verbose', 'ok\n[+]detail: fine\n', 'ok'],
+    ['/readyz?verbose=1', 'ok\n[+]detail: fine\n', 'ok'],
+    ['/readyz?x=1&verbose', 'ok\n[+]detail: fine\n', 'ok'],
+    ['/readyz?verbosely', 'ok', 'ok'],
+  ]
+  for (const [url, detailed, plain] of cases) {
+    it(`${url}: ${JSON.stringify(detailed)} with the slot, ${JSON.stringify(plain)} without`, async () => {
+      const a = await withDetail.inject(url)
+      assert.equal(a.statusCode, 200)
+      assert.equal(a.body, detailed)
+      const b = await without.inject(url)
+      assert.equal(b.statusCode, 200)
+      assert.equal(b.body, plain)
+    })
+  }
+})
+
+describe('registry counts the bytes it served (spegel_served_bytes_total)', () => {
+  const served = async (metrics: Metrics, source: string): Promise<number | undefined> =>
+    (await metrics.servedBytes.get()).values.find((v) => v.labels.source === source)?.value
+
+  it('counts complete GETs of local content, whole or ranged, and nothing else', async () => {
+    const f = fixture()
+    const metrics = new Metrics()
+    const app = createRegistryApp({ store: f.store, logger, metrics })
+    try {
+      const blob = `/v2/library/app/blobs/${f.layerDigest}`
+      assert.equal((await app.inject({ method: 'GET', url: blob })).statusCode, 200)
+      assert.equal(await served(metrics, 'local'), f.layer.length)
+      assert.equal((await app.inject({ method: 'GET', url: blob, headers: { range: 'bytes=10-19' } })).statusCode, 206)
+      assert.equal(await served(metrics, 'local'), f.layer.length + 10)
+      // HEAD, errors and the version check send no content.
+      assert.equal((await app.inject({ method: 'HEAD', url: blob })).statusCode, 200)
+      assert.equal((await app.inject({ method: 'GET', url: `/v2/library/app/blobs/sha256:${'0'.repeat(64)}` })).statusCode, 404)
+      assert.equal((await app.inject({ method: 'GET', url: '/v2/' })).statusCode, 200)
+      assert.equal(await served(metrics, 'local'), f.layer.length + 10)
+      assert.equal(await served(metrics, 'peer'), undefined)
+    } finally {
+      await app.close()
+    }
+  })
+
+  it('counts content a peer served as source="peer"', async () => {
+    const body = randomBytes(1000)
+    const digest = 'sha256:' + createHash('sha256').update(body).digest('hex')
+    const metrics = new Metrics()
+    const mirror: Mirror = {
+      fetch: async () => ({ status: 200, headers: { 'content-length': String(body.length), 'content-type': MediaType.octetStream }, body: Readable.from([body]) }),
+    }
+    const app = createRegistryApp({ store: new MemoryStore(), logger, metrics, mirror })
+    try {
+      const res = await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${digest}?ns=docker.io` })
+      assert.equal(res.statusCode, 200)
+      assert.deepEqual(res.rawPayload, body)
+      assert.equal(await served(metrics, 'peer'), body.length)
+      assert.equal(await served(metrics, 'local'), undefined)
+    } finally {
+      await app.close()
+    }
   })
 })
 

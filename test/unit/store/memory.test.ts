@@ -28,5 +28,7 @@ storeConformance('MemoryStore', async () => {
       { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layerDigest, size: layer.byteLength },
       { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
     ],
+    addContent: async (bytes) => store.addBlob(bytes),
+    deleteContent: async (digest) => { store.deleteBlob(digest) },
   }
 })

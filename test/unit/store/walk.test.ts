@@ -61,6 +61,18 @@ test('walkImage skips absent content and everything only it references', async (
   assert.deepEqual(got, [top, ...a.filter((d) => d.digest !== a[3]!.digest)])
 })
 
+test('walkImage reports each absent child with the parent that references it', async () => {
+  const store = new MemoryStore()
+  const a = manifest(store, { layers: 3 })
+  const b = manifest(store)
+  const top = index(store, [a[0]!, b[0]!])
+  store.deleteBlob(a[3]!.digest)
+  store.deleteBlob(b[0]!.digest)
+  const missing: Array<[child: string, parent: string]> = []
+  await walkImage(store, top.digest, { onMissing: (child, parent) => { missing.push([child.digest, parent.digest]) } })
+  assert.deepEqual(missing.sort(), [[a[3]!.digest, a[0]!.digest], [b[0]!.digest, top.digest]].sort())
+})
+
 test('walkImage of an absent top returns nothing', async () => {
   const store = new MemoryStore()
   assert.deepEqual(await walkImage(store, 'sha256:' + 'a'.repeat(64)), [])

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { compileRegistryFilter, InvalidFilterError, RequestFilter } from '../../../src/registry/filter.ts'
+import { compileRegistryFilter, InvalidFilterError, RequestFilter } from '../../../src/oci/filter.ts'
 
 // Expected results were produced with Go 1.26's regexp.MustCompile(pattern).MatchString(subject), which is what
 // Spegel's --registry-filters do (go-arg compiles []*regexp.Regexp with regexp.Compile).

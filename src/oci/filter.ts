@@ -1,6 +1,6 @@
 import { RE2JS } from 're2js'
 import { parseMirroredRegistries } from '../hosts/url.ts'
-import type { DistributionPath } from './path.ts'
+import type { ImageReference } from './reference.ts'
 
 /** Thrown at start-up for a filter that cannot be compiled. The message is one line and names the offending value. */
 export class InvalidFilterError extends Error {
@@ -58,18 +58,19 @@ export class RequestFilter {
     this.patterns = (options.registryFilters ?? []).map(compileRegistryFilter)
   }
 
-  /** True when the request must not be served (answered 404 so containerd goes upstream). */
-  rejects (path: DistributionPath): boolean {
-    if (this.hosts !== undefined && !this.hosts.has(path.registry)) return true
+  /**
+   * True when the request must not be served (answered 404 so containerd goes upstream). A registry's request path
+   * (`registry/path.ts`' DistributionPath) is such a name; its digest is never looked at.
+   */
+  rejects (name: Pick<ImageReference, 'registry' | 'repository' | 'tag'>): boolean {
+    if (this.hosts !== undefined && !this.hosts.has(name.registry)) return true
     if (this.patterns.length === 0) return false
-    const subject = `${path.registry}/${path.repository}${path.tag !== undefined && path.tag !== '' ? `:${path.tag}` : ''}`
+    const subject = `${name.registry}/${name.repository}${name.tag !== undefined && name.tag !== '' ? `:${name.tag}` : ''}`
     return this.patterns.some((p) => p.test(subject))
   }
 
   /** True when an image name (registry, repository, tag) should be neither served nor advertised. */
   rejectsImage (registry: string, repository: string, tag?: string): boolean {
-    const path: DistributionPath = { kind: 'manifests', registry, repository }
-    if (tag !== undefined) path.tag = tag
-    return this.rejects(path)
+    return this.rejects(tag !== undefined ? { registry, repository, tag } : { registry, repository })
   }
 }
