@@ -4,9 +4,9 @@ import { cleanupMirrorConfiguration } from '../hosts/index.ts'
 import { startCleanupProbeServer } from './probe-server.ts'
 import type { CleanupLogger } from './probe-server.ts'
 
-export { InvalidAddressError, ProbeFailedError } from './errors.ts'
-export { joinHostPort, parseHostPort } from './address.ts'
-export type { HostPort } from './address.ts'
+export { ProbeFailedError } from './errors.ts'
+export { InvalidAddressError, joinHostPort, parseHostPort } from '../util/addr.ts'
+export type { HostPort } from '../util/addr.ts'
 export { isReadinessRequest, readinessPath, startCleanupProbeServer } from './probe-server.ts'
 export type { CleanupLogger, CleanupProbeServer, StartCleanupProbeServerOptions } from './probe-server.ts'
 export {

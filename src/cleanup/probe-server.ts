@@ -1,7 +1,7 @@
 import { createServer } from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { parseHostPort } from './address.ts'
+import { parseHostPort } from '../util/addr.ts'
 
 /** Minimal logger (a pino logger fits). */
 export interface CleanupLogger {

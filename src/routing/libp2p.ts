@@ -16,7 +16,8 @@ import { createLibp2p } from 'libp2p'
 import type { ComponentLogger, Libp2p, Logger as Libp2pLogger, PeerId, PeerInfo as Libp2pPeerInfo, PrivateKey } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { CID } from 'multiformats/cid'
-import { isShareableIp, multiaddrIp, routerListenAddrs, splitHostPort, uniqueIps } from './addr.ts'
+import { isShareableIp, multiaddrIp, routerListenAddrs, uniqueIps } from './addr.ts'
+import { parseHostPort } from '../util/addr.ts'
 import type { Bootstrapper, BootstrapPeer } from './bootstrap.ts'
 import * as C from './constants.ts'
 import { BootstrapError, RouterClosedError } from './errors.ts'
@@ -135,7 +136,7 @@ export class Libp2pRouter implements Router {
   static async create (init: Libp2pRouterOptions): Promise<Libp2pRouter> {
     const allowLoopback = init.allowLoopback ?? false
     const listen = routerListenAddrs(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
-    const { port } = splitHostPort(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
+    const { port } = parseHostPort(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
     const ttl = init.providerTtlMs ?? C.PROVIDER_TTL_MS
     const reprovide = init.reprovideIntervalMs ?? C.REPROVIDE_INTERVAL_MS
     if (!(ttl > reprovide)) throw new RangeError(`provider TTL (${ttl} ms) must exceed the reprovide interval (${reprovide} ms)`)
