@@ -2,6 +2,7 @@ import { createServer } from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { parseHostPort } from '../util/addr.ts'
+import { Header } from '../util/http.ts'
 
 /** Minimal logger (a pino logger fits). */
 export interface CleanupLogger {
@@ -60,10 +61,10 @@ export async function startCleanupProbeServer (options: StartCleanupProbeServerO
   const { host, port } = parseHostPort(options.addr)
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     if (isReadinessRequest(req.method, req.url)) {
-      res.writeHead(200, { 'content-length': '0' })
+      res.writeHead(200, { [Header.contentLength]: '0' })
     } else {
       options.logger?.warn({ method: req.method, path: req.url }, 'unsupported probe request')
-      res.writeHead(404, { 'content-length': '0' })
+      res.writeHead(404, { [Header.contentLength]: '0' })
     }
     res.end()
   })

@@ -7,6 +7,7 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { parseHostPort } from '../util/addr.ts'
+import { Header } from '../util/http.ts'
 import { BootstrapError } from './errors.ts'
 import type { RouterOptions } from './types.ts'
 
@@ -317,7 +318,7 @@ export class HttpBootstrapper implements Bootstrapper {
       const info = self()
       // go-libp2p's AddrInfo.MarshalJSON marshals a map, so the keys come sorted: Addrs, then ID.
       const addrInfo = { Addrs: info.addrs, ID: info.id }
-      res.writeHead(200, { 'content-type': 'application/json' })
+      res.writeHead(200, { [Header.contentType]: 'application/json' })
       res.end(JSON.stringify(this.init.peer !== undefined && this.init.peer !== '' ? addrInfo : [addrInfo]))
     })
     await new Promise<void>((resolve, reject) => {
