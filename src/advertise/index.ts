@@ -1,4 +1,4 @@
-import type { Logger } from 'pino'
+import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { tagReference } from '../oci/reference.ts'
 import type { RequestFilter } from '../registry/filter.ts'

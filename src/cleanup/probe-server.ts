@@ -3,12 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { parseHostPort } from '../util/addr.ts'
 import { Header } from '../util/http.ts'
-
-/** Minimal logger (a pino logger fits). */
-export interface CleanupLogger {
-  info: (obj: object, msg: string) => void
-  warn: (obj: object, msg: string) => void
-}
+import type { Logger } from '../log/index.ts'
 
 export interface CleanupProbeServer {
   /** Where it listens (port resolved when `:0` was asked for). */
@@ -22,7 +17,7 @@ export interface StartCleanupProbeServerOptions {
   addr: string
   /** Aborting closes the server. */
   signal?: AbortSignal
-  logger?: CleanupLogger
+  logger?: Pick<Logger, 'info' | 'warn'>
 }
 
 /** Path of the readiness endpoint the cleanup-wait pod probes. */

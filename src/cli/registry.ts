@@ -205,7 +205,7 @@ export async function registryCommand (ctx: CommandContext): Promise<number> {
     await store.close()
     client.close()
     process.off('unhandledRejection', onUnhandled)
-    logger.info('exit gracefully')
+    logger.info({}, 'exit gracefully')
   }
 }
 

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import http, { type ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
-import type { Logger } from 'pino'
+import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { parseDigest } from '../oci/digest.ts'
 import { manifestAccept, MediaType } from '../oci/mediatypes.ts'

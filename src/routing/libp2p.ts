@@ -14,7 +14,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { ComponentLogger, Libp2p, Logger as Libp2pLogger, PeerId, PeerInfo as Libp2pPeerInfo, PrivateKey } from '@libp2p/interface'
-import type { Logger } from 'pino'
+import type { Logger } from '../log/index.ts'
 import type { CID } from 'multiformats/cid'
 import { isShareableIp, multiaddrIp, routerListenAddrs, uniqueIps } from './addr.ts'
 import { parseHostPort } from '../util/addr.ts'
@@ -311,7 +311,7 @@ export class Libp2pRouter implements Router {
         await this.init.bootstrapper.close?.()
       } finally {
         await this.node.stop()
-        this.log.info('router stopped')
+        this.log.info({}, 'router stopped')
       }
     })()
     await this.closing
@@ -457,7 +457,7 @@ export class Libp2pRouter implements Router {
         this.publish()
         bootstrapBackoff.reset()
       } else if (hadPeers) {
-        this.log.warn('routing table became empty, bootstrapping again')
+        this.log.warn({}, 'routing table became empty, bootstrapping again')
       }
       hadPeers = size > 0
       await this.sleep(hadPeers ? C.HEALTH_CHECK_INTERVAL_MS : bootstrapBackoff.next())
