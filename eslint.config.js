@@ -50,4 +50,10 @@ export default tseslint.config(
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
+  {
+    // The logger type is src/log's Logger; pino stays behind createLogger.
+    files: ['src/**/*.ts'],
+    ignores: ['src/log/**'],
+    rules: { 'no-restricted-imports': ['error', { paths: [{ name: 'pino', message: 'import the Logger type from src/log/index.ts' }] }] },
+  },
 )

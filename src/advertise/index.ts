@@ -1,10 +1,11 @@
-import type { Logger } from 'pino'
+import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { tagReference } from '../oci/reference.ts'
 import type { RequestFilter } from '../oci/filter.ts'
 import type { Router } from '../routing/types.ts'
 import type { ContentStore, ImageRecord, StoreChange } from '../store/types.ts'
 import { walkImage } from '../store/walk.ts'
+import { Backoff, pause } from '../util/backoff.ts'
 
 export type { StoreChange }
 
@@ -79,13 +80,13 @@ export class Advertiser {
   async run (signal: AbortSignal): Promise<void> {
     const feed = this.options.changes !== undefined ? this.follow(this.options.changes, signal) : Promise.resolve()
     const resync = this.options.resyncIntervalMs ?? 5 * 60_000
-    let backoff = 100
+    const retry = new Backoff({ minMs: 100, maxMs: 10_000 })
     while (!signal.aborted) {
       if (this.dirty) {
         this.dirty = false
         try {
           await this.pass(signal)
-          backoff = 100
+          retry.reset()
           // A change that arrived during the pass (its wake-up found nobody asleep) gets its own pass now.
           if (this.dirty) {
             await this.sleep(this.options.debounceMs ?? 100, signal)
@@ -95,8 +96,7 @@ export class Advertiser {
           if (signal.aborted) break
           this.dirty = true
           this.options.logger.warn({ err }, 'could not sync advertisements, retrying')
-          await this.sleep(backoff, signal)
-          backoff = Math.min(backoff * 2, 10_000)
+          await this.sleep(retry.next(), signal)
           continue
         }
       }
@@ -114,13 +114,13 @@ export class Advertiser {
   }
 
   private async follow (changes: ChangeFeed, signal: AbortSignal): Promise<void> {
-    let backoff = 100
+    const resubscribe = new Backoff({ minMs: 100, maxMs: 5_000 })
     while (!signal.aborted) {
       try {
         for await (const event of changes(signal)) {
           if (event.contentDeleted) this.walks.clear()
           if (event.created !== undefined && this.loose.size < maxLoose) this.loose.add(event.created)
-          backoff = 100
+          resubscribe.reset()
           this.changed()
         }
       } catch (err) {
@@ -128,8 +128,7 @@ export class Advertiser {
         this.options.logger.warn({ err }, 'containerd event stream broke, resubscribing')
       }
       // Not wakeable: this.wake belongs to the run loop, and taking it would leave the loop asleep until the resync.
-      await this.sleep(backoff, signal, false)
-      backoff = Math.min(backoff * 2, 5_000)
+      await resubscribe.wait(signal)
       // Whatever happened while the stream was down is found by a full pass.
       this.walks.clear()
       this.changed()
@@ -200,18 +199,16 @@ export class Advertiser {
     return digests
   }
 
-  private async sleep (ms: number, signal: AbortSignal, wakeable = true): Promise<void> {
+  /** Waits `ms`; changed() (through this.wake) or the signal ends the wait early. */
+  private async sleep (ms: number, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        signal.removeEventListener('abort', done)
-        if (this.wake === done) this.wake = undefined
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      signal.addEventListener('abort', done, { once: true })
-      if (wakeable) this.wake = done
-    })
+    const woken = new AbortController()
+    const wake = (): void => { woken.abort() }
+    this.wake = wake
+    try {
+      await pause(ms, AbortSignal.any([signal, woken.signal]))
+    } finally {
+      if (this.wake === wake) this.wake = undefined
+    }
   }
 }

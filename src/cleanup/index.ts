@@ -2,13 +2,13 @@
 // (wait until every cleanup pod reports ready).
 import { cleanupMirrorConfiguration } from '../hosts/index.ts'
 import { startCleanupProbeServer } from './probe-server.ts'
-import type { CleanupLogger } from './probe-server.ts'
+import type { Logger } from '../log/index.ts'
 
-export { InvalidAddressError, ProbeFailedError } from './errors.ts'
-export { joinHostPort, parseHostPort } from './address.ts'
-export type { HostPort } from './address.ts'
+export { ProbeFailedError } from './errors.ts'
+export { InvalidAddressError, joinHostPort, parseHostPort } from '../util/addr.ts'
+export type { HostPort } from '../util/addr.ts'
 export { isReadinessRequest, readinessPath, startCleanupProbeServer } from './probe-server.ts'
-export type { CleanupLogger, CleanupProbeServer, StartCleanupProbeServerOptions } from './probe-server.ts'
+export type { CleanupProbeServer, StartCleanupProbeServerOptions } from './probe-server.ts'
 export {
   cleanupWait, defaultPeriodMs, defaultProbeConcurrency, defaultProbeTimeoutMs, defaultThreshold, probe,
   resolveAllAddresses,
@@ -22,7 +22,7 @@ export interface RunCleanupOptions {
   addr: string
   /** Aborting (SIGTERM) stops the probe server; the returned promise then resolves. */
   signal: AbortSignal
-  logger?: CleanupLogger
+  logger?: Pick<Logger, 'info' | 'warn'>
 }
 
 /**

@@ -1,13 +1,9 @@
 import { createServer } from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { parseHostPort } from './address.ts'
-
-/** Minimal logger (a pino logger fits). */
-export interface CleanupLogger {
-  info: (obj: object, msg: string) => void
-  warn: (obj: object, msg: string) => void
-}
+import { parseHostPort } from '../util/addr.ts'
+import { Header } from '../util/http.ts'
+import type { Logger } from '../log/index.ts'
 
 export interface CleanupProbeServer {
   /** Where it listens (port resolved when `:0` was asked for). */
@@ -21,7 +17,7 @@ export interface StartCleanupProbeServerOptions {
   addr: string
   /** Aborting closes the server. */
   signal?: AbortSignal
-  logger?: CleanupLogger
+  logger?: Pick<Logger, 'info' | 'warn'>
 }
 
 /** Path of the readiness endpoint the cleanup-wait pod probes. */
@@ -60,10 +56,10 @@ export async function startCleanupProbeServer (options: StartCleanupProbeServerO
   const { host, port } = parseHostPort(options.addr)
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     if (isReadinessRequest(req.method, req.url)) {
-      res.writeHead(200, { 'content-length': '0' })
+      res.writeHead(200, { [Header.contentLength]: '0' })
     } else {
       options.logger?.warn({ method: req.method, path: req.url }, 'unsupported probe request')
-      res.writeHead(404, { 'content-length': '0' })
+      res.writeHead(404, { [Header.contentLength]: '0' })
     }
     res.end()
   })

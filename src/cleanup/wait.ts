@@ -2,10 +2,10 @@ import { lookup } from 'node:dns/promises'
 import { request } from 'node:http'
 import { isIP } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { joinHostPort, parseHostPort } from './address.ts'
+import { joinHostPort, parseHostPort } from '../util/addr.ts'
 import { ProbeFailedError } from './errors.ts'
 import { readinessPath } from './probe-server.ts'
-import type { CleanupLogger } from './probe-server.ts'
+import type { Logger } from '../log/index.ts'
 
 /** Resolves a host name to every address (A and AAAA). */
 export type AddressResolver = (host: string, options: { signal?: AbortSignal }) => Promise<string[]>
@@ -28,7 +28,7 @@ export interface CleanupWaitOptions {
   concurrency?: number
   signal?: AbortSignal
   resolver?: AddressResolver
-  logger?: CleanupLogger
+  logger?: Pick<Logger, 'info' | 'warn'>
 }
 
 /**

@@ -22,6 +22,6 @@ export async function cleanupWaitCommand (ctx: CommandContext<CleanupWaitConfig>
     signal: ctx.signal,
     logger: ctx.logger,
   })
-  ctx.logger.info('cleanup completed on every node')
+  ctx.logger.info({}, 'cleanup completed on every node')
   return ExitCode.ok
 }

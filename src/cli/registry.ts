@@ -195,7 +195,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
     await store.close()
     client.close()
     process.off('unhandledRejection', onUnhandled)
-    logger.info('exit gracefully')
+    logger.info({}, 'exit gracefully')
   }
 }
 

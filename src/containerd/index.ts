@@ -11,4 +11,4 @@ export type {
   ReadContentOptions,
 } from './client.ts'
 export { ContainerdStore } from './store.ts'
-export type { ContainerdStoreOptions, StoreLogger } from './store.ts'
+export type { ContainerdStoreOptions } from './store.ts'

@@ -3,6 +3,7 @@ import { access, open as openFile, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { status } from '@grpc/grpc-js'
+import type { Logger } from '../log/index.ts'
 import { parseDigest } from '../oci/digest.ts'
 import { fingerprintMediaType, maxFingerprintSize } from '../oci/fingerprint.ts'
 import { MediaType } from '../oci/mediatypes.ts'
@@ -17,11 +18,6 @@ import { defaultNamespace, defaultSocket } from './constants.ts'
 import { followDownload, IngestDirectory } from './ingest.ts'
 import { LruMap } from './lru.ts'
 
-export interface StoreLogger {
-  warn: (obj: object, msg: string) => void
-  debug: (obj: object, msg: string) => void
-}
-
 export interface ContainerdStoreOptions {
   /** A client to use; the store then does not close it. Otherwise one is made from socket and namespace. */
   client?: ContainerdApi
@@ -34,7 +30,7 @@ export interface ContainerdStoreOptions {
    * default) asks containerd for it once; when it cannot be read, content is streamed over gRPC instead.
    */
   contentPath?: string
-  logger?: StoreLogger
+  logger?: Pick<Logger, 'warn' | 'debug'>
   /** How many media types learned from manifests to remember (default 100 000). */
   learnedMediaTypes?: number
   /** How many fingerprinted media types to remember (default 1 000). */
@@ -49,7 +45,7 @@ export interface ContainerdStoreOptions {
 
 const contentPluginType = 'io.containerd.content.v1'
 const readHighWaterMark = 1024 * 1024
-const noLogger: StoreLogger = { warn: () => {}, debug: () => {} }
+const noLogger: Pick<Logger, 'warn' | 'debug'> = { warn: () => {}, debug: () => {} }
 
 /**
  * The node's containerd as a ContentStore. Tags resolve through the images service, sizes come from the content
@@ -61,7 +57,7 @@ export class ContainerdStore implements ContentStore, MediaTypeLearner {
   readonly name = 'containerd'
   private readonly client: ContainerdApi
   private readonly ownsClient: boolean
-  private readonly logger: StoreLogger
+  private readonly logger: Pick<Logger, 'warn' | 'debug'>
   private readonly configuredContentPath: string
   private contentRootPromise: Promise<string> | undefined
   private readonly learned: LruMap<string, string>

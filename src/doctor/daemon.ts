@@ -5,6 +5,7 @@
 import type { Logger } from '../log/index.ts'
 import type { StoreOptions } from '../store/types.ts'
 import type { DoctorReport } from './types.ts'
+import { pause } from '../util/backoff.ts'
 
 /** What the loop needs of a Doctor. */
 export interface DoctorRunner {
@@ -28,16 +29,7 @@ export async function runDoctorLoop (doctor: DoctorRunner, logger: Logger, signa
       if (signal.aborted) return
       logger.warn({ err }, 'doctor run failed')
     }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, intervalMs)
-      timer.unref()
-      signal.addEventListener('abort', done, { once: true })
-      function done (): void {
-        clearTimeout(timer)
-        signal.removeEventListener('abort', done)
-        resolve()
-      }
-    })
+    await pause(intervalMs, signal, { ref: false })
   }
 }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { chmod, copyFile, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, symlink } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { dirname, join } from 'node:path'
+import type { Logger } from '../log/index.ts'
 import { BackupConflictError } from './errors.ts'
 
 // File-system steps of the hosts.toml writer and its cleanup. User files are only ever renamed, never copied and
@@ -16,11 +17,6 @@ import { BackupConflictError } from './errors.ts'
 export const backupDirName = '_backup'
 export const partialBackupDirName = '_backup.partial'
 export const restoringDirName = '_backup.restoring'
-
-export interface FsLogger {
-  info: (obj: object, msg: string) => void
-  warn: (obj: object, msg: string) => void
-}
 
 async function statOrUndefined (path: string): Promise<Stats | undefined> {
   try {
@@ -46,7 +42,7 @@ async function isDirectory (path: string): Promise<boolean> {
 }
 
 /** Moves every entry of `from` except `keep` into `to`, refusing to overwrite anything. */
-async function moveEntries (from: string, to: string, keep: ReadonlySet<string>, logger: FsLogger | undefined, msg: string): Promise<void> {
+async function moveEntries (from: string, to: string, keep: ReadonlySet<string>, logger: Pick<Logger, 'info' | 'warn'> | undefined, msg: string): Promise<void> {
   for (const name of (await readdir(from)).sort()) {
     if (keep.has(name)) {
       continue
@@ -61,7 +57,7 @@ async function moveEntries (from: string, to: string, keep: ReadonlySet<string>,
 }
 
 /** Finishes an interrupted restore or backup left by a crash, so the directory is back to a known state. */
-export async function recoverInterrupted (configPath: string, logger?: FsLogger): Promise<void> {
+export async function recoverInterrupted (configPath: string, logger?: Pick<Logger, 'info' | 'warn'>): Promise<void> {
   const restoring = join(configPath, restoringDirName)
   if (await isDirectory(restoring)) {
     logger?.warn({ path: restoring }, 'finishing interrupted restore of containerd host configuration')
@@ -84,7 +80,7 @@ export async function recoverInterrupted (configPath: string, logger?: FsLogger)
  * Moves every entry of `configPath` into `_backup`, unless `_backup` already exists (an earlier run made it; what is
  * outside it now is our own configuration). Returns whether a new backup was made.
  */
-export async function backupConfiguration (configPath: string, logger?: FsLogger): Promise<boolean> {
+export async function backupConfiguration (configPath: string, logger?: Pick<Logger, 'info' | 'warn'>): Promise<boolean> {
   const backup = join(configPath, backupDirName)
   if (await isDirectory(backup)) {
     logger?.info({ path: backup }, 'containerd host configuration backup already exists, keeping it')
@@ -113,7 +109,7 @@ export async function clearConfiguration (configPath: string): Promise<void> {
  * Puts the backup back: deletes our entries, moves `_backup/*` back and removes `_backup`. Returns false (and changes
  * nothing) when there is no backup.
  */
-export async function restoreConfiguration (configPath: string, logger?: FsLogger): Promise<boolean> {
+export async function restoreConfiguration (configPath: string, logger?: Pick<Logger, 'info' | 'warn'>): Promise<boolean> {
   await recoverInterrupted(configPath, logger)
   const backup = join(configPath, backupDirName)
   if (!await isDirectory(backup)) {

@@ -1,6 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TomlError } from 'smol-toml'
+import type { Logger } from '../log/index.ts'
 import { basicAuthHeaderValue } from './auth.ts'
 import type { BasicAuth } from './auth.ts'
 import { InvalidHostsFileError } from './errors.ts'
@@ -8,7 +9,6 @@ import {
   backupConfiguration, backupDirName, clearConfiguration, copyTree, directoryExists, fileMode, recoverInterrupted,
   restoreConfiguration, writeFileAtomic,
 } from './fs.ts'
-import type { FsLogger } from './fs.ts'
 import { parseExistingHosts, renderHostsToml, serverForRegistry } from './toml.ts'
 import type { ExistingHosts, MirrorCapability } from './toml.ts'
 import { parseMirroredRegistries, parseMirrorTargets } from './url.ts'
@@ -45,9 +45,6 @@ export const defaultRegistryConfigPath = '/etc/containerd/certs.d'
 /** Mode of written hosts.toml files unless the backed-up original had another (e.g. 0600 to protect credentials). */
 export const hostsFileMode = 0o644
 
-/** Minimal logger (a pino logger fits). */
-export type HostsLogger = FsLogger
-
 export interface WriteMirrorConfigurationOptions {
   /** containerd's `config_path`, e.g. `/etc/containerd/certs.d`; created (0755) if missing. */
   configPath: string
@@ -61,7 +58,7 @@ export interface WriteMirrorConfigurationOptions {
   prependExisting: boolean
   /** Written as an `Authorization` header for every mirror target. */
   basicAuth?: BasicAuth
-  logger?: HostsLogger
+  logger?: Pick<Logger, 'info' | 'warn'>
   signal?: AbortSignal
 }
 
@@ -166,7 +163,7 @@ async function readExistingHosts (path: string, signal: AbortSignal | undefined)
  * Leaves out existing hosts that are also our targets: TOML forbids defining a table twice, and containerd would reject
  * the whole file.
  */
-function dropDuplicateHosts (existing: ExistingHosts, targets: readonly RegistryUrl[], registry: RegistryUrl, logger: HostsLogger | undefined): ExistingHosts {
+function dropDuplicateHosts (existing: ExistingHosts, targets: readonly RegistryUrl[], registry: RegistryUrl, logger: Pick<Logger, 'info' | 'warn'> | undefined): ExistingHosts {
   const ours = new Set(targets.map((target) => target.href))
   const hosts = existing.hosts.filter((host) => {
     if (ours.has(host.key)) {
@@ -184,7 +181,7 @@ function dropDuplicateHosts (existing: ExistingHosts, targets: readonly Registry
 
 export interface CleanupMirrorConfigurationOptions {
   configPath: string
-  logger?: HostsLogger
+  logger?: Pick<Logger, 'info' | 'warn'>
   signal?: AbortSignal
 }
 

@@ -1,4 +1,4 @@
-export { createRegistryApp, mirroredHeader } from './server.ts'
+export { createRegistryApp } from './server.ts'
 export type { RegistryOptions } from './server.ts'
 export { RegistryError } from './errors.ts'
 export type { OciErrorCode } from './errors.ts'

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import http, { type ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
-import type { Logger } from 'pino'
+import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { parseDigest } from '../oci/digest.ts'
 import { manifestAccept, MediaType } from '../oci/mediatypes.ts'
@@ -14,10 +14,8 @@ import { defaultResolveRetries, defaultResolveTimeoutMs } from './constants.ts'
 import { contentRange, resolveRange } from './range.ts'
 import { InvalidRangeError } from '../oci/errors.ts'
 import { endResponse, ResponseWriter } from './response.ts'
-import { inflightHeader, type Mirror, type MirrorRequest, type MirrorResponse } from './types.ts'
-
-/** Header that marks a request as coming from a peer: it is answered from local content only (no loops). */
-export const mirroredHeaderName = 'X-Spegel-Mirrored'
+import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
+import { Header } from '../util/http.ts'
 
 /**
  * The abort reason for work that is no longer wanted (a hedging loser, a finished body). One shared object: aborting
@@ -121,7 +119,7 @@ export class PeerMirror implements Mirror {
    */
   async fetch (request: MirrorRequest, options: { lookupKey?: string, inflight?: boolean, resolveTimeoutMs?: number } = {}): Promise<MirrorResponse> {
     const { path, method } = request
-    const extra = options.inflight === true ? { [inflightHeader]: 'accept' } : undefined
+    const extra = options.inflight === true ? { [Header.spegelInflight]: 'accept' } : undefined
     // Destroying the body (the client went away) cancels the peer requests, as the caller's signal does.
     const cancel = new AbortController()
     const signal = AbortSignal.any([request.signal, cancel.signal])
@@ -147,18 +145,18 @@ export class PeerMirror implements Mirror {
         } catch (err) {
           first.res.destroy()
           if (!(err instanceof InvalidRangeError)) throw err
-          throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { 'content-range': `bytes */${size}` } })
+          throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { [Header.contentRange]: `bytes */${size}` } })
         }
       }
       const partial = request.range !== undefined
       const headers: Record<string, string> = {
-        'content-type': partial ? MediaType.octetStream : first.mediaType,
-        'content-length': String(window.end - window.start + 1),
-        'docker-content-digest': first.digest,
+        [Header.contentType]: partial ? MediaType.octetStream : first.mediaType,
+        [Header.contentLength]: String(window.end - window.start + 1),
+        [Header.dockerContentDigest]: first.digest,
       }
       if (path.kind === 'blobs') {
-        headers['accept-ranges'] = 'bytes'
-        if (partial) headers['content-range'] = contentRange(window, size)
+        headers[Header.acceptRanges] = 'bytes'
+        if (partial) headers[Header.contentRange] = contentRange(window, size)
       }
       if (method === 'HEAD' || size === 0) {
         first.res.discard()
@@ -302,12 +300,12 @@ export class PeerMirror implements Mirror {
 
   private requestHeaders (path: DistributionPath, rangeHeader: string | undefined, extra?: Record<string, string>): Record<string, string> {
     const headers: Record<string, string> = {
-      'user-agent': 'spegel',
-      'x-spegel-mirrored': 'true',
-      accept: path.kind === 'manifests' ? manifestAccept : '*/*',
+      [Header.userAgent]: 'spegel',
+      [Header.spegelMirrored]: 'true',
+      [Header.accept]: path.kind === 'manifests' ? manifestAccept : '*/*',
     }
-    if (rangeHeader !== undefined && path.kind === 'blobs') headers.range = rangeHeader
-    if (this.auth !== undefined) headers.authorization = this.auth
+    if (rangeHeader !== undefined && path.kind === 'blobs') headers[Header.range] = rangeHeader
+    if (this.auth !== undefined) headers[Header.authorization] = this.auth
     if (extra !== undefined) Object.assign(headers, extra)
     return headers
   }
@@ -523,15 +521,15 @@ function validate (peer: Peer, res: PeerReply, path: DistributionPath, method: '
   const ranged = rangeHeader !== undefined && path.kind === 'blobs'
   if (status === 429 || status === 503) throw new PeerBusyError(`peer ${peer.id} is busy (${status})`)
   if (status !== 200 && status !== 206) throw new PeerResponseError(`peer ${peer.id} answered ${status}`)
-  const digestHeader = header(res, 'docker-content-digest') ?? path.digest
+  const digestHeader = header(res, Header.dockerContentDigest) ?? path.digest
   if (digestHeader === undefined) throw new PeerResponseError(`peer ${peer.id} sent no Docker-Content-Digest`)
   const digest = parseDigest(digestHeader).value
   if (path.digest !== undefined && digest !== path.digest) throw new PeerResponseError(`peer ${peer.id} sent digest ${digest}, want ${path.digest}`)
-  const mediaType = header(res, 'content-type') ?? MediaType.octetStream
-  const length = Number(header(res, 'content-length') ?? NaN)
+  const mediaType = header(res, Header.contentType) ?? MediaType.octetStream
+  const length = Number(header(res, Header.contentLength) ?? NaN)
   if (status === 206) {
     if (!ranged) throw new PeerResponseError(`peer ${peer.id} answered 206 to a request without Range`)
-    const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header(res, 'content-range') ?? '')
+    const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header(res, Header.contentRange) ?? '')
     if (m === null) throw new PeerResponseError(`peer ${peer.id} sent an invalid Content-Range`)
     const start = Number(m[1])
     const end = Number(m[2])

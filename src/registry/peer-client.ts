@@ -1,5 +1,6 @@
 import net from 'node:net'
 import { giveBuffer, takeBuffer } from './buffers.ts'
+import { Header } from '../util/http.ts'
 
 /**
  * A minimal HTTP/1.1 client for fetching a blob from a peer's registry (always our own registry, which answers GETs
@@ -208,7 +209,7 @@ export class PeerConnection {
       const value = line.slice(colon + 1).trim()
       const seen = this.headerMap.get(name)
       if (seen === undefined) this.headerMap.set(name, value)
-      else if (name === 'content-length' && seen !== value) {
+      else if (name === Header.contentLength && seen !== value) {
         this.fail(new PeerResponseError(`peer ${this.init.host} sent conflicting Content-Length headers`))
         return false
       }
@@ -216,11 +217,11 @@ export class PeerConnection {
     this.headDone = true
     this.begin = end + headEnd.length
     if (this.status === 200 || this.status === 206) {
-      if (this.headerMap.has('transfer-encoding')) {
+      if (this.headerMap.has(Header.transferEncoding)) {
         this.fail(new PeerResponseError(`peer ${this.init.host} sent a Transfer-Encoding body; only Content-Length is supported`))
         return false
       }
-      const length = this.headerMap.get('content-length') ?? ''
+      const length = this.headerMap.get(Header.contentLength) ?? ''
       if (!/^\d{1,15}$/.test(length)) {
         this.fail(new PeerResponseError(`peer ${this.init.host} sent no valid Content-Length`))
         return false

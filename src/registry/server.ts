@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import type { Logger } from 'pino'
+import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.ts'
 import { tagReference } from '../oci/reference.ts'
@@ -19,9 +19,8 @@ import { chunkSize } from './buffers.ts'
 import type { Requester, TransferBudget, TransferSource } from './budget.ts'
 import { ConnectionLimits, type ConnectionLimitsOptions } from './connections.ts'
 import { maxBuffersPerConnection } from './peer-client.ts'
-import { inflightHeader, type Mirror, type RequestRecord } from './types.ts'
-
-export const mirroredHeader = 'x-spegel-mirrored'
+import type { Mirror, RequestRecord } from './types.ts'
+import { Header } from '../util/http.ts'
 
 export interface RegistryOptions {
   store: ContentStore
@@ -95,7 +94,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     let path: DistributionPath | undefined
     let source: RequestRecord['source'] = 'none'
     let triedPeers = false
-    reply.header('docker-distribution-api-version', 'registry/2.0')
+    reply.header(Header.dockerDistributionApiVersion, 'registry/2.0')
     // Listened for before anything is sent: a small response may finish before the handler returns. Only on
     // 'finish': a body cut short was not served, and its bytes do not count.
     reply.raw.once('finish', () => {
@@ -105,7 +104,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         method: req.method,
         status: reply.raw.statusCode,
         source,
-        bytes: Number(reply.raw.getHeader('content-length') ?? 0),
+        bytes: Number(reply.raw.getHeader(Header.contentLength) ?? 0),
         durationMs: performance.now() - started,
       }
       if (record.method === 'GET' && (record.status === 200 || record.status === 206) && record.source !== 'none') {
@@ -116,23 +115,23 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     try {
       checkAuth(req, expectedAuth)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
-        throw new RegistryError(405, 'UNSUPPORTED', `${req.method} is not supported: this registry is read-only`, { headers: { allow: 'GET, HEAD' } })
+        throw new RegistryError(405, 'UNSUPPORTED', `${req.method} is not supported: this registry is read-only`, { headers: { [Header.allow]: 'GET, HEAD' } })
       }
       path = parseDistributionPath(req.raw.url ?? '')
       if (path === undefined) {
-        await reply.code(200).header('content-type', 'application/json').send(Buffer.from('{}'))
+        await reply.code(200).header(Header.contentType, 'application/json').send(Buffer.from('{}'))
         return
       }
       if (options.filter?.rejects(path) === true) throw notFound(path, 'filtered by configuration')
       const method = req.method
       const range = path.kind === 'blobs' ? rangeOf(req) : undefined
-      const mirrored = req.headers[mirroredHeader] === 'true'
+      const mirrored = req.headers[Header.spegelMirrored] === 'true'
       const requester: Requester = mirrored ? 'peer' : 'node'
       const local = await findLocal(options.store, path, mirrored, req.log)
       if (local !== undefined) {
         source = 'local'
         await serveLocal(options, reply, path, local, method, range, requester)
-      } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[inflightHeader] === 'accept' && options.store.download !== undefined) {
+      } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[Header.spegelInflight] === 'accept' && options.store.download !== undefined) {
         // A peer that takes bytes of a download still in progress (herd protection; Go Spegel never asks this). The
         // download may not have started yet when the peer asks: wait for it, briefly (see waitForDownload).
         const signal = closedSignal(reply)
@@ -149,10 +148,10 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         const signal = closedSignal(reply)
         if (method === 'GET' && path.kind === 'blobs') await reserve(options.budget, reply, proxiedReserveBytes, requester, 'peer', path, signal)
         const res = await options.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal })
-        if (path.registry !== '') reply.header('oci-namespace', path.registry)
+        if (path.registry !== '') reply.header(Header.ociNamespace, path.registry)
         const peerPath = path
         reply.raw.once('close', () => {
-          req.log.debug({ peer: res.peer, key: identifier(peerPath), bytes: Number(res.headers['content-length'] ?? 0), complete: reply.raw.writableFinished, ms: Math.round(performance.now() - started) }, 'served from peer')
+          req.log.debug({ peer: res.peer, key: identifier(peerPath), bytes: Number(res.headers[Header.contentLength] ?? 0), complete: reply.raw.writableFinished, ms: Math.round(performance.now() - started) }, 'served from peer')
         })
         reply.code(res.status).headers(res.headers)
         if (res.body !== undefined && isDirectBody(res.body)) {
@@ -210,7 +209,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         const labels = { handler, method: req.method, code: String(status) }
         metrics.httpRequestsInflight.dec({ handler })
         metrics.httpRequestDuration.observe(labels, seconds)
-        metrics.httpResponseSize.observe(labels, req.method === 'HEAD' ? 0 : Number(res.getHeader('content-length') ?? 0))
+        metrics.httpResponseSize.observe(labels, req.method === 'HEAD' ? 0 : Number(res.getHeader(Header.contentLength) ?? 0))
       }
       req.log.debug({ method: req.method, url: req.url, status, ms: Math.round(seconds * 1000), complete: res.writableFinished }, 'request')
     })
@@ -249,10 +248,10 @@ function isVerbose (url: string): boolean {
  */
 function checkAuth (req: FastifyRequest, expected: { username: Buffer, password: Buffer } | undefined): void {
   if (expected === undefined) return
-  const given = parseBasicAuth(req.headers.authorization)
+  const given = parseBasicAuth(req.headers[Header.authorization])
   const same = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b)
   if (given === undefined || !(same(given.username, expected.username) && same(given.password, expected.password))) {
-    throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials', { headers: { 'www-authenticate': 'Basic realm="spegel"' } })
+    throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials', { headers: { [Header.wwwAuthenticate]: 'Basic realm="spegel"' } })
   }
 }
 
@@ -287,7 +286,7 @@ async function reserve (budget: TransferBudget | undefined, reply: FastifyReply,
   if (lease === undefined) {
     if (signal.aborted) throw new ClientGoneError()
     if (requester === 'peer') {
-      throw new RegistryError(429, 'TOOMANYREQUESTS', 'too many transfers in progress on this node; ask another peer', { headers: { 'retry-after': '1' } })
+      throw new RegistryError(429, 'TOOMANYREQUESTS', 'too many transfers in progress on this node; ask another peer', { headers: { [Header.retryAfter]: '1' } })
     }
     throw notFound(path, 'cannot be served now: too many transfers in progress; pull it from the registry')
   }
@@ -301,7 +300,7 @@ async function reserve (budget: TransferBudget | undefined, reply: FastifyReply,
  * one beyond the blob (see serveLocal and PeerMirror.fetch), is refused with 416.
  */
 function rangeOf (req: FastifyRequest): ByteRangeSpec | undefined {
-  const header = req.headers.range
+  const header = req.headers[Header.range]
   if (header === undefined) return undefined
   try {
     return parseRange(header)
@@ -356,24 +355,24 @@ async function serveLocal (
   if (path.kind === 'manifests' && !isManifestMediaType(desc.mediaType)) {
     throw new RegistryError(404, 'MANIFEST_UNKNOWN', `${desc.digest} is not a manifest (${desc.mediaType})`)
   }
-  reply.header('docker-content-digest', desc.digest)
-  if (path.registry !== '') reply.header('oci-namespace', path.registry)
+  reply.header(Header.dockerContentDigest, desc.digest)
+  if (path.registry !== '') reply.header(Header.ociNamespace, path.registry)
   let start = 0
   let end = desc.size - 1
   if (path.kind === 'blobs') {
-    reply.header('accept-ranges', 'bytes')
+    reply.header(Header.acceptRanges, 'bytes')
     if (rangeSpec !== undefined) {
       try {
         ({ start, end } = resolveRange(rangeSpec, desc.size))
       } catch (err) {
         if (!(err instanceof InvalidRangeError)) throw err
-        throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { 'content-range': `bytes */${desc.size}` } })
+        throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { [Header.contentRange]: `bytes */${desc.size}` } })
       }
-      reply.code(206).header('content-range', contentRange({ start, end }, desc.size))
+      reply.code(206).header(Header.contentRange, contentRange({ start, end }, desc.size))
     }
   }
-  reply.header('content-type', rangeSpec !== undefined ? MediaType.octetStream : desc.mediaType)
-  reply.header('content-length', String(end - start + 1))
+  reply.header(Header.contentType, rangeSpec !== undefined ? MediaType.octetStream : desc.mediaType)
+  reply.header(Header.contentLength, String(end - start + 1))
   if (method === 'HEAD' || desc.size === 0) {
     await reply.send()
     return
@@ -429,16 +428,16 @@ async function serveDownload (options: RegistryOptions, reply: FastifyReply, pat
       start = resolveRange(rangeSpec, download.total).start
     } catch (err) {
       if (!(err instanceof InvalidRangeError)) throw err
-      throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { 'content-range': `bytes */${download.total}` } })
+      throw new RegistryError(416, 'SIZE_INVALID', `range not satisfiable: ${err.message}`, { headers: { [Header.contentRange]: `bytes */${download.total}` } })
     }
     // Only ranges to the end are served from a download (what a resume asks for).
-    reply.code(206).header('content-range', contentRange({ start, end: download.total - 1 }, download.total))
+    reply.code(206).header(Header.contentRange, contentRange({ start, end: download.total - 1 }, download.total))
   }
-  reply.header('docker-content-digest', download.digest)
-  if (path.registry !== '') reply.header('oci-namespace', path.registry)
-  reply.header(inflightHeader, 'true')
-  reply.header('content-type', MediaType.octetStream)
-  reply.header('content-length', String(download.total - start))
+  reply.header(Header.dockerContentDigest, download.digest)
+  if (path.registry !== '') reply.header(Header.ociNamespace, path.registry)
+  reply.header(Header.spegelInflight, 'true')
+  reply.header(Header.contentType, MediaType.octetStream)
+  reply.header(Header.contentLength, String(download.total - start))
   if (method === 'HEAD') {
     await reply.send()
     return
@@ -490,12 +489,12 @@ async function sendError (reply: FastifyReply, req: FastifyRequest, err: Registr
   }
   if (err.status >= 500) req.log.error({ err: err.cause ?? err }, err.message)
   const body = Buffer.from(err.body())
-  reply.removeHeader('content-range')
-  reply.removeHeader('accept-ranges')
-  reply.removeHeader('docker-content-digest')
-  reply.removeHeader('oci-namespace')
+  reply.removeHeader(Header.contentRange)
+  reply.removeHeader(Header.acceptRanges)
+  reply.removeHeader(Header.dockerContentDigest)
+  reply.removeHeader(Header.ociNamespace)
   reply.code(err.status).headers(err.headers)
-    .header('content-type', 'application/json')
-    .header('content-length', String(body.byteLength))
+    .header(Header.contentType, 'application/json')
+    .header(Header.contentLength, String(body.byteLength))
   await reply.send(req.method === 'HEAD' ? undefined : body)
 }

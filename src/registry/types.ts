@@ -1,9 +1,3 @@
-/**
- * A peer sends `accept` when it takes a blob this node is still downloading; the answer then carries `true`. Such
- * bytes are unverified until the download ends: the receiver hashes them from byte 0 as it does for any peer's bytes.
- */
-export const inflightHeader = 'x-spegel-inflight'
-
 import type { Readable } from 'node:stream'
 import type { ByteRangeSpec } from './range.ts'
 import type { DistributionPath } from './path.ts'

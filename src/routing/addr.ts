@@ -1,23 +1,14 @@
 import { isIP } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
-import { InvalidAddressError } from './errors.ts'
+import { parseHostPort } from '../util/addr.ts'
 import type { Multiaddr } from '@multiformats/multiaddr'
-
-/** Splits Go-style `host:port` (`:5001`, `10.0.0.1:5001`, `[::1]:5001`). Empty host means "all interfaces". */
-export function splitHostPort (addr: string): { host: string, port: number } {
-  const m = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr)
-  if (m === null) throw new InvalidAddressError(`address ${JSON.stringify(addr)} is not host:port`)
-  const port = Number(m[3])
-  if (port > 65535) throw new InvalidAddressError(`port ${port} out of range in ${JSON.stringify(addr)}`)
-  return { host: m[1] ?? m[2] ?? '', port }
-}
 
 /**
  * TCP listen multiaddrs for `--router-addr`: an IP literal listens on that IP; an empty host or a hostname listens
  * on both `/ip6/::` and `/ip4/0.0.0.0` (as Spegel; libp2p-tcp binds `::` IPv6-only, so both can share the port).
  */
 export function routerListenAddrs (addr: string): string[] {
-  const { host, port } = splitHostPort(addr)
+  const { host, port } = parseHostPort(addr)
   switch (isIP(host)) {
     case 4: return [`/ip4/${host}/tcp/${port}`]
     case 6: return [`/ip6/${host}/tcp/${port}`]

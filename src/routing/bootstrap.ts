@@ -6,7 +6,8 @@ import { request as httpsRequest } from 'node:https'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
-import { splitHostPort } from './addr.ts'
+import { parseHostPort } from '../util/addr.ts'
+import { Header } from '../util/http.ts'
 import { BootstrapError } from './errors.ts'
 import type { RouterOptions } from './types.ts'
 
@@ -306,7 +307,7 @@ export class HttpBootstrapper implements Bootstrapper {
   async start (self: () => SelfInfo): Promise<void> {
     const listenAddr = this.init.listenAddr
     if (listenAddr === undefined || listenAddr === '' || this.server !== undefined) return
-    const { host, port } = splitHostPort(listenAddr)
+    const { host, port } = parseHostPort(listenAddr)
     const server = createServer((req, res) => {
       // Any method, like Go's mux pattern "/id"; `//id` too, which Go's mux redirects to /id (see peerIdUrl).
       const path = (req.url ?? '/').split('?')[0]?.replace(/\/{2,}/g, '/')
@@ -317,7 +318,7 @@ export class HttpBootstrapper implements Bootstrapper {
       const info = self()
       // go-libp2p's AddrInfo.MarshalJSON marshals a map, so the keys come sorted: Addrs, then ID.
       const addrInfo = { Addrs: info.addrs, ID: info.id }
-      res.writeHead(200, { 'content-type': 'application/json' })
+      res.writeHead(200, { [Header.contentType]: 'application/json' })
       res.end(JSON.stringify(this.init.peer !== undefined && this.init.peer !== '' ? addrInfo : [addrInfo]))
     })
     await new Promise<void>((resolve, reject) => {

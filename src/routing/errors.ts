@@ -6,14 +6,6 @@ export class RouterClosedError extends Error {
   }
 }
 
-/** `--router-addr` (or another listen address) is not `host:port`. */
-export class InvalidAddressError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'InvalidAddressError'
-  }
-}
-
 /** A bootstrapper could not produce candidate peers (DNS failure, HTTP error, bad JSON, bad multiaddr). */
 export class BootstrapError extends Error {
   constructor (message: string, options?: { cause?: unknown }) {

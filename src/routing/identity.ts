@@ -3,7 +3,7 @@ import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/pro
 import { dirname, join } from 'node:path'
 import { generateKeyPair, generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import type { Logger } from 'pino'
+import type { Logger } from '../log/index.ts'
 import { IdentityError } from './errors.ts'
 
 /** File name inside the data dir, as in Spegel. */

@@ -14,9 +14,11 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { ComponentLogger, Libp2p, Logger as Libp2pLogger, PeerId, PeerInfo as Libp2pPeerInfo, PrivateKey } from '@libp2p/interface'
-import type { Logger } from 'pino'
+import type { Logger } from '../log/index.ts'
 import type { CID } from 'multiformats/cid'
-import { isShareableIp, multiaddrIp, routerListenAddrs, splitHostPort, uniqueIps } from './addr.ts'
+import { isShareableIp, multiaddrIp, routerListenAddrs, uniqueIps } from './addr.ts'
+import { parseHostPort } from '../util/addr.ts'
+import { Backoff, pause } from '../util/backoff.ts'
 import type { Bootstrapper, BootstrapPeer } from './bootstrap.ts'
 import * as C from './constants.ts'
 import { BootstrapError, RouterClosedError } from './errors.ts'
@@ -135,7 +137,7 @@ export class Libp2pRouter implements Router {
   static async create (init: Libp2pRouterOptions): Promise<Libp2pRouter> {
     const allowLoopback = init.allowLoopback ?? false
     const listen = routerListenAddrs(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
-    const { port } = splitHostPort(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
+    const { port } = parseHostPort(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
     const ttl = init.providerTtlMs ?? C.PROVIDER_TTL_MS
     const reprovide = init.reprovideIntervalMs ?? C.REPROVIDE_INTERVAL_MS
     if (!(ttl > reprovide)) throw new RangeError(`provider TTL (${ttl} ms) must exceed the reprovide interval (${reprovide} ms)`)
@@ -307,7 +309,7 @@ export class Libp2pRouter implements Router {
         await this.init.bootstrapper.close?.()
       } finally {
         await this.node.stop()
-        this.log.info('router stopped')
+        this.log.info({}, 'router stopped')
       }
     })()
     await this.closing
@@ -404,10 +406,11 @@ export class Libp2pRouter implements Router {
   }
 
   private async run (): Promise<void> {
-    const minDelay = this.init.bootstrapBackoffMinMs ?? C.BOOTSTRAP_BACKOFF_MIN_MS
-    const maxDelay = this.init.bootstrapBackoffMaxMs ?? C.BOOTSTRAP_BACKOFF_MAX_MS
+    const bootstrapBackoff = new Backoff({
+      minMs: this.init.bootstrapBackoffMinMs ?? C.BOOTSTRAP_BACKOFF_MIN_MS,
+      maxMs: this.init.bootstrapBackoffMaxMs ?? C.BOOTSTRAP_BACKOFF_MAX_MS,
+    })
     const rebootstrapEvery = this.init.rebootstrapIntervalMs ?? C.REBOOTSTRAP_INTERVAL_MS
-    let delay = minDelay
     let lastBootstrap = -Infinity
     let hadPeers = false
     // Table size when every advertised key was last published, and when.
@@ -425,7 +428,7 @@ export class Libp2pRouter implements Router {
         } catch (err) {
           if (this.shutdown.signal.aborted) break
           this.lastBootstrapError = err as Error
-          this.log.warn({ err, retryInMs: delay }, 'bootstrap failed, will retry')
+          this.log.warn({ err, retryInMs: bootstrapBackoff.delayMs }, 'bootstrap failed, will retry')
         }
       }
       const size = this.routingTableSize()
@@ -450,13 +453,12 @@ export class Libp2pRouter implements Router {
         }
         for (const key of this.retry.splice(0)) this.pending.add(key)
         this.publish()
-        delay = minDelay
+        bootstrapBackoff.reset()
       } else if (hadPeers) {
-        this.log.warn('routing table became empty, bootstrapping again')
+        this.log.warn({}, 'routing table became empty, bootstrapping again')
       }
       hadPeers = size > 0
-      await this.sleep(hadPeers ? C.HEALTH_CHECK_INTERVAL_MS : delay)
-      if (!hadPeers) delay = Math.min(delay * 2, maxDelay)
+      await this.sleep(hadPeers ? C.HEALTH_CHECK_INTERVAL_MS : bootstrapBackoff.next())
     }
   }
 
@@ -473,14 +475,11 @@ export class Libp2pRouter implements Router {
     }))
   }
 
+  /** Waits `ms`; close() (through this.wake) ends the wait early. */
   private async sleep (ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms)
-      this.wake = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
+    const woken = new AbortController()
+    this.wake = () => { woken.abort() }
+    await pause(ms, woken.signal)
     this.wake = undefined
   }
 
@@ -511,7 +510,7 @@ export class Libp2pRouter implements Router {
     // Identify runs after the connection is up; kad-dht adds the peer once it has seen the DHT protocol.
     const deadline = Date.now() + 2_000
     while (this.routingTableSize() === 0 && Date.now() < deadline && !signal.aborted) {
-      await new Promise((resolve) => setTimeout(resolve, 20))
+      await pause(20, signal)
     }
     if (this.routingTableSize() === 0) throw new BootstrapError('connected to bootstrap peers but none speaks the DHT protocol')
     await this.explore()

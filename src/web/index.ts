@@ -9,6 +9,7 @@ import { InvalidImageError, parseImageWithDefaults, type MeasureResult } from '.
 import { renderError, renderMeasure, renderPage, renderStats, type StatsView } from './page.ts'
 import { compileStringQuery, type StringQuerySchema } from './query.ts'
 import type { RecentRequests } from './recent.ts'
+import { Header } from '../util/http.ts'
 
 export { escapeHtml, formatBytes, formatDuration } from './format.ts'
 export { InvalidImageError, measurePull, parseImageWithDefaults } from './measure.ts'
@@ -70,7 +71,7 @@ export function createMetricsApp (options: MetricsAppOptions): FastifyInstance {
       const labels = { handler, method: req.method, code: String(reply.raw.statusCode) }
       metrics.httpRequestsInflight.dec({ handler })
       metrics.httpRequestDuration.observe(labels, (performance.now() - started) / 1000)
-      metrics.httpResponseSize.observe(labels, Number(reply.getHeader('content-length') ?? reply.raw.getHeader('content-length') ?? 0))
+      metrics.httpResponseSize.observe(labels, Number(reply.getHeader(Header.contentLength) ?? reply.raw.getHeader(Header.contentLength) ?? 0))
     })
   })
 
@@ -96,11 +97,11 @@ export function createMetricsApp (options: MetricsAppOptions): FastifyInstance {
 
   app.get('/debug/web/metadata', async (_req, reply) => await reply.send({ libp2p: { id: options.peerId } }))
   app.get('/debug/web', async (_req, reply) => await reply.redirect('/debug/web/'))
-  app.get('/debug/web/*', async (_req, reply) => await reply.type(html).header('cache-control', 'no-store').send(renderPage(await view())))
-  app.get('/debug/web/stats', async (_req, reply) => await reply.type(html).header('cache-control', 'no-store').send(renderStats(await view())))
+  app.get('/debug/web/*', async (_req, reply) => await reply.type(html).header(Header.cacheControl, 'no-store').send(renderPage(await view())))
+  app.get('/debug/web/stats', async (_req, reply) => await reply.type(html).header(Header.cacheControl, 'no-store').send(renderStats(await view())))
   app.get('/debug/web/status.json', async (_req, reply) => {
     const v = await view()
-    return await reply.header('cache-control', 'no-store').send({
+    return await reply.header(Header.cacheControl, 'no-store').send({
       libp2p: { id: v.peerId, addresses: v.addresses, ...(v.router !== undefined ? { router: v.router } : {}) },
       peers: v.peers,
       images: v.images,
@@ -126,7 +127,7 @@ export function createMetricsApp (options: MetricsAppOptions): FastifyInstance {
     reply.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort() })
     try {
       const result = await web.measure(image, { signal: ac.signal })
-      return await reply.type(html).header('cache-control', 'no-store').send(renderMeasure(result))
+      return await reply.type(html).header(Header.cacheControl, 'no-store').send(renderMeasure(result))
     } catch (err) {
       if (err instanceof InvalidImageError) return await reply.code(400).type(html).send(renderError(`invalid image: ${err.message}`))
       req.log.warn({ err, image }, 'measure failed')

@@ -2,6 +2,7 @@ import { isValidRepository, parseImageName, tagReference, type ImageReference } 
 import { isIndexMediaType, manifestAccept } from '../oci/mediatypes.ts'
 import type { ContentStore } from '../store/types.ts'
 import type { Router } from '../routing/types.ts'
+import { Header } from '../util/http.ts'
 
 /** The image reference typed into the measure form could not be understood. */
 export class InvalidImageError extends Error {
@@ -161,9 +162,9 @@ async function pull (init: MeasureOptions, ref: ImageReference, signal: AbortSig
 async function fetchManifest (init: MeasureOptions, url: string, reference: string, ref: ImageReference, signal: AbortSignal | undefined): Promise<{ item: PulledItem, doc: unknown }> {
   const source = await sourceOf(init, reference.startsWith('sha256:') ? reference : undefined, reference.startsWith('sha256:') ? undefined : tagReference(ref.registry, ref.repository, reference), signal)
   const t = performance.now()
-  const res = await fetch(url, { headers: { accept: manifestAccept }, ...(signal !== undefined ? { signal } : {}) })
+  const res = await fetch(url, { headers: { [Header.accept]: manifestAccept }, ...(signal !== undefined ? { signal } : {}) })
   const body = Buffer.from(await res.arrayBuffer())
-  const item: PulledItem = { kind: 'manifest', reference, mediaType: res.headers.get('content-type') ?? '', size: body.byteLength, ms: performance.now() - t, source, status: res.status }
+  const item: PulledItem = { kind: 'manifest', reference, mediaType: res.headers.get(Header.contentType) ?? '', size: body.byteLength, ms: performance.now() - t, source, status: res.status }
   if (res.status !== 200) {
     throw Object.assign(new Error(`manifest ${reference}: HTTP ${res.status}`), { item })
   }

@@ -4,7 +4,8 @@ import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { describe, test } from 'node:test'
 import { cleanupWait, InvalidAddressError, probe, ProbeFailedError, startCleanupProbeServer } from '../../../src/cleanup/index.ts'
-import type { AddressResolver, CleanupLogger } from '../../../src/cleanup/index.ts'
+import type { AddressResolver } from '../../../src/cleanup/index.ts'
+import type { Logger } from '../../../src/log/index.ts'
 
 // Fast settings: rounds every 20 ms instead of 2 s.
 const fast = { periodMs: 20, probeTimeoutMs: 500 }
@@ -54,7 +55,7 @@ describe('cleanupWait', () => {
     t.after(probeServer.close)
     const start = performance.now()
     const rounds: number[] = []
-    const logger: CleanupLogger = { info: (obj, msg) => { if (msg === 'probe ran successfully') rounds.push((obj as { threshold: number }).threshold) }, warn: () => {} }
+    const logger: Pick<Logger, 'info' | 'warn'> = { info: (obj, msg) => { if (msg === 'probe ran successfully') rounds.push((obj as { threshold: number }).threshold) }, warn: () => {} }
     await cleanupWait({ probeEndpoint: `127.0.0.1:${probeServer.address.port}`, threshold: 3, periodMs: 100, logger })
     const elapsed = performance.now() - start
     assert.deepEqual(rounds, [1, 2, 3])

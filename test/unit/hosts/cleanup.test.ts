@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { BackupConflictError, cleanupMirrorConfiguration, writeMirrorConfiguration } from '../../../src/hosts/index.ts'
-import type { HostsLogger } from '../../../src/hosts/index.ts'
+import type { Logger } from '../../../src/log/index.ts'
 import { snapshotTree } from './tree.ts'
 
 async function makeTempDir (t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
@@ -81,7 +81,7 @@ describe('cleanupMirrorConfiguration', () => {
     await buildUserTree(configPath)
     const original = await snapshotTree(configPath, { metadata: true })
     const messages: string[] = []
-    const logger: HostsLogger = { info: (_o, msg) => { messages.push(msg) }, warn: (_o, msg) => { messages.push(msg) } }
+    const logger: Pick<Logger, 'info' | 'warn'> = { info: (_o, msg) => { messages.push(msg) }, warn: (_o, msg) => { messages.push(msg) } }
     assert.equal(await cleanupMirrorConfiguration({ configPath, logger }), false)
     assert.deepEqual(await snapshotTree(configPath, { metadata: true }), original)
     assert.deepEqual(messages, ['skipping cleanup because backup directory does not exist'])

@@ -9,7 +9,8 @@ import {
   cleanupMirrorConfiguration, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError,
   writeMirrorConfiguration,
 } from '../../../src/hosts/index.ts'
-import type { BasicAuth, HostsLogger } from '../../../src/hosts/index.ts'
+import type { BasicAuth } from '../../../src/hosts/index.ts'
+import type { Logger } from '../../../src/log/index.ts'
 import { snapshotTree, textFiles } from './tree.ts'
 import type { TreeSnapshot } from './tree.ts'
 
@@ -41,7 +42,7 @@ async function makeTempDir (t: { after: (fn: () => Promise<void>) => void }): Pr
   return dir
 }
 
-const silentLogger: HostsLogger = { info: () => {}, warn: () => {} }
+const silentLogger: Pick<Logger, 'info' | 'warn'> = { info: () => {}, warn: () => {} }
 
 async function expectedTree (caseDir: string, spec: GoldenCase): Promise<TreeSnapshot> {
   const afterDir = join(caseDir, 'after')
@@ -207,7 +208,7 @@ describe('writeMirrorConfiguration', () => {
     await mkdir(join(configPath, 'docker.io'))
     await writeFile(join(configPath, 'docker.io', 'hosts.toml'), "server = 'https://other'\n[host.'http://10.0.0.5:30020']\n[host.'https://a']\n")
     const messages: string[] = []
-    const logger: HostsLogger = {
+    const logger: Pick<Logger, 'info' | 'warn'> = {
       info: (_obj, msg) => { messages.push(`info ${msg}`) },
       warn: (_obj, msg) => { messages.push(`warn ${msg}`) },
     }

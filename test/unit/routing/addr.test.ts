@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { InvalidAddressError } from '../../../src/routing/errors.ts'
-import { isShareableIp, routerListenAddrs, splitHostPort, uniqueIps } from '../../../src/routing/addr.ts'
+import { InvalidAddressError, parseHostPort } from '../../../src/util/addr.ts'
+import { isShareableIp, routerListenAddrs, uniqueIps } from '../../../src/routing/addr.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 
 test('router listen addresses follow Spegel (empty host ⇒ IPv6 and IPv4 wildcards)', () => {
@@ -9,8 +9,8 @@ test('router listen addresses follow Spegel (empty host ⇒ IPv6 and IPv4 wildca
   assert.deepEqual(routerListenAddrs('10.0.0.1:5001'), ['/ip4/10.0.0.1/tcp/5001'])
   assert.deepEqual(routerListenAddrs('[fd00::1]:5001'), ['/ip6/fd00::1/tcp/5001'])
   assert.deepEqual(routerListenAddrs('node-a:5001'), ['/ip6/::/tcp/5001', '/ip4/0.0.0.0/tcp/5001'])
-  assert.deepEqual(splitHostPort('[::]:0'), { host: '::', port: 0 })
-  for (const bad of ['5001', 'a:b', ':70000', '::1:5001']) assert.throws(() => splitHostPort(bad), InvalidAddressError, bad)
+  assert.deepEqual(parseHostPort('[::]:0'), { host: '::', port: 0 })
+  for (const bad of ['5001', 'a:b', ':70000', '::1:5001']) assert.throws(() => parseHostPort(bad), InvalidAddressError, bad)
 })
 
 test('only usable IPs are shared', () => {
