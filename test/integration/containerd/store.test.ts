@@ -1,6 +1,9 @@
 // ContainerdStore and ContainerdClient against a real containerd (the Debian package, 1.6 here) holding images built
 // locally and imported with `ctr images import`, so no network is needed.
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { ContainerdClient } from '../../../src/containerd/client.ts'
@@ -60,7 +63,24 @@ function fixture (store: ContainerdStore): ConformanceFixture {
       descriptor(multi, 2, MediaType.octetStream),
       descriptor(multi, 3, MediaType.octetStream),
     ],
+    addContent: async (bytes) => await ingest(bytes),
+    deleteContent: async (digest) => { await ctrd.ctr(['content', 'rm', digest]) },
+    reportsCreation: false,
   }
+}
+
+/** Writes bytes into containerd's content store with `ctr content ingest`, as a pull would commit them. */
+async function ingest (bytes: Buffer): Promise<string> {
+  const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex')
+  const args = ['--address', ctrd.socket, '-n', ctrd.namespace, 'content', 'ingest', '--expected-digest', digest,
+    '--expected-size', String(bytes.byteLength), `conformance-${process.pid}-${digest.slice(7, 19)}`]
+  const child = spawn('ctr', args, { stdio: ['pipe', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  child.stdin.end(bytes)
+  const [code] = await once(child, 'close') as [number | null]
+  if (code !== 0) throw new Error(`ctr content ingest exited with ${code}: ${stderr.trim()}`)
+  return digest
 }
 
 test('conformance: blobs read directly from the content directory', async (t) => {
