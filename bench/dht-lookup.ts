@@ -57,7 +57,7 @@ try {
   const routers = await startCluster(nodes, {}, started)
   await waitFor('all ready', () => routers.every((r) => r.ready()), 60_000)
   console.log(`${nodes} nodes started and ready in ${(performance.now() - t0).toFixed(0)} ms`)
-  // The last exploration after joining runs 60 s after start (EXPLORE_AFTER_JOIN_MS).
+  // The last exploration after joining runs 60 s after start (exploreAfterJoinMs).
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, 62_000 - (performance.now() - t0))))
   console.log(`quiet after ${((performance.now() - t0 + await quiet()) / 1000).toFixed(0)} s`)
   // A fifth of the nodes (at least one, at most ten) hold keys; the others look them up.

@@ -3,7 +3,7 @@ import { defaultPeriodMs, defaultThreshold } from '../cleanup/wait.ts'
 import { defaultNamespace, defaultSocket } from '../containerd/constants.ts'
 import { defaultRegistryConfigPath } from '../hosts/index.ts'
 import { defaultResolveRetries, defaultResolveTimeoutMs } from '../registry/constants.ts'
-import { DEFAULT_ROUTER_ADDR } from '../routing/constants.ts'
+import { defaultRouterAddr } from '../routing/constants.ts'
 import { formatDuration } from '../util/duration.ts'
 
 // Spegel's subcommands, flags, env vars and defaults (reference: spegel-behaviour.md §2). Changing a name or default here
@@ -53,7 +53,7 @@ const registry = {
     containerdNamespace,
     containerdContentPath,
     { name: 'data-dir', kind: 'string', env: 'DATA_DIR', default: '', help: 'Directory for persistent state (the peer identity private.key); empty: none.' },
-    { name: 'router-addr', kind: 'string', env: 'ROUTER_ADDR', default: DEFAULT_ROUTER_ADDR, help: 'Listen address of the P2P router.' },
+    { name: 'router-addr', kind: 'string', env: 'ROUTER_ADDR', default: defaultRouterAddr, help: 'Listen address of the P2P router.' },
     { name: 'registry-addr', kind: 'string', env: 'REGISTRY_ADDR', default: ':5000', help: 'Listen address of the registry; its port is also every peer\'s registry port.' },
     mirroredRegistries,
     { name: 'registry-filters', kind: 'list', env: 'REGISTRY_FILTERS', help: 'Regular expressions matched against registry/repository[:tag]; a match is not mirrored.' },

@@ -93,7 +93,7 @@ export const systemResolve: ResolveFn = async (name, family) => {
 }
 
 /** How many IPs per address family a DNS answer contributes (Spegel: 3). */
-export const DNS_PEERS_PER_FAMILY = 3
+export const dnsPeersPerFamily = 3
 
 export interface DnsBootstrapperOptions {
   domain: string
@@ -117,7 +117,7 @@ export class DnsBootstrapper implements Bootstrapper {
   async peers (options?: RouterOptions): Promise<BootstrapPeer[]> {
     const results = await Promise.allSettled([4, 6].map(async (family) => {
       const ips = await this.resolve(this.domain, family as 4 | 6, options)
-      return ips.filter((ip) => isIP(ip) === family).sort(compareIps).slice(0, DNS_PEERS_PER_FAMILY)
+      return ips.filter((ip) => isIP(ip) === family).sort(compareIps).slice(0, dnsPeersPerFamily)
     }))
     options?.signal?.throwIfAborted()
     const failures = results.filter((r) => r.status === 'rejected')
@@ -154,8 +154,8 @@ export function compareIps (a: string, b: string): number {
 }
 
 /** How many entries of an HTTP bootstrap answer are used (Spegel: 3). */
-export const HTTP_PEERS_LIMIT = 3
-export const HTTP_BOOTSTRAP_TIMEOUT_MS = 10_000
+export const httpPeersLimit = 3
+export const httpBootstrapTimeoutMs = 10_000
 
 export interface HttpBootstrapperOptions {
   /** `--http-bootstrap-url`: fetched for `[{"ID": "...", "Addrs": ["..."]}]`. Unset ⇒ no peers from HTTP. */
@@ -239,7 +239,7 @@ export class HttpBootstrapper implements Bootstrapper {
       throw new BootstrapError(`bootstrap URL ${url} did not return JSON`, { cause: err })
     }
     // An array from newer Spegel (first 3 used), one object from v0.7.
-    const entries = Array.isArray(parsed) ? parsed.slice(0, HTTP_PEERS_LIMIT) : isAddrInfo(parsed) ? [parsed] : undefined
+    const entries = Array.isArray(parsed) ? parsed.slice(0, httpPeersLimit) : isAddrInfo(parsed) ? [parsed] : undefined
     if (entries === undefined) throw new BootstrapError(`bootstrap URL ${url} did not return a JSON array or an {"ID","Addrs"} object`)
     const peers: BootstrapPeer[] = []
     for (const entry of entries as AddrInfoJson[]) {
@@ -257,7 +257,7 @@ export class HttpBootstrapper implements Bootstrapper {
   }
 
   private async get (url: string, options?: RouterOptions): Promise<string> {
-    const timeout = AbortSignal.timeout(this.init.timeoutMs ?? HTTP_BOOTSTRAP_TIMEOUT_MS)
+    const timeout = AbortSignal.timeout(this.init.timeoutMs ?? httpBootstrapTimeoutMs)
     const signal = options?.signal !== undefined ? AbortSignal.any([options.signal, timeout]) : timeout
     const tls = url.startsWith('https:') ? await this.tlsOptions() : {}
     return await new Promise<string>((resolve, reject) => {

@@ -7,7 +7,7 @@ import type { Logger } from '../log/index.ts'
 import { IdentityError } from './errors.ts'
 
 /** File name inside the data dir, as in Spegel. */
-export const PRIVATE_KEY_FILE = 'private.key'
+export const privateKeyFile = 'private.key'
 
 /**
  * The node's libp2p identity (Ed25519). Without `dataDir` a fresh key is made per start. With `dataDir` the key is
@@ -22,7 +22,7 @@ export const PRIVATE_KEY_FILE = 'private.key'
  */
 export async function loadIdentity (dataDir: string | undefined, logger: Logger): Promise<PrivateKey> {
   if (dataDir === undefined || dataDir === '') return await generateKeyPair('Ed25519')
-  const path = join(dataDir, PRIVATE_KEY_FILE)
+  const path = join(dataDir, privateKeyFile)
   let pem: string | undefined
   try {
     pem = await readFile(path, 'utf8')

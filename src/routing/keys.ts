@@ -3,7 +3,7 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { create as createDigest } from 'multiformats/hashes/digest'
 
-const SHA2_256 = 0x12
+const sha256Code = 0x12
 
 /**
  * The DHT key of a routing key string, identical to Spegel's `createCid`: CIDv1, codec raw (0x55), multihash
@@ -11,5 +11,5 @@ const SHA2_256 = 0x12
  */
 export function keyToCid (key: string): CID {
   const digest = createHash('sha256').update(key, 'utf8').digest()
-  return CID.createV1(raw.code, createDigest(SHA2_256, new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength)))
+  return CID.createV1(raw.code, createDigest(sha256Code, new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength)))
 }

@@ -20,7 +20,12 @@ import { isShareableIp, multiaddrIp, routerListenAddrs, uniqueIps } from './addr
 import { parseHostPort } from '../util/addr.ts'
 import { Backoff, pause } from '../util/backoff.ts'
 import type { Bootstrapper, BootstrapPeer } from './bootstrap.ts'
-import * as C from './constants.ts'
+import {
+  bootstrapBackoffMaxMs, bootstrapBackoffMinMs, bootstrapDialTimeoutMs, bootstrapTimeoutMs, connectionPingIntervalMs,
+  defaultRouterAddr, dhtProtocol, exploreAfterJoinMs, healthCheckIntervalMs, kBucketSize, lookupCacheTtlMs,
+  lookupTimeoutMs, provideConcurrency, provideTimeoutMs, providerTtlMs, queryAlpha, rebootstrapIntervalMs,
+  reprovideIntervalMs, republishMinIntervalMs,
+} from './constants.ts'
 import { BootstrapError, RouterClosedError } from './errors.ts'
 import { loadIdentity } from './identity.ts'
 import { keyToCid } from './keys.ts'
@@ -127,8 +132,8 @@ export class Libp2pRouter implements Router {
     this.listenPort = listenPort
     this.cache = new LookupCache({
       query: (key, signal) => this.queryProviders(key, signal),
-      ttlMs: init.lookupCacheTtlMs ?? C.LOOKUP_CACHE_TTL_MS,
-      queryTimeoutMs: init.lookupTimeoutMs ?? C.LOOKUP_TIMEOUT_MS,
+      ttlMs: init.lookupCacheTtlMs ?? lookupCacheTtlMs,
+      queryTimeoutMs: init.lookupTimeoutMs ?? lookupTimeoutMs,
       onError: (key, err) => this.log.warn({ key, err }, 'provider lookup failed'),
     })
   }
@@ -136,10 +141,10 @@ export class Libp2pRouter implements Router {
   /** Creates, starts and bootstraps (in the background) a router. */
   static async create (init: Libp2pRouterOptions): Promise<Libp2pRouter> {
     const allowLoopback = init.allowLoopback ?? false
-    const listen = routerListenAddrs(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
-    const { port } = parseHostPort(init.listenAddr ?? C.DEFAULT_ROUTER_ADDR)
-    const ttl = init.providerTtlMs ?? C.PROVIDER_TTL_MS
-    const reprovide = init.reprovideIntervalMs ?? C.REPROVIDE_INTERVAL_MS
+    const listen = routerListenAddrs(init.listenAddr ?? defaultRouterAddr)
+    const { port } = parseHostPort(init.listenAddr ?? defaultRouterAddr)
+    const ttl = init.providerTtlMs ?? providerTtlMs
+    const reprovide = init.reprovideIntervalMs ?? reprovideIntervalMs
     if (!(ttl > reprovide)) throw new RangeError(`provider TTL (${ttl} ms) must exceed the reprovide interval (${reprovide} ms)`)
     const privateKey = init.privateKey ?? await loadIdentity(init.dataDir, init.logger)
     const keepShareable = (addrs: Multiaddr[]): Multiaddr[] => addrs.filter((ma) => {
@@ -159,7 +164,7 @@ export class Libp2pRouter implements Router {
       },
       // Every connection is pinged on a new stream this often (libp2p's default is 10 s). Dead peers are also found by
       // yamux keep-alives and failed queries; in a large cluster the pings were most of an idle node's CPU.
-      connectionMonitor: { pingInterval: C.CONNECTION_PING_INTERVAL_MS },
+      connectionMonitor: { pingInterval: connectionPingIntervalMs },
       transports: [tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
@@ -173,13 +178,13 @@ export class Libp2pRouter implements Router {
         identify: identify(),
         ping: ping(),
         dht: kadDHT({
-          protocol: C.DHT_PROTOCOL,
+          protocol: dhtProtocol,
           clientMode: false,
-          kBucketSize: init.kBucketSize ?? C.K_BUCKET_SIZE,
+          kBucketSize: init.kBucketSize ?? kBucketSize,
           // Go's kad-dht (Spegel) asks 3 peers at a time; js-libp2p's default asks 10 on each of 10 disjoint paths, a
           // burst of up to 20 streams per lookup that mostly slows the answer it waits for. The paths stay as many as
           // alpha (3): one path can end before all its starting peers are queued (seen under load), others cover it.
-          alpha: C.QUERY_ALPHA,
+          alpha: queryAlpha,
           // LAN peers: keep private addresses (the default mapper drops them), drop unusable ones.
           peerInfoMapper: (info: Libp2pPeerInfo): Libp2pPeerInfo => ({ ...info, multiaddrs: keepShareable(info.multiaddrs) }),
           // Never block a query waiting for peers: an empty table means "nobody to ask", answered at once.
@@ -240,7 +245,7 @@ export class Libp2pRouter implements Router {
 
   private async * uncachedLookup (key: string, options: LookupOptions, localFirst: boolean): AsyncGenerator<Peer> {
     if (options.count < 1) return
-    const signals = [this.shutdown.signal, AbortSignal.timeout(this.init.lookupTimeoutMs ?? C.LOOKUP_TIMEOUT_MS)]
+    const signals = [this.shutdown.signal, AbortSignal.timeout(this.init.lookupTimeoutMs ?? lookupTimeoutMs)]
     if (options.signal !== undefined) signals.push(options.signal)
     let yielded = 0
     try {
@@ -339,7 +344,7 @@ export class Libp2pRouter implements Router {
       local++
       yield peer
     }
-    if (localFirst && local > 0 && this.routingTableSize() < (this.init.kBucketSize ?? C.K_BUCKET_SIZE)) return
+    if (localFirst && local > 0 && this.routingTableSize() < (this.init.kBucketSize ?? kBucketSize)) return
     for await (const event of this.dht.findProviders(cid, { signal }) as AsyncIterable<QueryEvent>) {
       if (event.name !== 'PROVIDER') continue
       for (const provider of event.providers) {
@@ -369,7 +374,7 @@ export class Libp2pRouter implements Router {
     this.publishing = (async () => {
       try {
         while (this.pending.size > 0 && !this.shutdown.signal.aborted && this.routingTableSize() > 0) {
-          const batch = [...this.pending].slice(0, C.PROVIDE_CONCURRENCY)
+          const batch = [...this.pending].slice(0, provideConcurrency)
           for (const key of batch) this.pending.delete(key)
           const failed = (await Promise.all(batch.map(async (key) => await this.publishKey(key) ? undefined : key)))
             .filter((k): k is string => k !== undefined)
@@ -389,7 +394,7 @@ export class Libp2pRouter implements Router {
     const cid = this.advertised.get(key)
     if (cid === undefined) return true
     let sent = 0
-    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(C.PROVIDE_TIMEOUT_MS)])
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(provideTimeoutMs)])
     try {
       for await (const event of this.dht.provide(cid, { signal })) {
         if (event.name === 'PEER_RESPONSE' && event.messageName === 'ADD_PROVIDER') sent++
@@ -407,10 +412,10 @@ export class Libp2pRouter implements Router {
 
   private async run (): Promise<void> {
     const bootstrapBackoff = new Backoff({
-      minMs: this.init.bootstrapBackoffMinMs ?? C.BOOTSTRAP_BACKOFF_MIN_MS,
-      maxMs: this.init.bootstrapBackoffMaxMs ?? C.BOOTSTRAP_BACKOFF_MAX_MS,
+      minMs: this.init.bootstrapBackoffMinMs ?? bootstrapBackoffMinMs,
+      maxMs: this.init.bootstrapBackoffMaxMs ?? bootstrapBackoffMaxMs,
     })
-    const rebootstrapEvery = this.init.rebootstrapIntervalMs ?? C.REBOOTSTRAP_INTERVAL_MS
+    const rebootstrapEvery = this.init.rebootstrapIntervalMs ?? rebootstrapIntervalMs
     let lastBootstrap = -Infinity
     let hadPeers = false
     // Table size when every advertised key was last published, and when.
@@ -439,14 +444,14 @@ export class Libp2pRouter implements Router {
           explored = 0
         }
         // A joining node knows few peers at first; a few lookups soon after joining fill its table.
-        const exploreDue = (this.init.exploreAfterJoinMs ?? C.EXPLORE_AFTER_JOIN_MS)[explored]
+        const exploreDue = (this.init.exploreAfterJoinMs ?? exploreAfterJoinMs)[explored]
         if (exploreDue !== undefined && Date.now() - joinedAt >= exploreDue) {
           explored++
           void this.explore()
         }
         // Records published while the table was much smaller reached peers that may not be the closest ones:
         // publish everything again when the table has doubled (and on (re)connection, for keys advertised offline).
-        if (!hadPeers || (size >= 2 * publishedAtSize && Date.now() - publishedAt >= C.REPUBLISH_MIN_INTERVAL_MS)) {
+        if (!hadPeers || (size >= 2 * publishedAtSize && Date.now() - publishedAt >= republishMinIntervalMs)) {
           for (const key of this.advertised.keys()) this.pending.add(key)
           publishedAtSize = size
           publishedAt = Date.now()
@@ -458,7 +463,7 @@ export class Libp2pRouter implements Router {
         this.log.warn({}, 'routing table became empty, bootstrapping again')
       }
       hadPeers = size > 0
-      await this.sleep(hadPeers ? C.HEALTH_CHECK_INTERVAL_MS : bootstrapBackoff.next())
+      await this.sleep(hadPeers ? healthCheckIntervalMs : bootstrapBackoff.next())
     }
   }
 
@@ -485,7 +490,7 @@ export class Libp2pRouter implements Router {
 
   /** One bootstrap round. Throws BootstrapError when candidates exist but none could be reached. */
   private async bootstrap (): Promise<void> {
-    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(C.BOOTSTRAP_TIMEOUT_MS)])
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(bootstrapTimeoutMs)])
     const candidates = await this.init.bootstrapper.peers({ signal })
     const targets = this.bootstrapTargets(candidates)
     this.bootstrapped = true
@@ -539,7 +544,7 @@ export class Libp2pRouter implements Router {
   }
 
   private async dialTarget (target: BootstrapPeer, signal: AbortSignal): Promise<'connected' | 'self'> {
-    const dialSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(C.BOOTSTRAP_DIAL_TIMEOUT_MS)])
+    const dialSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(bootstrapDialTimeoutMs)])
     if (target.id !== undefined) {
       const id = peerIdFromString(target.id)
       await this.node.dial(target.addrs.map((a) => multiaddr(a).encapsulate(`/p2p/${target.id ?? ''}`)), { signal: dialSignal() })

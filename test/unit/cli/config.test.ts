@@ -7,7 +7,7 @@ import { commands, globalFlags, type RegistryConfig } from '../../../src/cli/spe
 import { defaultPeriodMs, defaultThreshold } from '../../../src/cleanup/index.ts'
 import { defaultNamespace, defaultSocket } from '../../../src/containerd/constants.ts'
 import { defaultResolveRetries, defaultResolveTimeoutMs } from '../../../src/registry/constants.ts'
-import { DEFAULT_ROUTER_ADDR } from '../../../src/routing/constants.ts'
+import { defaultRouterAddr } from '../../../src/routing/constants.ts'
 
 type Parsed = ReturnType<typeof parseCommandLine<typeof commands, typeof globalFlags>>
 type ConfigFor<N extends Parsed['command']> = Extract<Parsed, { command: N }>['config']
@@ -59,7 +59,7 @@ describe('typed command configuration', () => {
     const config = configOf('registry')
     assert.equal(config.mirrorResolveTimeoutMs, defaultResolveTimeoutMs)
     assert.equal(config.mirrorResolveRetries, defaultResolveRetries)
-    assert.equal(config.routerAddr, DEFAULT_ROUTER_ADDR)
+    assert.equal(config.routerAddr, defaultRouterAddr)
     assert.equal(config.containerdSock, defaultSocket)
     assert.equal(config.containerdNamespace, defaultNamespace)
     const wait = configOf('cleanup-wait', required['cleanup-wait'])

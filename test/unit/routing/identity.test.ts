@@ -10,7 +10,7 @@ import { promisify } from 'node:util'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { createLogger, type Logger } from '../../../src/log/index.ts'
 import { IdentityError } from '../../../src/routing/errors.ts'
-import { loadIdentity, PRIVATE_KEY_FILE } from '../../../src/routing/identity.ts'
+import { loadIdentity, privateKeyFile } from '../../../src/routing/identity.ts'
 import { cliPath } from '../../helpers/spegel.ts'
 
 const exec = promisify(execFile)
@@ -42,17 +42,17 @@ test('identity persists in <dataDir>/private.key as PKCS#8 PEM, 0600 in a 0755 d
   const second = peerIdFromPrivateKey(await loadIdentity(dataDir, quiet()))
   assert.equal(first.toString(), second.toString())
   assert.match(first.toString(), /^12D3KooW/)
-  const file = join(dataDir, PRIVATE_KEY_FILE)
+  const file = join(dataDir, privateKeyFile)
   assert.equal((await stat(file)).mode & 0o777, 0o600)
   assert.equal((await stat(dataDir)).mode & 0o777, 0o755)
   assert.match(await readFile(file, 'utf8'), /^-----BEGIN PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END PRIVATE KEY-----\n$/)
-  assert.deepEqual(await readdir(dataDir), [PRIVATE_KEY_FILE], 'no temporary file is left behind')
+  assert.deepEqual(await readdir(dataDir), [privateKeyFile], 'no temporary file is left behind')
 })
 
 test('a key written by another tool (Spegel-compatible PKCS#8 Ed25519) is used as is', async (t) => {
   const dir = await tempDir(t)
   const { privateKey, publicKey } = generateKeyPairSync('ed25519')
-  await writeFile(join(dir, PRIVATE_KEY_FILE), privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 })
+  await writeFile(join(dir, privateKeyFile), privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 })
   const peerId = peerIdFromPrivateKey(await loadIdentity(dir, quiet()))
   const x = publicKey.export({ format: 'jwk' }).x
   assert.equal(Buffer.from(peerId.publicKey?.raw ?? []).toString('base64url'), x)
@@ -78,20 +78,20 @@ const unusableKeys: Array<[string, () => Buffer]> = [
 for (const [what, bytes] of unusableKeys) {
   test(`${what} in private.key is moved aside, kept byte for byte, and replaced by a new key`, async (t) => {
     const dir = await tempDir(t)
-    const file = join(dir, PRIVATE_KEY_FILE)
+    const file = join(dir, privateKeyFile)
     const old = bytes()
     await writeFile(file, old, { mode: 0o600 })
     const { logger, lines } = capturingLogger()
     const before = Date.now()
     const first = peerIdFromPrivateKey(await loadIdentity(dir, logger))
 
-    const moved = (await readdir(dir)).filter((f) => f.startsWith(`${PRIVATE_KEY_FILE}.corrupt-`))
+    const moved = (await readdir(dir)).filter((f) => f.startsWith(`${privateKeyFile}.corrupt-`))
     assert.equal(moved.length, 1, `one moved-aside file in ${JSON.stringify(await readdir(dir))}`)
     const movedName = moved[0] as string
-    const ms = Number(movedName.slice(`${PRIVATE_KEY_FILE}.corrupt-`.length))
+    const ms = Number(movedName.slice(`${privateKeyFile}.corrupt-`.length))
     assert.ok(ms >= before && ms <= Date.now(), `suffix ${movedName} is the unix time in ms`)
     assert.deepEqual(await readFile(join(dir, movedName)), old, 'the moved file keeps its old bytes')
-    assert.deepEqual((await readdir(dir)).sort(), [PRIVATE_KEY_FILE, movedName].sort())
+    assert.deepEqual((await readdir(dir)).sort(), [privateKeyFile, movedName].sort())
 
     const warning = lines.find((l) => l.level === 'WARN')
     assert.ok(warning !== undefined, 'a warning is logged')
@@ -111,14 +111,14 @@ for (const [what, bytes] of unusableKeys) {
 test('a key file that cannot be read stays an IdentityError and is not moved', async (t) => {
   const dir = await tempDir(t)
   // A directory where the key should be: EISDIR, the same path as EACCES (which root cannot provoke with chmod).
-  await mkdir(join(dir, PRIVATE_KEY_FILE))
+  await mkdir(join(dir, privateKeyFile))
   await assert.rejects(loadIdentity(dir, quiet()), (err: Error) => err instanceof IdentityError && /cannot read .*private\.key: EISDIR/.test(err.message))
-  assert.deepEqual(await readdir(dir), [PRIVATE_KEY_FILE])
+  assert.deepEqual(await readdir(dir), [privateKeyFile])
   if (process.getuid?.() !== 0) {
-    await rm(join(dir, PRIVATE_KEY_FILE), { recursive: true })
-    await writeFile(join(dir, PRIVATE_KEY_FILE), validPem(), { mode: 0o000 })
+    await rm(join(dir, privateKeyFile), { recursive: true })
+    await writeFile(join(dir, privateKeyFile), validPem(), { mode: 0o000 })
     await assert.rejects(loadIdentity(dir, quiet()), (err: Error) => err instanceof IdentityError && /EACCES/.test(err.message))
-    assert.deepEqual(await readdir(dir), [PRIVATE_KEY_FILE])
+    assert.deepEqual(await readdir(dir), [privateKeyFile])
   }
 })
 
@@ -171,14 +171,14 @@ test('a read-only data dir, or one under a read-only parent, is an IdentityError
 })
 
 test('a corrupt key in a read-only data dir is an IdentityError and the key is left in place', async (t) => {
-  const ro = await readOnlyDir(t, async (dir) => { await writeFile(join(dir, PRIVATE_KEY_FILE), 'not a key') })
+  const ro = await readOnlyDir(t, async (dir) => { await writeFile(join(dir, privateKeyFile), 'not a key') })
   await assert.rejects(loadIdentity(ro, quiet()), notWritable(ro))
-  assert.equal(await readFile(join(ro, PRIVATE_KEY_FILE), 'utf8'), 'not a key')
+  assert.equal(await readFile(join(ro, privateKeyFile), 'utf8'), 'not a key')
 })
 
 test('a valid key in a read-only data dir is used', async (t) => {
   const pem = validPem()
-  const ro = await readOnlyDir(t, async (dir) => { await writeFile(join(dir, PRIVATE_KEY_FILE), pem, { mode: 0o600 }) })
+  const ro = await readOnlyDir(t, async (dir) => { await writeFile(join(dir, privateKeyFile), pem, { mode: 0o600 }) })
   const a = peerIdFromPrivateKey(await loadIdentity(ro, quiet()))
   const b = peerIdFromPrivateKey(await loadIdentity(ro, quiet()))
   assert.equal(a.toString(), b.toString())
