@@ -26,7 +26,7 @@ const firstPauseMs = 5
 /**
  * Polls `predicate` until it returns a value other than undefined, null or false, and resolves with it.
  * Exceptions thrown by the predicate count as "not yet"; the last one is reported on timeout (a WaitTimeoutError
- * naming `what`, the attempts and `context`).
+ * naming `what`, the attempts and `context`). An aborted `signal` rejects at once with its reason.
  */
 export async function waitFor<T> (predicate: () => T | Promise<T>, options: WaitForOptions = {}): Promise<Exclude<T, undefined | null | false>> {
   const timeoutMs = options.timeoutMs ?? 10_000
@@ -46,7 +46,11 @@ export async function waitFor<T> (predicate: () => T | Promise<T>, options: Wait
       lastError = err
     }
     if (Date.now() - started >= timeoutMs) break
-    await sleep(pauseMs, undefined, { signal: options.signal })
+    // An abort ends the wait with the signal's reason (as throwIfAborted does), not a generic AbortError.
+    await sleep(pauseMs, undefined, { signal: options.signal }).catch((err: unknown) => {
+      options.signal?.throwIfAborted()
+      throw err
+    })
     pauseMs = Math.min(pauseMs * 2, intervalMs)
   }
   let message = `timed out after ${timeoutMs} ms (${attempts} attempts) waiting for ${options.what ?? 'condition'}`
