@@ -11,7 +11,8 @@
  */
 import { performance } from 'node:perf_hooks'
 import type { Libp2pRouter } from '../src/routing/libp2p.ts'
-import { closeAll, startCluster, waitFor } from '../test/unit/routing/helpers.ts'
+import { closeAll, startCluster } from '../test/helpers/routing.ts'
+import { waitFor } from '../test/helpers/wait.ts'
 
 const nodes = Number(process.argv[2] ?? 50)
 const lookups = Number(process.argv[3] ?? 200)
@@ -55,7 +56,7 @@ const started: Libp2pRouter[] = []
 try {
   const t0 = performance.now()
   const routers = await startCluster(nodes, {}, started)
-  await waitFor('all ready', () => routers.every((r) => r.ready()), 60_000)
+  await waitFor(() => routers.every((r) => r.ready()), { timeoutMs: 60_000, what: 'all routers ready' })
   console.log(`${nodes} nodes started and ready in ${(performance.now() - t0).toFixed(0)} ms`)
   // The last exploration after joining runs 60 s after start (exploreAfterJoinMs).
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, 62_000 - (performance.now() - t0))))

@@ -9,8 +9,8 @@ import { randomBytes } from 'node:crypto'
 import { accessSync, constants, rmdirSync } from 'node:fs'
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { MissingToolError } from './tools.ts'
+import { waitFor } from './wait.ts'
 
 /** Where the v1 memory controller is mounted on the host (Debian 12 with cgroup v1 / hybrid). */
 export const memoryControllerRoot = '/sys/fs/cgroup/memory'
@@ -125,22 +125,14 @@ export async function createMemoryCgroup (options: CreateMemoryCgroupOptions): P
   let removed = false
   const remove = async (opts: { timeoutMs?: number } = {}): Promise<void> => {
     if (removed) return
-    const deadline = Date.now() + (opts.timeoutMs ?? 5000)
-    for (;;) {
-      try {
-        await rmdir(path)
-        break
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code
-        if (code === 'ENOENT') break
-        // EBUSY: tasks remain (an exited process not reaped yet, or one still running, which we never kill here).
-        if (Date.now() >= deadline) {
-          const procs = await readFile(file('cgroup.procs'), 'utf8').catch(() => '?')
-          throw new CgroupError(`cannot remove cgroup ${path} (${code ?? String(err)}); processes still in it: ${procs.trim().split('\n').join(' ') || 'none'}`, { cause: err })
-        }
-        await sleep(100)
-      }
-    }
+    // EBUSY: tasks remain (an exited process not reaped yet, or one still running, which we never kill here).
+    await waitFor(async () => {
+      await rmdir(path).catch((err: unknown) => { if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err })
+      return true
+    }, { timeoutMs: opts.timeoutMs ?? 5000, intervalMs: 100, what: `cgroup ${path} to be removable` }).catch(async (err: unknown) => {
+      const procs = await readFile(file('cgroup.procs'), 'utf8').catch(() => '?')
+      throw new CgroupError(`cannot remove cgroup ${path}: ${(err as Error).message}; processes still in it: ${procs.trim().split('\n').join(' ') || 'none'}`, { cause: err })
+    })
     removed = true
     live.delete(name)
   }

@@ -9,6 +9,7 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
+import { waitFor } from './wait.ts'
 
 export interface StartContainerdOptions {
   /** Hosts directory (`config_path` of the CRI registry config). Default: `<dir>/certs.d`, created. */
@@ -101,20 +102,24 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
       closeSync(logFd)
     }
     const proc = child
-    const exited = new Promise<never>((_resolve, reject) => {
-      proc.once('exit', (code, signal) => {
-        reject(new Error(`containerd exited early (code ${code}, signal ${signal}):\n${tail(logPath)}`))
+    // An early exit ends the wait at once, with the log.
+    const exited = new AbortController()
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      exited.abort(new Error(`containerd exited early (code ${code}, signal ${signal}):\n${tail(logPath)}`))
+    }
+    const onError = (err: Error): void => { exited.abort(err) }
+    proc.once('exit', onExit)
+    proc.once('error', onError)
+    try {
+      await waitFor(async () => await socketAnswers(socket), {
+        timeoutMs: options.startTimeoutMs ?? 30_000, what: `containerd to open ${socket}`, context: () => tail(logPath), signal: exited.signal,
       })
-      proc.once('error', reject)
-    })
-    exited.catch(() => {})
-    const deadline = Date.now() + (options.startTimeoutMs ?? 30_000)
-    while (!(await socketAnswers(socket))) {
-      if (Date.now() > deadline) {
-        await kill(proc)
-        throw new Error(`containerd did not open ${socket} in time:\n${tail(logPath)}`)
-      }
-      await Promise.race([exited, sleep(50)])
+    } catch (err) {
+      await kill(proc)
+      throw err
+    } finally {
+      proc.off('exit', onExit)
+      proc.off('error', onError)
     }
   }
 
@@ -221,10 +226,6 @@ function tail (path: string, lines = 40): string {
   } catch {
     return '(no log)'
   }
-}
-
-async function sleep (ms: number): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 // ---- OCI archives ----

@@ -2,7 +2,8 @@
 // of go-libp2p-kad-dht with Spegel's settings, driven through its HTTP control API.
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { startProcess, waitFor, type ProcessHandle } from './process.ts'
+import { startProcess, type ProcessHandle } from './process.ts'
+import { waitFor } from './wait.ts'
 import { MissingToolError } from './tools.ts'
 
 export const goDhtPeerPath = fileURLToPath(new URL('../../.tools/bin/dhtpeer', import.meta.url))

@@ -4,9 +4,9 @@ import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
 import type { WriteStream } from 'node:fs'
-import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { requireTool } from './tools.ts'
+import { WaitTimeoutError } from './wait.ts'
 
 export class ProcessError extends Error {
   constructor (message: string) {
@@ -28,13 +28,6 @@ export class RunError extends Error {
     this.signal = result.signal
     this.stdout = result.stdout
     this.stderr = result.stderr
-  }
-}
-
-export class WaitTimeoutError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'WaitTimeoutError'
   }
 }
 
@@ -283,45 +276,6 @@ export function isPidAlive (pid: number): boolean {
   }
 }
 
-export interface WaitForOptions {
-  timeoutMs?: number
-  intervalMs?: number
-  /** What is awaited, for the error message ("registry to answer GET /v2/"). */
-  what?: string
-  /** Extra context appended to the timeout error, such as a process's output. */
-  context?: () => string
-  signal?: AbortSignal
-}
-
-/**
- * Polls `predicate` until it returns a value other than undefined, null or false, and resolves with it.
- * Exceptions thrown by the predicate count as "not yet"; the last one is reported on timeout.
- */
-export async function waitFor<T> (predicate: () => T | Promise<T>, options: WaitForOptions = {}): Promise<Exclude<T, undefined | null | false>> {
-  const timeoutMs = options.timeoutMs ?? 10_000
-  const intervalMs = options.intervalMs ?? 50
-  const started = Date.now()
-  let lastError: unknown
-  let attempts = 0
-  for (;;) {
-    options.signal?.throwIfAborted()
-    attempts++
-    try {
-      const value = await predicate()
-      if (value !== undefined && value !== null && value !== false) return value as Exclude<T, undefined | null | false>
-      lastError = undefined
-    } catch (err) {
-      lastError = err
-    }
-    if (Date.now() - started >= timeoutMs) break
-    await sleep(intervalMs, undefined, { signal: options.signal })
-  }
-  let message = `timed out after ${timeoutMs} ms (${attempts} attempts) waiting for ${options.what ?? 'condition'}`
-  if (lastError !== undefined) message += `; last error: ${lastError instanceof Error ? lastError.message : String(lastError)}`
-  if (options.context !== undefined) message += `\n${options.context()}`
-  throw new WaitTimeoutError(message)
-}
-
 export interface RunOptions {
   env?: Record<string, string | undefined>
   cwd?: string
@@ -391,25 +345,6 @@ export async function run (cmd: string, args: readonly string[], options: RunOpt
         return
       }
       resolve({ code, stdout: result.stdout, stderr: result.stderr })
-    })
-  })
-}
-
-/** A TCP port that was free a moment ago (the kernel picks it; there is a small race until the caller binds it). */
-export async function freePort (host = '127.0.0.1'): Promise<number> {
-  return await new Promise<number>((resolve, reject) => {
-    const server = createServer()
-    server.unref()
-    server.once('error', reject)
-    server.listen(0, host, () => {
-      const address = server.address()
-      if (address === null || typeof address === 'string') {
-        server.close()
-        reject(new ProcessError('could not read the port of a listening socket'))
-        return
-      }
-      const port = address.port
-      server.close(() => { resolve(port) })
     })
   })
 }

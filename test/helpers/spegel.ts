@@ -1,6 +1,8 @@
 // Runs this repository's CLI as a real process, the way the DaemonSet runs it.
 import { fileURLToPath } from 'node:url'
-import { freePort, run, startProcess, waitFor, type ProcessHandle, type RunResult } from './process.ts'
+import { run, startProcess, type ProcessHandle, type RunResult } from './process.ts'
+import { freePort } from './ports.ts'
+import { waitFor } from './wait.ts'
 
 export const cliPath = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url))
 

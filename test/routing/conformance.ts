@@ -5,20 +5,21 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { Peer, Router } from '../../src/routing/types.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 export interface RouterCluster {
   /** At least 3 started routers that can reach each other. */
   routers: Router[]
   /** The IPs other routers must report for `router`. */
   addressesOf(router: Router): string[]
-  /** Waits until withdrawn records have expired everywhere (TTL, cleanup, lookup caches). */
-  expire(): Promise<void>
   close(): Promise<void>
 }
 
 export interface ConformanceOptions {
-  /** How long eventual visibility may take (DHT publishing is asynchronous). */
+  /** How long eventual visibility may take (DHT publishing is asynchronous). Default 10 s. */
   visibleWithinMs?: number
+  /** How long a withdrawn key may still be found by others (record TTL, cleanup, lookup caches). Default 10 s. */
+  expireWithinMs?: number
 }
 
 let keySeq = 0
@@ -30,21 +31,25 @@ export async function collect (router: Router, key: string, count = 10, signal?:
   return out
 }
 
-/** Polls `fn` until it returns a value accepted by `ok`, or fails after `ms` with the last value. */
-export async function eventually<T> (fn: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
-  const deadline = Date.now() + ms
-  let last = await fn()
-  while (!ok(last) && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 50))
-    last = await fn()
-  }
-  return last
+/**
+ * Looks `key` up on `router` until the answer satisfies `accept`, and returns that answer; a WaitTimeoutError after
+ * `timeoutMs`. Publishing and expiry in a DHT are asynchronous: this waits for the observable result, not for a time.
+ */
+export async function lookupUntil (router: Router, key: string, accept: (peers: Peer[]) => boolean, options: { timeoutMs: number, count?: number, what?: string }): Promise<Peer[]> {
+  return await waitFor(async () => {
+    const peers = await collect(router, key, options.count ?? 10)
+    return accept(peers) ? peers : undefined
+  }, { timeoutMs: options.timeoutMs, what: options.what ?? `a lookup of ${key} on ${router.peerId} to be accepted` })
 }
+
+/** Accepts an answer with at least `n` peers. */
+export const atLeast = (n: number) => (peers: Peer[]): boolean => peers.length >= n
 
 const ids = (peers: Peer[]): string[] => peers.map((p) => p.id).sort()
 
 export function routerConformance (name: string, createCluster: () => Promise<RouterCluster>, options: ConformanceOptions = {}): void {
   const within = options.visibleWithinMs ?? 10_000
+  const expireWithin = options.expireWithinMs ?? 10_000
   describe(`Router conformance: ${name}`, () => {
     let cluster: RouterCluster | undefined
     const get = (): RouterCluster => {
@@ -57,15 +62,14 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
     test('all routers become ready and have distinct peer ids', async () => {
       const { routers } = get()
       assert.ok(routers.length >= 3)
-      const ready = await eventually(async () => routers.every((r) => r.ready()), (v) => v, within)
-      assert.equal(ready, true, 'not every router became ready')
+      await waitFor(() => routers.every((r) => r.ready()), { timeoutMs: within, what: 'every router to become ready' })
       assert.equal(new Set(routers.map((r) => r.peerId)).size, routers.length)
     })
 
     // `alone` is not compared: a seed whose bootstrap list names only itself is alone until peers dial it.
     test('status() agrees with ready(); a router among others has a routing table', async () => {
       const { routers } = get()
-      await eventually(async () => routers.every((r) => r.status().routingTableSize > 0), (v) => v, within)
+      await waitFor(() => routers.every((r) => r.status().routingTableSize > 0), { timeoutMs: within, what: 'every routing table to fill' })
       for (const r of routers) {
         const status = r.status()
         assert.equal(status.ready, r.ready())
@@ -96,7 +100,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       const key = uniqueKey('advertised')
       await a.advertise([key])
       for (const other of [b, d]) {
-        const found = await eventually(async () => await collect(other, key), (v) => v.length > 0, within)
+        const found = await lookupUntil(other, key, atLeast(1), { timeoutMs: within })
         assert.deepEqual(found, [{ id: a.peerId, addresses: c.addressesOf(a) }])
       }
     })
@@ -106,9 +110,9 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       const key = uniqueKey('self')
       await a.advertise([key])
       await b.advertise([key])
-      const fromA = await eventually(async () => await collect(a, key), (v) => v.length > 0, within)
+      const fromA = await lookupUntil(a, key, atLeast(1), { timeoutMs: within })
       assert.deepEqual(ids(fromA), [b.peerId])
-      const fromB = await eventually(async () => await collect(b, key), (v) => v.length > 0, within)
+      const fromB = await lookupUntil(b, key, atLeast(1), { timeoutMs: within })
       assert.deepEqual(ids(fromB), [a.peerId])
       const onlySelf = uniqueKey('only-self')
       await a.advertise([onlySelf])
@@ -122,7 +126,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       await b.advertise([key, key])
       await d.advertise([key])
       await b.advertise([key]) // advertising again changes nothing
-      const all = await eventually(async () => await collect(a, key, 10), (v) => v.length >= 2, within)
+      const all = await lookupUntil(a, key, atLeast(2), { timeoutMs: within, count: 10 })
       assert.deepEqual(ids(all), [b.peerId, d.peerId].sort())
       const one = await collect(a, key, 1)
       assert.equal(one.length, 1)
@@ -142,7 +146,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       const key = uniqueKey('abort')
       await b.advertise([key])
       await d.advertise([key])
-      await eventually(async () => await collect(a, key), (v) => v.length >= 2, within)
+      await lookupUntil(a, key, atLeast(2), { timeoutMs: within })
       assert.deepEqual(await collect(a, key, 10, AbortSignal.abort()), [])
       // Aborted after the first provider: iteration ends there.
       const controller = new AbortController()
@@ -164,14 +168,14 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
       const key = uniqueKey('withdraw')
       const kept = uniqueKey('kept')
       await a.advertise([key, kept])
-      await eventually(async () => await collect(b, key), (v) => v.length > 0, within)
+      await lookupUntil(b, key, atLeast(1), { timeoutMs: within })
       await a.withdraw([key, uniqueKey('never-advertised')])
-      await c.expire()
-      assert.deepEqual(await collect(b, key), [])
+      // The DHT has no withdraw message: remote records go when they expire.
+      await lookupUntil(b, key, (peers) => peers.length === 0, { timeoutMs: expireWithin, what: 'the withdrawn key to expire' })
       assert.deepEqual(ids(await collect(b, kept)), [a.peerId], 'a key that was not withdrawn must stay')
       // Advertising again after a withdraw works.
       await a.advertise([key])
-      const again = await eventually(async () => await collect(b, key), (v) => v.length > 0, within)
+      const again = await lookupUntil(b, key, atLeast(1), { timeoutMs: within })
       assert.deepEqual(ids(again), [a.peerId])
     })
 

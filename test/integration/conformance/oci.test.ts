@@ -18,11 +18,13 @@ import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, before, describe, it } from 'node:test'
-import { blob, makeImage, makeIndexImage, startContainerd, writeOciArchive, type ContainerdInstance, type TestBlob, type TestImage } from '../../helpers/containerd.ts'
-import { freePort, run, waitFor } from '../../helpers/process.ts'
-import { startSpegelRegistry, type SpegelRegistry } from '../../helpers/spegel.ts'
+import { blob, makeImage, makeIndexImage, type TestBlob, type TestImage } from '../../helpers/containerd.ts'
+import { run } from '../../helpers/process.ts'
+import { waitFor } from '../../helpers/wait.ts'
+import type { SpegelRegistry } from '../../helpers/spegel.ts'
+import { startSpegelPair, type SpegelPair } from '../../helpers/spegel-pair.ts'
 import { makeTempDir, type TempDir } from '../../helpers/tmp.ts'
-import { MissingToolError, requireKnownTool } from '../../helpers/tools.ts'
+import { MissingToolError } from '../../helpers/tools.ts'
 
 const root = fileURLToPath(new URL('../../../', import.meta.url))
 const suiteBinary = join(root, '.tools', 'bin', 'oci-conformance')
@@ -362,23 +364,18 @@ const rangeDifferences = {}
 // ---- the test ----
 
 describe('OCI distribution-spec conformance suite (pull, read-only)', { timeout: 120_000 }, () => {
-  let a: ContainerdInstance
-  let b: ContainerdInstance
+  let pair: SpegelPair | undefined
   /** Holds the content. */
   let local: SpegelRegistry
   /** Holds nothing: serves everything from `local` through the DHT. */
   let peer: SpegelRegistry
   let tmp: TempDir
   let content: SeededContent
-  const env = { SPEGEL_ALLOW_LOOPBACK: 'true' }
 
   before(async () => {
     requireSuite(suiteBinary)
     requireSuite(legacyBinary)
-    requireKnownTool('containerd')
     tmp = await makeTempDir('spegel-oci-conformance')
-    ;[a, b] = await Promise.all([startContainerd(), startContainerd()])
-
     const image = makeImage(`${registry}/${repository}:1.0`, { layerSizes: [3000, 100_000] })
     const index = makeIndexImage(`${registry}/${repository}:multi`, ['amd64', 'arm64'], { layerSizes: [2000] })
     const docker = makeImage(`${registry}/${repository}:docker`, { layerSizes: [1000], docker: true })
@@ -395,10 +392,6 @@ describe('OCI distribution-spec conformance suite (pull, read-only)', { timeout:
     }))
     const artifact: TestImage = { name: `${registry}/${repository}:artifact`, top: artifactManifest, blobs: [artifactManifest, emptyJson, empty, rangeBlob] }
     const images = [image, index, docker, artifact]
-    const archive = join(a.dir, 'images.tar')
-    await writeOciArchive(archive, images)
-    await a.ctr(['images', 'import', '--no-unpack', '--all-platforms', archive])
-
     const isManifest = (x: TestBlob): boolean => manifestMediaTypes.has(x.mediaType)
     const all = [...new Map(images.flatMap((i) => i.blobs).map((x) => [x.digest, x])).values()]
     const layer = image.blobs.find((x) => x.size > 50_000)
@@ -411,15 +404,10 @@ describe('OCI distribution-spec conformance suite (pull, read-only)', { timeout:
       rangeBlob,
     }
 
-    // Two loopback addresses with one registry port: a peer is asked on the port its asker listens on.
-    const registryPort = await freePort()
-    const routerPort = await freePort()
-    local = await startSpegelRegistry({ host: '127.0.0.2', registryPort, routerPort, containerdSocket: a.socket, contentPath: a.contentPath, env, args: ['--bootstrap-kind=static'] })
-    peer = await startSpegelRegistry({
-      host: '127.0.0.3', registryPort, routerPort, containerdSocket: b.socket, contentPath: b.contentPath, env,
-      // Room for a DHT lookup on a busy CI machine; a miss waits this long at most.
-      args: ['--bootstrap-kind=static', '--static-bootstrap-peers', `/ip4/127.0.0.2/tcp/${routerPort}`, '--mirror-resolve-timeout=1s'],
-    })
+    // Room for a DHT lookup on a busy CI machine; a miss waits this long at most.
+    pair = await startSpegelPair({ images, importArgs: ['--all-platforms'], resolveTimeout: '1s' })
+    local = pair.spegelA
+    peer = pair.spegelB
     // The suites must not race the advertisements: every digest is found through the peer first.
     await waitFor(async () => {
       for (const digest of [...content.manifests, ...content.blobs]) {
@@ -432,8 +420,7 @@ describe('OCI distribution-spec conformance suite (pull, read-only)', { timeout:
   })
 
   after(async () => {
-    await Promise.allSettled([local?.stop(), peer?.stop()])
-    await Promise.allSettled([a?.stop(), b?.stop()])
+    await pair?.stop()
     await tmp?.cleanup()
   })
 

@@ -17,6 +17,7 @@ import { makeImage, makeIndexImage, startContainerd, writeOciArchive } from '../
 import type { ContainerdInstance, TestImage } from '../../helpers/containerd.ts'
 import { runStoreConformance } from '../../store/conformance.ts'
 import type { ConformanceFixture } from '../../store/conformance.ts'
+import { waitFor } from '../../helpers/wait.ts'
 
 let ctrd: ContainerdInstance
 let client: ContainerdClient
@@ -135,9 +136,13 @@ test('misses are answered from a verified content directory; an unverified or wr
   infoCalls = 0
   const probing = new ContainerdStore({ client: counting, contentPath: ctrd.contentPath })
   await assert.rejects(probing.descriptor(missing), NotFoundError)
-  await new Promise((resolve) => setTimeout(resolve, 200))
-  await assert.rejects(probing.descriptor(missing), NotFoundError)
-  assert.equal(infoCalls, 1, 'verified by the probe, not by a hit')
+  assert.equal(infoCalls, 1)
+  // Only misses are asked for, so no hit can verify the directory: once a miss costs no gRPC call, the probe did.
+  await waitFor(async () => {
+    const before = infoCalls
+    await assert.rejects(probing.descriptor(missing), NotFoundError)
+    return infoCalls === before
+  }, { timeoutMs: 5_000, what: 'the background probe to verify the content directory' })
 
   // Opt-in: content confirmed moments ago is not asked for again while its file is there and the store's changes
   // (which carry containerd's deletions) are followed; once nobody follows them, it is asked for again.
@@ -206,28 +211,17 @@ test('events: subscribe delivers /images/create and /images/delete', async (t) =
   const ac = new AbortController()
   t.after(() => { ac.abort() })
   const seen: ContainerdEvent[] = []
-  let notify = (): void => {}
   const events = client.subscribe(['topic~="/images/"'], { signal: ac.signal })
-  const consumed = (async () => {
-    for await (const e of events) {
-      seen.push(e)
-      notify()
-    }
-  })().catch((err: unknown) => err)
-  const waitFor = async (match: (e: ContainerdEvent) => boolean, ms: number): Promise<ContainerdEvent | undefined> => {
-    const deadline = Date.now() + ms
-    for (;;) {
-      const found = seen.find(match)
-      if (found !== undefined || Date.now() > deadline) return found
-      await new Promise<void>((resolve) => { notify = resolve; setTimeout(resolve, 50) })
-    }
-  }
+  const consumed = (async () => { for await (const e of events) seen.push(e) })().catch((err: unknown) => err)
+  const event = async (match: (e: ContainerdEvent) => boolean, timeoutMs: number, what: string): Promise<ContainerdEvent> =>
+    await waitFor(() => seen.find(match), { timeoutMs, intervalMs: 20, what })
   // The subscription has no acknowledgement: create tags until one is seen, which proves it is live.
   let name = ''
   for (let i = 0; i < 20; i++) {
     name = `example.com/spegel-test/tagged:t${i}`
     await ctrd.ctr(['images', 'tag', multi.name, name])
-    if (await waitFor((e) => e.topic === '/images/create' && e.payload.type === 'image-create' && e.payload.name === name, 1_000) !== undefined) break
+    const found = await event((e) => e.topic === '/images/create' && e.payload.type === 'image-create' && e.payload.name === name, 1_000, `the create event of ${name}`).catch(() => undefined)
+    if (found !== undefined) break
     name = ''
   }
   assert.notEqual(name, '', 'an /images/create event arrived')
@@ -236,8 +230,8 @@ test('events: subscribe delivers /images/create and /images/delete', async (t) =
   assert.equal(created?.payloadType, 'containerd.services.images.v1.ImageCreate')
   assert.ok(created?.timestamp instanceof Date)
   await ctrd.ctr(['images', 'rm', name])
-  const deleted = await waitFor((e) => e.topic === '/images/delete' && e.payload.type === 'image-delete' && e.payload.name === name, 10_000)
-  assert.deepEqual(deleted?.payload, { type: 'image-delete', name })
+  const deleted = await event((e) => e.topic === '/images/delete' && e.payload.type === 'image-delete' && e.payload.name === name, 10_000, `the delete event of ${name}`)
+  assert.deepEqual(deleted.payload, { type: 'image-delete', name })
   ac.abort()
   assert.equal((await consumed as Error).name, 'AbortError')
 })
@@ -257,17 +251,12 @@ test('a containerd restart: calls fail with StoreUnavailableError, then work aga
   } finally {
     await ctrd.up()
   }
-  const deadline = Date.now() + 15_000
-  for (;;) {
-    try {
-      assert.equal(await store.resolve(multi.name), multi.top.digest)
-      break
-    } catch (err) {
-      assert.ok(err instanceof StoreUnavailableError, String(err))
-      if (Date.now() > deadline) throw err
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
-  }
+  // Until the client has reconnected calls fail with StoreUnavailableError; any other error is reported on timeout.
+  const resolved = await waitFor(async () => await store.resolve(multi.name).catch((err: unknown) => {
+    if (err instanceof StoreUnavailableError) return undefined
+    throw err
+  }), { timeoutMs: 15_000, intervalMs: 100, what: 'the store to work again after the restart' })
+  assert.equal(resolved, multi.top.digest)
   assert.deepEqual(await store.descriptor(multi.top.digest), descriptor(multi, 0))
   // The content directory was not known while containerd was down; it is asked for again and used now.
   const stream = await store.open(multi.blobs[3]!.digest, { start: 5, end: 9 })

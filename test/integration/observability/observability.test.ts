@@ -9,10 +9,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { makeImage, startContainerd, writeOciArchive, type ContainerdInstance, type TestImage } from '../../helpers/containerd.ts'
-import { freePort, startProcess, waitFor, type ProcessHandle } from '../../helpers/process.ts'
-import { runSpegel, startSpegelRegistry, type SpegelRegistry } from '../../helpers/spegel.ts'
-import { findTool, requireKnownTool, requireTool } from '../../helpers/tools.ts'
+import { makeImage, type ContainerdInstance, type TestImage } from '../../helpers/containerd.ts'
+import { startProcess, type ProcessHandle } from '../../helpers/process.ts'
+import { freePort } from '../../helpers/ports.ts'
+import { waitFor } from '../../helpers/wait.ts'
+import { runSpegel, type SpegelRegistry } from '../../helpers/spegel.ts'
+import { startSpegelPair, type SpegelPair } from '../../helpers/spegel-pair.ts'
+import { findTool, requireTool } from '../../helpers/tools.ts'
 
 const registry = 'registry.example.com'
 
@@ -61,12 +64,11 @@ describe('observability: Prometheus, promtool, gauges, debug page in Chromium, d
   let b: ContainerdInstance
   let spegelA: SpegelRegistry
   let spegelB: SpegelRegistry
+  let pair: SpegelPair | undefined
   let image: TestImage
   let prometheus: ProcessHandle | undefined
   let promUrl = ''
   let promDir = ''
-  let targetB = ''
-  const env = { SPEGEL_ALLOW_LOOPBACK: 'true' }
 
   /** Instant query against the real Prometheus; the summed value, or undefined without a result. */
   async function query (expr: string): Promise<number | undefined> {
@@ -78,26 +80,19 @@ describe('observability: Prometheus, promtool, gauges, debug page in Chromium, d
   }
 
   before(async () => {
-    requireKnownTool('containerd')
     const prometheusBin = requireTool('prometheus', 'apt-get install -y prometheus')
     requireTool('promtool', 'apt-get install -y prometheus')
-    a = await startContainerd()
-    b = await startContainerd()
     image = makeImage(`${registry}/team/app:1.0`, { layerSizes: [2_000_000, 3000] })
-    const archive = join(a.dir, 'image.tar')
-    await writeOciArchive(archive, [image])
-    await a.ctr(['images', 'import', '--no-unpack', archive])
-
-    const registryPort = await freePort()
-    const routerPort = await freePort()
-    targetB = `http://127.0.0.3:${registryPort}`
-    // Written before B starts, so B's startup doctor run finds it.
-    await runSpegel(['configuration', `--containerd-registry-config-path=${b.configPath}`, '--mirrored-registries', `https://${registry}`, '--mirror-targets', targetB])
-    spegelA = await startSpegelRegistry({ host: '127.0.0.2', registryPort, routerPort, containerdSocket: a.socket, contentPath: a.contentPath, env, args: ['--bootstrap-kind=static', `--containerd-registry-config-path=${a.configPath}`] })
-    spegelB = await startSpegelRegistry({
-      host: '127.0.0.3', registryPort, routerPort, containerdSocket: b.socket, contentPath: b.contentPath, env,
-      args: ['--bootstrap-kind=static', '--static-bootstrap-peers', `/ip4/127.0.0.2/tcp/${routerPort}`, '--mirror-resolve-timeout=2s', `--containerd-registry-config-path=${b.configPath}`, '--mirrored-registries', `https://${registry}`],
+    pair = await startSpegelPair({
+      images: [image],
+      argsA: (c) => [`--containerd-registry-config-path=${c.configPath}`],
+      argsB: (c) => [`--containerd-registry-config-path=${c.configPath}`, '--mirrored-registries', `https://${registry}`],
+      beforeStart: async ({ b, urlB }) => {
+        // Written before B starts, so B's startup doctor run finds it.
+        await runSpegel(['configuration', `--containerd-registry-config-path=${b.configPath}`, '--mirrored-registries', `https://${registry}`, '--mirror-targets', urlB])
+      },
     })
+    ;({ a, b, spegelA, spegelB } = pair)
 
     promDir = await mkdtemp(join(tmpdir(), 'spegel-prom-'))
     const promPort = await freePort()
@@ -129,8 +124,7 @@ describe('observability: Prometheus, promtool, gauges, debug page in Chromium, d
   })
   after(async () => {
     await prometheus?.stop('SIGTERM', 10_000)
-    await Promise.allSettled([spegelA?.stop(), spegelB?.stop()])
-    await Promise.allSettled([a?.stop(), b?.stop()])
+    await pair?.stop()
     if (promDir !== '') await rm(promDir, { recursive: true, force: true })
   })
 

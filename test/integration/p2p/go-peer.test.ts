@@ -16,7 +16,7 @@ import { requireGoDhtPeer, startGoDhtPeer, type GoDhtPeer, type GoPeerInfo } fro
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
 import { addClusterMember, type ExtraMember } from '../../helpers/netns-member.ts'
-import { waitFor } from '../../helpers/process.ts'
+import { waitFor } from '../../helpers/wait.ts'
 import { startRegistry, type RegistryHandle } from '../../helpers/registry.ts'
 import { registryPort, routerPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
 

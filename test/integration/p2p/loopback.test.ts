@@ -1,43 +1,25 @@
-// Two full daemons on one host (loopback addresses 127.0.0.2 and .3, same registry port as peers require), each with
-// its own real containerd: content imported on node A only is pulled by node B's containerd through B's mirror,
-// which finds A in the DHT. No network namespaces needed; the multi-node test covers real interfaces.
+// Two full daemons on one host (test/helpers/spegel-pair.ts): content imported on node A only is pulled by node B's
+// containerd through B's mirror, which finds A in the DHT.
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { makeImage, startContainerd, writeOciArchive, type ContainerdInstance, type TestImage } from '../../helpers/containerd.ts'
-import { freePort, waitFor } from '../../helpers/process.ts'
-import { runSpegel, startSpegelRegistry, type SpegelRegistry } from '../../helpers/spegel.ts'
-import { requireKnownTool } from '../../helpers/tools.ts'
+import { makeImage, type ContainerdInstance, type TestImage } from '../../helpers/containerd.ts'
+import { runSpegel, type SpegelRegistry } from '../../helpers/spegel.ts'
+import { startSpegelPair, type SpegelPair } from '../../helpers/spegel-pair.ts'
+import { waitFor } from '../../helpers/wait.ts'
 
 describe('two daemons sharing content over the DHT (loopback)', { timeout: 180_000 }, () => {
-  let a: ContainerdInstance
   let b: ContainerdInstance
-  let spegelA: SpegelRegistry
   let spegelB: SpegelRegistry
+  let pair: SpegelPair | undefined
   let image: TestImage
-  const env = { SPEGEL_ALLOW_LOOPBACK: 'true' }
 
   before(async () => {
-    requireKnownTool('containerd')
-    a = await startContainerd()
-    b = await startContainerd()
     image = makeImage('registry.example.com/team/app:1.0', { layerSizes: [3_000_000, 1000] })
-    const archive = join(a.dir, 'image.tar')
-    await writeOciArchive(archive, [image])
-    await a.ctr(['images', 'import', '--no-unpack', archive])
-    const registryPort = await freePort()
-    const routerPort = await freePort()
-    spegelA = await startSpegelRegistry({ host: '127.0.0.2', registryPort, routerPort, containerdSocket: a.socket, contentPath: a.contentPath, env, args: ['--bootstrap-kind=static'] })
-    spegelB = await startSpegelRegistry({
-      host: '127.0.0.3', registryPort, routerPort, containerdSocket: b.socket, contentPath: b.contentPath, env,
-      args: ['--bootstrap-kind=static', '--static-bootstrap-peers', `/ip4/127.0.0.2/tcp/${routerPort}`, '--mirror-resolve-timeout=2s'],
-    })
+    pair = await startSpegelPair({ images: [image] })
+    ;({ b, spegelB } = pair)
   })
-  after(async () => {
-    await Promise.allSettled([spegelA?.stop(), spegelB?.stop()])
-    await Promise.allSettled([a?.stop(), b?.stop()])
-  })
+  after(async () => { await pair?.stop() })
 
   it('serves a blob B does not hold, from A', async () => {
     const layer = image.blobs.find((x) => x.size > 1_000_000)

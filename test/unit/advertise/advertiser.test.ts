@@ -7,6 +7,7 @@ import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { RequestFilter } from '../../../src/oci/filter.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
+import { waitFor } from '../../helpers/wait.ts'
 
 const logger = pino({ level: 'silent' })
 
@@ -46,14 +47,6 @@ async function providers (router: MemoryRouter, key: string): Promise<string[]> 
   return out
 }
 
-async function until (what: string, check: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-  assert.fail(`timed out waiting for ${what}`)
-}
-
 describe('advertiser', () => {
   it('advertises tags and present digests, follows changes, withdraws deletions, honours filters', async () => {
     const network = new MemoryNetwork()
@@ -68,7 +61,7 @@ describe('advertiser', () => {
     const ac = new AbortController()
     const running = advertiser.run(ac.signal)
     try {
-      await until('first pass', async () => advertiser.ready)
+      await waitFor(() => advertiser.ready, { what: 'first pass' })
       for (const key of ['docker.io/library/app:1.0', a.top, a.config, a.layer]) assert.deepEqual(await providers(other, key), ['self'], key)
       assert.deepEqual(await providers(other, 'docker.io/library/skip:latest'), [], 'filtered image is not advertised')
       assert.equal((await metrics.registry.getSingleMetric('spegel_advertised_image_tags')?.get())?.values[0]?.value, 1)
@@ -77,19 +70,19 @@ describe('advertiser', () => {
       // A new tag appears live.
       const b = addImage(store, 'ghcr.io/org/tool:v2', 'b')
       changes.push({ contentDeleted: false })
-      await until('new image advertised', async () => (await providers(other, 'ghcr.io/org/tool:v2')).length === 1)
+      await waitFor(async () => (await providers(other, 'ghcr.io/org/tool:v2')).length === 1, { what: 'new image advertised' })
       assert.deepEqual(await providers(other, b.layer), ['self'])
 
       // A layer goes missing (GC): it is withdrawn, the rest stays.
       store.deleteBlob(a.layer)
       changes.push({ contentDeleted: true })
-      await until('missing layer withdrawn', async () => (await providers(other, a.layer)).length === 0)
+      await waitFor(async () => (await providers(other, a.layer)).length === 0, { what: 'missing layer withdrawn' })
       assert.deepEqual(await providers(other, a.top), ['self'])
 
       // The tag is removed: its key is withdrawn.
       store.deleteImage('ghcr.io/org/tool:v2')
       changes.push({ contentDeleted: false })
-      await until('deleted tag withdrawn', async () => (await providers(other, 'ghcr.io/org/tool:v2')).length === 0)
+      await waitFor(async () => (await providers(other, 'ghcr.io/org/tool:v2')).length === 0, { what: 'deleted tag withdrawn' })
       assert.deepEqual(await providers(other, b.layer), [])
     } finally {
       ac.abort()
@@ -107,13 +100,13 @@ describe('advertiser', () => {
     const ac = new AbortController()
     const running = advertiser.run(ac.signal)
     try {
-      await until('first pass', async () => advertiser.ready)
+      await waitFor(() => advertiser.ready, { what: 'first pass' })
       const layer = store.addBlob('a layer still being pulled', MediaType.ociLayerGzip)
       changes.push({ contentDeleted: false, created: layer })
-      await until('landed layer advertised', async () => (await providers(other, layer)).length === 1)
+      await waitFor(async () => (await providers(other, layer)).length === 1, { what: 'landed layer advertised' })
       store.deleteBlob(layer)
       changes.push({ contentDeleted: true })
-      await until('removed layer withdrawn', async () => (await providers(other, layer)).length === 0)
+      await waitFor(async () => (await providers(other, layer)).length === 0, { what: 'removed layer withdrawn' })
     } finally {
       ac.abort()
       await running
@@ -125,11 +118,15 @@ describe('advertiser', () => {
     const self = new MemoryRouter(network, { id: 'self' })
     const other = new MemoryRouter(network, { id: 'other' })
     const store = new MemoryStore()
-    let slow = false
+    // Once `hold` is set, a pass stops right after listing the images until the test releases it.
+    let hold: { listed: PromiseWithResolvers<void>, release: PromiseWithResolvers<void> } | undefined
     const listImages = store.listImages.bind(store)
     store.listImages = async (options) => {
       const images = await listImages(options)
-      if (slow) await new Promise((resolve) => setTimeout(resolve, 200))
+      if (hold !== undefined) {
+        hold.listed.resolve()
+        await hold.release.promise
+      }
       return images
     }
     const changes = feed()
@@ -137,13 +134,16 @@ describe('advertiser', () => {
     const ac = new AbortController()
     const running = advertiser.run(ac.signal)
     try {
-      await until('first pass', async () => advertiser.ready)
-      slow = true
-      changes.push({ contentDeleted: false }) // starts a slow pass
-      await new Promise((resolve) => setTimeout(resolve, 50))
+      await waitFor(() => advertiser.ready, { what: 'first pass' })
+      const held = { listed: Promise.withResolvers<void>(), release: Promise.withResolvers<void>() }
+      hold = held
+      changes.push({ contentDeleted: false }) // starts a pass, held after listing
+      await held.listed.promise
+      hold = undefined
       addImage(store, 'docker.io/library/late:1', 'late') // lands after the pass listed the images
       changes.push({ contentDeleted: false })
-      await until('late image advertised without waiting for the resync', async () => (await providers(other, 'docker.io/library/late:1')).length === 1)
+      held.release.resolve()
+      await waitFor(async () => (await providers(other, 'docker.io/library/late:1')).length === 1, { what: 'late image advertised without waiting for the resync' })
     } finally {
       ac.abort()
       await running
@@ -160,7 +160,7 @@ describe('advertiser', () => {
     const advertiser = new Advertiser({ store, router: self, logger })
     const ac = new AbortController()
     const running = advertiser.run(ac.signal)
-    await until('first pass', async () => advertiser.ready)
+    await waitFor(() => advertiser.ready, { what: 'first pass' })
     ac.abort()
     await running
     assert.deepEqual(await providers(other, 'docker.io/library/gone:1'), [])
@@ -177,12 +177,12 @@ describe('advertiser', () => {
     const ac = new AbortController()
     const running = advertiser.run(ac.signal)
     try {
-      await until('first pass', async () => advertiser.ready)
+      await waitFor(async () => advertiser.ready, { what: 'first pass' })
       const a = addImage(store, 'docker.io/library/app:1.0', 'a')
-      await until('new image advertised', async () => (await providers(other, 'docker.io/library/app:1.0')).length === 1)
+      await waitFor(async () => (await providers(other, 'docker.io/library/app:1.0')).length === 1, { what: 'new image advertised' })
       assert.deepEqual(await providers(other, a.layer), ['self'])
       store.deleteImage('docker.io/library/app:1.0')
-      await until('deleted image withdrawn', async () => (await providers(other, 'docker.io/library/app:1.0')).length === 0)
+      await waitFor(async () => (await providers(other, 'docker.io/library/app:1.0')).length === 0, { what: 'deleted image withdrawn' })
     } finally {
       ac.abort()
       await running

@@ -7,6 +7,7 @@ import { Advertiser, type StoreChange } from '../../../src/advertise/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
+import { waitFor } from '../../helpers/wait.ts'
 
 function addImage (store: MemoryStore, name: string, seed: string): string {
   const layer = store.addBlob(`layer-${seed}`, MediaType.ociLayerGzip)
@@ -34,13 +35,22 @@ describe('advertiser after the event stream breaks', () => {
     const other = new MemoryRouter(network, { id: 'other', addresses: ['10.0.0.2'] })
     const store = new MemoryStore()
     addImage(store, 'docker.io/library/first:1', 'first')
+    // Each pass lists the images once: counts the passes that got that far.
+    let listings = 0
+    const listImages = store.listImages.bind(store)
+    store.listImages = async (options) => {
+      const images = await listImages(options)
+      listings++
+      return images
+    }
     let subscriptions = 0
     let push: ((c: StoreChange) => void) | undefined
     // First subscription: one event, then the stream breaks (containerd went away). Second one: stays open.
     const changes = async function * (signal: AbortSignal): AsyncIterable<StoreChange> {
       subscriptions++
       if (subscriptions === 1) {
-        await new Promise((resolve) => setTimeout(resolve, 20))
+        // Breaks once the first pass has listed the images, as containerd restarting after the daemon started would.
+        await waitFor(() => listings >= 1, { what: 'the first pass' })
         throw new Error('Connection dropped')
       }
       const queue: StoreChange[] = []
@@ -56,20 +66,14 @@ describe('advertiser after the event stream breaks', () => {
     const ac = new AbortController()
     const running = advertiser.run(ac.signal)
     try {
-      const deadline = Date.now() + 3000
-      while (push === undefined && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
-      assert.ok(push !== undefined, 'the advertiser subscribed again after the stream broke')
-      // Let the pass triggered by the resubscription finish, then add content live.
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      const pushLive = await waitFor(() => push, { timeoutMs: 3_000, what: 'the advertiser to subscribe again after the stream broke' })
+      // The stream being down makes the next pass a full one: wait until it has listed the images, then add content live.
+      await waitFor(() => listings >= 2, { timeoutMs: 3_000, what: 'the pass after the resubscription' })
       const layer = addImage(store, 'docker.io/library/second:1', 'second')
-      push({ contentDeleted: false })
-      let found: string[] = []
-      while (Date.now() < deadline + 2000) {
-        found = await providers(other, layer)
-        if (found.length > 0) break
-        await new Promise((resolve) => setTimeout(resolve, 10))
-      }
-      assert.deepEqual(found, ['self'], 'content added after the resubscription is advertised within seconds')
+      pushLive({ contentDeleted: false })
+      // Far below the periodic resync (10 min here): the run loop was woken by the change.
+      const found = await waitFor(async () => { const ids = await providers(other, layer); return ids.length > 0 ? ids : undefined }, { timeoutMs: 3_000, what: 'content added after the resubscription to be advertised' })
+      assert.deepEqual(found, ['self'])
       assert.deepEqual(await providers(other, 'docker.io/library/second:1'), ['self'])
     } finally {
       ac.abort()

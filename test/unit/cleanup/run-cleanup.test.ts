@@ -1,21 +1,12 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { cleanupWait, runCleanup } from '../../../src/cleanup/index.ts'
 import { writeMirrorConfiguration } from '../../../src/hosts/index.ts'
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
-  return port
-}
+import { freePort } from '../../helpers/ports.ts'
 
 test('runCleanup restores the configuration, then reports ready until aborted', async (t) => {
   const root = await mkdtemp(join(tmpdir(), 'spegel-run-cleanup-'))

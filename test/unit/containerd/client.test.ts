@@ -13,6 +13,7 @@ import { ContainerdClient, grpcCode } from '../../../src/containerd/client.ts'
 import type { ContainerdEvent } from '../../../src/containerd/client.ts'
 import { containerdProto } from '../../../src/containerd/proto.ts'
 import { NotFoundError, StoreUnavailableError } from '../../../src/store/errors.ts'
+import { waitFor } from '../../helpers/wait.ts'
 
 const defs = containerdProto().definitions
 const digest = 'sha256:' + 'ab'.repeat(32)
@@ -234,17 +235,12 @@ test('calls fail fast with StoreUnavailableError while the server is down and su
   await assert.rejects(client.contentInfo(digest), StoreUnavailableError)
   assert.ok(Date.now() - started < 5_000, 'failed fast')
   await restart()
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    try {
-      assert.equal((await client.getImage('example.com/app:v1')).name, 'example.com/app:v1')
-      break
-    } catch (err) {
-      assert.ok(err instanceof StoreUnavailableError)
-      if (Date.now() > deadline) throw err
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
-  }
+  // Until the client has reconnected it keeps failing with StoreUnavailableError; any other error is reported on timeout.
+  const image = await waitFor(async () => await client.getImage('example.com/app:v1').catch((err: unknown) => {
+    if (err instanceof StoreUnavailableError) return undefined
+    throw err
+  }), { timeoutMs: 10_000, what: 'the client to reconnect to the restarted containerd' })
+  assert.equal(image.name, 'example.com/app:v1')
 })
 
 test('a closed client fails with StoreUnavailableError', async (t) => {

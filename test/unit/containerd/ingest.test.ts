@@ -79,10 +79,15 @@ describe('containerd downloads in progress', () => {
     const other = randomBytes(100_000)
     const shrinking = await c.start(other)
     await appendFile(join(shrinking.dir, 'data'), other.subarray(0, 50_000))
-    const reading = collect(followDownload({ digest: shrinking.digest, total: other.length, dir: shrinking.dir }, { stallTimeoutMs: 2000, pollMs: 5 }))
-    await sleep(50)
+    const reading = followDownload({ digest: shrinking.digest, total: other.length, dir: shrinking.dir }, { stallTimeoutMs: 2000, pollMs: 5 })[Symbol.asyncIterator]()
+    // Truncated once the reader has seen the bytes written so far.
+    for (let got = 0; got < 50_000;) {
+      const chunk = await reading.next()
+      assert.ok(chunk.done !== true, 'the download ended early')
+      got += chunk.value.length
+    }
     await truncate(join(shrinking.dir, 'data'), 0)
-    await assert.rejects(reading, (err: Error) => err instanceof DownloadAbandonedError && err.reason === 'shrank')
+    await assert.rejects(async () => { while ((await reading.next()).done !== true); }, (err: Error) => err instanceof DownloadAbandonedError && err.reason === 'shrank')
 
     await assert.rejects(collect(followDownload({ digest: stalled.digest, total: 1, dir: join(c.root, 'ingest', 'gone') })),
       (err: Error) => err instanceof DownloadAbandonedError && err.reason === 'gone')

@@ -3,7 +3,6 @@ import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, it, after, before } from 'node:test'
 import { pino } from 'pino'
 import type { FastifyInstance } from 'fastify'
@@ -13,6 +12,7 @@ import { TransferBudget, defaultTransferBudget } from '../../../src/registry/bud
 import { ConnectionLimits } from '../../../src/registry/connections.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
+import { waitFor } from '../../helpers/wait.ts'
 
 const logger = pino({ level: 'silent' })
 const MiB = 1024 * 1024
@@ -40,8 +40,7 @@ describe('transfer budget', () => {
     assert.ok(first !== undefined)
     const order: number[] = []
     const waiting = [1, 2].map(async (n) => { const l = await budget.admit(MiB, 'node', 'local'); order.push(n); return l })
-    await sleep(20)
-    assert.equal(budget.queued, 2)
+    await waitFor(() => budget.queued === 2, { timeoutMs: 1_000, what: 'both requests queued' })
     assert.equal(await budget.admit(1, 'peer', 'local'), undefined, 'a peer does not jump the line')
     first.release()
     const second = await waiting[0]
@@ -61,8 +60,10 @@ describe('transfer budget', () => {
     const waited = performance.now() - started
     assert.ok(waited >= 90 && waited < 1000, `waited ${waited} ms`)
     const ac = new AbortController()
-    setTimeout(() => { ac.abort() }, 10)
-    assert.equal(await budget.admit(MiB, 'node', 'local', ac.signal), undefined)
+    const cancelled = budget.admit(MiB, 'node', 'local', ac.signal)
+    await waitFor(() => budget.queued === 1, { timeoutMs: 1_000, what: 'the request to queue' })
+    ac.abort()
+    assert.equal(await cancelled, undefined)
     assert.equal(budget.queued, 0)
     const text = await metrics.registry.metrics()
     assert.match(text, /spegel_transfer_rejections_total\{requester="node",source="peer",reason="timeout"\} 1/)
@@ -119,8 +120,7 @@ describe('registry under a full transfer budget', () => {
   it('answers a peer 429 with Retry-After, this node\'s containerd 404 after a short wait, and small bodies always', async () => {
     const holder = await stuckGet(port, `/v2/library/app/blobs/${bigDigest}`)
     try {
-      await sleep(100)
-      assert.equal(budget.used, MiB)
+      await waitFor(() => budget.used === MiB, { timeoutMs: 2_000, what: 'the stuck transfer to hold the whole budget' })
       const peer = await fetch(url(bigDigest), { headers: { 'X-Spegel-Mirrored': 'true' } })
       assert.equal(peer.status, 429)
       assert.equal(peer.headers.get('retry-after'), '1')
@@ -138,9 +138,8 @@ describe('registry under a full transfer budget', () => {
     } finally {
       holder.destroy()
     }
-    // The hung-up transfer gave its reservation back.
-    await sleep(100)
-    assert.equal(budget.used, 0)
+    // The hung-up transfer gives its reservation back.
+    await waitFor(() => budget.used === 0, { timeoutMs: 2_000, what: 'the hung-up transfer to release its reservation' })
     const res = await fetch(url(bigDigest), { headers: { 'X-Spegel-Mirrored': 'true' } })
     assert.equal(res.status, 200)
     assert.equal('sha256:' + createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex'), bigDigest)
@@ -148,9 +147,10 @@ describe('registry under a full transfer budget', () => {
 
   it('admits a queued request of this node as soon as the transfer ahead of it ends', async () => {
     const holder = await stuckGet(port, `/v2/library/app/blobs/${bigDigest}`)
-    await sleep(100)
+    await waitFor(() => budget.used === MiB, { timeoutMs: 2_000, what: 'the stuck transfer to hold the whole budget' })
     const pending = fetch(url(bigDigest))
-    setTimeout(() => { holder.destroy() }, 50)
+    await waitFor(() => budget.queued === 1, { timeoutMs: 2_000, what: 'the second request to queue' })
+    holder.destroy()
     const res = await pending
     assert.equal(res.status, 200)
     assert.equal((await res.arrayBuffer()).byteLength, big.length)
@@ -169,8 +169,11 @@ describe('connection limits', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     t.after(async () => { server.closeAllConnections(); await new Promise((resolve) => server.close(resolve)) })
     const port = (server.address() as AddressInfo).port
+    // Registered after the limits' own listener: once it fires, the limits know the connection.
+    let accepted = 0
+    server.on('connection', () => { accepted++ })
     const busy = await stuckGet(port, '/slow')
-    await sleep(50)
+    await waitFor(() => limits.stats().active === 1, { timeoutMs: 2_000, what: 'the slow request in progress' })
     const sockets: net.Socket[] = []
     const closed = new Set<number>()
     for (let i = 0; i < 8; i++) {
@@ -180,9 +183,10 @@ describe('connection limits', () => {
       s.on('error', () => {})
       await new Promise<void>((resolve) => s.once('connect', resolve))
       sockets.push(s)
-      await sleep(10)
+      // Idle order is arrival order at the server: the next one connects after this one was accepted.
+      await waitFor(() => accepted === i + 2, { timeoutMs: 2_000, what: `connection ${i} accepted` })
     }
-    await sleep(100)
+    await waitFor(() => closed.size === 5, { timeoutMs: 2_000, what: 'five idle connections closed', context: () => JSON.stringify([...closed]) })
     assert.deepEqual([...closed].sort(), [0, 1, 2, 3, 4], 'the five oldest idle connections were closed')
     assert.deepEqual(limits.stats(), { active: 1, idle: 3 })
     assert.equal(busy.destroyed, false)

@@ -9,12 +9,12 @@ import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { after, before, describe, it } from 'node:test'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { bufferStats } from '../../../src/registry/buffers.ts'
 import { sendFileRange } from '../../../src/registry/sendfile.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
+import { waitFor } from '../../helpers/wait.ts'
 import { startPeerPair, type PeerPair } from './peer-pair.ts'
 
 const blob = randomBytes(24 * 1024 * 1024)
@@ -41,8 +41,7 @@ async function hangUp (port: number, host: string, path: string, bytes: number, 
 }
 
 async function waitForBuffersBack (): Promise<void> {
-  for (let i = 0; i < 100 && bufferStats().inUse !== 0; i++) await sleep(20)
-  assert.equal(bufferStats().inUse, 0, `every transfer buffer went back to the pool (${JSON.stringify(bufferStats())})`)
+  await waitFor(() => bufferStats().inUse === 0, { timeoutMs: 2_000, what: 'every transfer buffer back in the pool', context: () => JSON.stringify(bufferStats()) })
 }
 
 describe('clients hanging up mid-body', () => {

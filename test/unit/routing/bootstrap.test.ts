@@ -4,8 +4,6 @@ import { test } from 'node:test'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, compareIps, peerIdUrl } from '../../../src/routing/bootstrap.ts'
 import type { ResolveFn } from '../../../src/routing/bootstrap.ts'
 import { BootstrapError } from '../../../src/routing/errors.ts'
-import { closeAll, loopbackIp, startRouter, tcpPort, waitFor } from './helpers.ts'
-import type { Libp2pRouter } from '../../../src/routing/libp2p.ts'
 
 const ID_A = '12D3KooWEfzjcBgezJbtx93HQNtjaMwne8tkw1PuGcW54oG4i4D8'
 const ID_B = '12D3KooWRabrHQxit1t5Z9sTVQAiwoH8PXy41rZ7xpKuA8Mjrkqv'
@@ -116,21 +114,6 @@ test('http: first 3 entries, ids from /p2p/, errors are BootstrapErrors, timeout
   await assert.rejects(new HttpBootstrapper({ url: 'http://127.0.0.1:1/id' }).peers(), BootstrapError)
 })
 
-test('http bootstrap end to end: a router joins through another router\'s /id', async (t) => {
-  const routers: Libp2pRouter[] = []
-  t.after(async () => { await closeAll(routers) })
-  const seedBootstrap = new HttpBootstrapper({ listenAddr: '127.0.0.1:0' })
-  const seed = await startRouter(loopbackIp(0), seedBootstrap)
-  routers.push(seed)
-  const url = `http://127.0.0.1:${seedBootstrap.port() ?? 0}/id`
-  const served = await (await fetch(url)).json() as Array<{ ID: string, Addrs: string[] }>
-  assert.deepEqual(served, [{ ID: seed.peerId, Addrs: [`/ip4/${loopbackIp(0)}/tcp/${tcpPort(seed)}`] }])
-  const joiner = await startRouter(loopbackIp(1), new HttpBootstrapper({ url }))
-  routers.push(joiner)
-  await waitFor('joiner connected to seed', () => joiner.peers().some((p) => p.id === seed.peerId), 10_000)
-  await waitFor('both ready', () => seed.ready() && joiner.ready(), 10_000)
-})
-
 // Spegel v0.7.4's --http-bootstrap-peer (pkg/routing/bootstrap.go HTTPBootstrapper): the client GETs peer + "/id" and
 // reads one go-libp2p AddrInfo JSON object; the server answers /id with this node's AddrInfo as one object.
 const peerUrls: Array<[peer: string, url: string | RegExp]> = [
@@ -215,19 +198,4 @@ test('http: answers in either shape are read, whichever flag fetched them', asyn
   }
   assert.ok(asked.every((a) => a === 'GET /id' || a === 'GET /peers'), JSON.stringify(asked))
   assert.ok(asked.includes('GET /id') && asked.includes('GET /peers'))
-})
-
-test('http bootstrap end to end, Spegel v0.7 flags: a router joins through --http-bootstrap-peer', async (t) => {
-  const routers: Libp2pRouter[] = []
-  t.after(async () => { await closeAll(routers) })
-  // As a v0.7 DaemonSet is configured: every node serves /id and names the same peer.
-  const seedBootstrap = new HttpBootstrapper({ listenAddr: '127.0.0.1:0', peer: 'http://127.0.0.1:1' })
-  const seed = await startRouter(loopbackIp(0), seedBootstrap)
-  routers.push(seed)
-  const peer = `http://127.0.0.1:${seedBootstrap.port() ?? 0}`
-  assert.deepEqual(await (await fetch(`${peer}/id`)).json(), { Addrs: [`/ip4/${loopbackIp(0)}/tcp/${tcpPort(seed)}`], ID: seed.peerId })
-  const joiner = await startRouter(loopbackIp(1), new HttpBootstrapper({ peer }))
-  routers.push(joiner)
-  await waitFor('joiner connected to seed', () => joiner.peers().some((p) => p.id === seed.peerId), 10_000)
-  await waitFor('both ready', () => seed.ready() && joiner.ready(), 10_000)
 })

@@ -7,7 +7,6 @@ routerConformance('MemoryRouter', async () => {
   return {
     routers,
     addressesOf: (r) => [...(r as MemoryRouter).addresses],
-    expire: async () => {},
     close: async () => { await Promise.all(routers.map(async (r) => await r.close())) },
   }
 })

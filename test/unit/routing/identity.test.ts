@@ -1,19 +1,15 @@
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { test, type TestContext } from 'node:test'
-import { promisify } from 'node:util'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { createLogger, type Logger } from '../../../src/log/index.ts'
 import { IdentityError } from '../../../src/routing/errors.ts'
 import { loadIdentity, privateKeyFile } from '../../../src/routing/identity.ts'
-import { cliPath } from '../../helpers/spegel.ts'
-
-const exec = promisify(execFile)
+import { readOnlyDir } from '../../helpers/tmp.ts'
 
 /** A logger whose JSON lines are kept for assertions. */
 function capturingLogger (): { logger: Logger, lines: Array<Record<string, unknown>> } {
@@ -122,34 +118,6 @@ test('a key file that cannot be read stays an IdentityError and is not moved', a
   }
 })
 
-/**
- * A directory that cannot be written: a read-only tmpfs as root (root ignores permission bits), mode 0555 otherwise.
- * `prepare` runs while it is still writable. Unmounted and removed after the test, also on failure.
- */
-async function readOnlyDir (t: TestContext, prepare: (dir: string) => Promise<void> = async () => {}): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'spegel-identity-ro-'))
-  let mounted = false
-  t.after(async () => {
-    if (mounted) await exec('umount', [dir])
-    else await chmod(dir, 0o755)
-    await rm(dir, { recursive: true, force: true })
-  })
-  if (process.getuid?.() === 0) {
-    try {
-      await exec('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0755', 'tmpfs', dir])
-    } catch (err) {
-      throw new Error(`this test mounts a read-only tmpfs and needs root with CAP_SYS_ADMIN (run the suite as root, outside an unprivileged container): ${(err as Error).message}`, { cause: err })
-    }
-    mounted = true
-    await prepare(dir)
-    await exec('mount', ['-o', 'remount,ro', dir])
-  } else {
-    await prepare(dir)
-    await chmod(dir, 0o555)
-  }
-  return dir
-}
-
 const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
 const notWritable = (dataDir: string) => (err: Error): boolean => {
@@ -193,21 +161,4 @@ test('a data dir that is a file is an IdentityError saying so', async (t) => {
       err.message.startsWith(`data dir ${dataDir} is not a directory (`) && err.message.includes(`mount a writable volume at ${dataDir}`))
   }
   assert.equal(await readFile(file, 'utf8'), 'x')
-})
-
-test('spegel registry with a read-only data dir exits 1 with the message as its last stderr line', async (t) => {
-  const ro = await readOnlyDir(t)
-  const dataDir = join(ro, 'data')
-  const res = await exec(process.execPath, [cliPath, 'registry', `--data-dir=${dataDir}`, '--bootstrap-kind=static',
-    '--registry-addr=127.0.0.1:0', '--metrics-addr=127.0.0.1:0', '--router-addr=127.0.0.1:0', `--containerd-sock=${join(ro, 'none.sock')}`],
-  { timeout: 30_000, env: { ...process.env, SPEGEL_BASIC_AUTH_DIR: join(ro, 'none') } }).then(
-    () => assert.fail('spegel registry should fail'),
-    (err: { code?: number, stderr?: string }) => err)
-  assert.equal(res.code, 1)
-  const lines = (res.stderr ?? '').trimEnd().split('\n')
-  // The plain line and the (asynchronous) JSON log lines may come in either order.
-  const plain = lines.filter((l) => !l.startsWith('{'))
-  assert.equal(plain.length, 1, `one plain line, not a stack trace:\n${res.stderr ?? ''}`)
-  assert.match(plain[0] ?? '', new RegExp(`^spegel registry: data dir ${escape(dataDir)} is not writable \\((EROFS|EACCES)\\): mount a writable volume at ${escape(dataDir)}, or unset --data-dir / DATA_DIR`))
-  for (const line of lines) if (line.startsWith('{')) assert.doesNotThrow(() => JSON.parse(line), line)
 })

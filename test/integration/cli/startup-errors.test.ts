@@ -1,7 +1,11 @@
+// Start-up failures of `spegel registry`, each seen from a real process: its exit code and its one-line message.
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { describe, it } from 'node:test'
+import { describe, it, test } from 'node:test'
+import { promisify } from 'node:util'
+import { readOnlyDir } from '../../helpers/tmp.ts'
 
 const cli = fileURLToPath(new URL('../../../src/cli/main.ts', import.meta.url))
 
@@ -36,4 +40,23 @@ describe('registry refuses bad filters, lists and bootstrap flags at start-up', 
       assert.ok(!res.summary.includes('\n'), res.summary)
     })
   }
+})
+
+const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
+test('spegel registry with a read-only data dir exits 1 with the message as its last stderr line', async (t) => {
+  const ro = await readOnlyDir(t)
+  const dataDir = join(ro, 'data')
+  const res = await promisify(execFile)(process.execPath, [cli, 'registry', `--data-dir=${dataDir}`, '--bootstrap-kind=static',
+    '--registry-addr=127.0.0.1:0', '--metrics-addr=127.0.0.1:0', '--router-addr=127.0.0.1:0', `--containerd-sock=${join(ro, 'none.sock')}`],
+  { timeout: 30_000, env: { ...process.env, SPEGEL_BASIC_AUTH_DIR: join(ro, 'none') } }).then(
+    () => assert.fail('spegel registry should fail'),
+    (err: { code?: number, stderr?: string }) => err)
+  assert.equal(res.code, 1)
+  const lines = (res.stderr ?? '').trimEnd().split('\n')
+  // The plain line and the (asynchronous) JSON log lines may come in either order.
+  const plain = lines.filter((l) => !l.startsWith('{'))
+  assert.equal(plain.length, 1, `one plain line, not a stack trace:\n${res.stderr ?? ''}`)
+  assert.match(plain[0] ?? '', new RegExp(`^spegel registry: data dir ${escape(dataDir)} is not writable \\((EROFS|EACCES)\\): mount a writable volume at ${escape(dataDir)}, or unset --data-dir / DATA_DIR`))
+  for (const line of lines) if (line.startsWith('{')) assert.doesNotThrow(() => JSON.parse(line), line)
 })

@@ -1,9 +1,9 @@
-import { createServer } from 'node:net'
+// Real libp2p routers on loopback addresses for routing tests and bench/dht-lookup.ts.
 import { pino } from 'pino'
-import { StaticBootstrapper } from '../../../src/routing/bootstrap.ts'
-import type { Bootstrapper } from '../../../src/routing/bootstrap.ts'
-import { Libp2pRouter } from '../../../src/routing/libp2p.ts'
-import type { Libp2pRouterOptions } from '../../../src/routing/libp2p.ts'
+import { StaticBootstrapper } from '../../src/routing/bootstrap.ts'
+import type { Bootstrapper } from '../../src/routing/bootstrap.ts'
+import { Libp2pRouter } from '../../src/routing/libp2p.ts'
+import type { Libp2pRouterOptions } from '../../src/routing/libp2p.ts'
 
 export const quietLogger = pino({ level: process.env.ROUTING_TEST_LOG ?? 'silent' })
 
@@ -46,22 +46,4 @@ export function tcpPort (router: Libp2pRouter): number {
 
 export async function closeAll (routers: Libp2pRouter[]): Promise<void> {
   await Promise.allSettled(routers.map(async (r) => await r.close()))
-}
-
-export async function waitFor (what: string, fn: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
-/** A TCP port that was free a moment ago. */
-export async function freePort (host: string): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => server.listen(0, host, resolve).once('error', reject))
-  const address = server.address()
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  if (typeof address !== 'object' || address === null) throw new Error('no port')
-  return address.port
 }

@@ -2,13 +2,15 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
-import { DnsBootstrapper, StaticBootstrapper } from '../../../src/routing/bootstrap.ts'
+import { DnsBootstrapper, StaticBootstrapper, type ResolveFn } from '../../../src/routing/bootstrap.ts'
 import { keyToCid } from '../../../src/routing/keys.ts'
 import type { Libp2pRouter } from '../../../src/routing/libp2p.ts'
-import { collect, eventually } from '../../routing/conformance.ts'
-import { closeAll, freePort, loopbackIp, startCluster, startRouter, waitFor } from './helpers.ts'
+import { freePort } from '../../helpers/ports.ts'
+import { closeAll, loopbackIp, startCluster, startRouter } from '../../helpers/routing.ts'
+import { waitFor } from '../../helpers/wait.ts'
+import { atLeast, collect, lookupUntil } from '../../routing/conformance.ts'
 
-const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+const allReady = (routers: Libp2pRouter[]) => (): boolean => routers.every((r) => r.ready())
 
 test('20-node DHT: keys advertised by some nodes are found by all others with the right addresses', async (t) => {
   const started: Libp2pRouter[] = []
@@ -16,7 +18,7 @@ test('20-node DHT: keys advertised by some nodes are found by all others with th
   // 20 nodes ≤ k: every publish reaches every node, so the post-join exploration (exercised by
   // bench/dht-lookup.ts at 50 nodes) is switched off to keep this test fast on 2 cores.
   const routers = await startCluster(20, { exploreAfterJoinMs: [] }, started)
-  await waitFor('all 20 ready', () => routers.every((r) => r.ready()), 15_000)
+  await waitFor(allReady(routers), { timeoutMs: 15_000, what: 'all 20 routers ready' })
   const providers = [3, 7, 11, 15]
   const keys = providers.map((i) => `sha256:${String(i).repeat(64).slice(0, 64)}`)
   await Promise.all(providers.map(async (i, n) => { await routers[i]?.advertise([keys[n] as string, 'docker.io/library/shared:1']) }))
@@ -27,10 +29,10 @@ test('20-node DHT: keys advertised by some nodes are found by all others with th
     const n = m % providers.length
     const owner = routers[providers[n] as number] as Libp2pRouter
     // Publishing is asynchronous: allow it a few seconds to reach the closest peers.
-    const found = await eventually(async () => await collect(routers[j] as Libp2pRouter, keys[n] as string, 3), (v) => v.length > 0, 15_000)
+    const found = await lookupUntil(routers[j] as Libp2pRouter, keys[n] as string, atLeast(1), { count: 3, timeoutMs: 15_000 })
     assert.deepEqual(found, [{ id: owner.peerId, addresses: [loopbackIp(providers[n] as number)] }], `node ${j} looking up the key of node ${providers[n]}`)
   }))
-  const shared = await eventually(async () => await collect(routers[0] as Libp2pRouter, 'docker.io/library/shared:1', 10), (v) => v.length >= providers.length, 15_000)
+  const shared = await lookupUntil(routers[0] as Libp2pRouter, 'docker.io/library/shared:1', atLeast(providers.length), { timeoutMs: 15_000 })
   assert.deepEqual(shared.map((p) => p.id).sort(), providers.map((i) => routers[i]?.peerId).sort())
   for (const p of shared) assert.deepEqual(p.addresses, [loopbackIp(routers.findIndex((r) => r.peerId === p.id))])
   assert.ok((routers[0] as Libp2pRouter).peers().length >= 10, 'the seed should be connected to most nodes')
@@ -42,38 +44,48 @@ test('expiry and re-provide: withdrawn records vanish after the TTL, advertised 
   const providerTtlMs = 1_200
   const routers = await startCluster(4, { providerTtlMs, reprovideIntervalMs: 500, lookupCacheTtlMs: 0 }, started)
   const [a, b] = routers as [Libp2pRouter, Libp2pRouter]
-  await waitFor('ready', () => routers.every((r) => r.ready()), 10_000)
+  await waitFor(allReady(routers), { timeoutMs: 10_000, what: 'all routers ready' })
+  const advertisedAt = Date.now()
   await a.advertise(['gone', 'kept'])
   await a.idle()
   // Publishing is asynchronous on a loaded machine: allow it to reach the peers b asks.
-  const first = await eventually(async () => await collect(b, 'gone'), (v) => v.length > 0, 5_000)
+  const first = await lookupUntil(b, 'gone', atLeast(1), { timeoutMs: 5_000 })
   assert.deepEqual(first.map((p) => p.id), [a.peerId])
   await a.withdraw(['gone'])
   // Remote records are not deleted by a withdraw (the DHT has no such message): still found right after.
   assert.deepEqual((await collect(b, 'gone')).map((p) => p.id), [a.peerId])
-  await sleep(providerTtlMs * 3)
-  assert.deepEqual(await collect(b, 'gone'), [], 'withdrawn record should have expired')
+  await lookupUntil(b, 'gone', (peers) => peers.length === 0, { timeoutMs: providerTtlMs * 8, what: 'the withdrawn record to expire' })
+  // Both records were published together, so 'kept' is past its first TTL now and still found only if re-provided.
+  assert.ok(Date.now() - advertisedAt >= providerTtlMs, `the withdrawn record expired after ${Date.now() - advertisedAt} ms, before its TTL`)
   assert.deepEqual((await collect(b, 'kept')).map((p) => p.id), [a.peerId], 're-provided record should outlive its TTL')
 })
 
-test('late peer: a node whose bootstrap target starts 2 s later keeps retrying, then becomes ready', async (t) => {
+test('late peer: a node whose bootstrap target starts later keeps retrying, then becomes ready', async (t) => {
   const routers: Libp2pRouter[] = []
   t.after(async () => { await closeAll(routers) })
   const lateIp = loopbackIp(1)
   const port = await freePort(lateIp)
-  const early = await startRouter(loopbackIp(0), new DnsBootstrapper({ domain: 'late.test', resolve: async (_, family) => family === 4 ? [lateIp] : [] }),
-    { listenAddr: `${loopbackIp(0)}:${port}` })
+  // Every bootstrap attempt resolves the name once per family: the A lookups count the attempts.
+  let attempts = 0
+  const resolve: ResolveFn = async (_, family) => {
+    if (family === 6) return []
+    attempts++
+    return [lateIp]
+  }
+  // The backoff capped at 300 ms (10 s in production), so the retry after the late start comes soon.
+  const early = await startRouter(loopbackIp(0), new DnsBootstrapper({ domain: 'late.test', resolve }),
+    { listenAddr: `${loopbackIp(0)}:${port}`, bootstrapBackoffMaxMs: 300 })
   routers.push(early)
   await early.advertise(['advertised-while-offline'])
-  await sleep(2_000)
+  await waitFor(() => attempts >= 3 && early.status().lastBootstrapError !== undefined, { timeoutMs: 10_000, what: 'three failed bootstrap attempts' })
   assert.equal(early.ready(), false, 'must not be ready while its only bootstrap peer is unreachable')
   assert.match(early.status().lastBootstrapError ?? '', /could not reach/)
-  const late = await startRouter(lateIp, new StaticBootstrapper([]), { listenAddr: `${lateIp}:${port}` })
+  // No lookup cache: an empty answer from before the early node published would be reused for 2.5 s.
+  const late = await startRouter(lateIp, new StaticBootstrapper([]), { listenAddr: `${lateIp}:${port}`, lookupCacheTtlMs: 0 })
   routers.push(late)
-  // Backoff is capped at 10 s.
-  await waitFor('early node ready', () => early.ready(), 12_000)
+  await waitFor(() => early.ready(), { timeoutMs: 10_000, what: 'the early node to become ready' })
   assert.ok(early.peers().some((p) => p.id === late.peerId))
-  const found = await eventually(async () => await collect(late, 'advertised-while-offline'), (v) => v.length > 0, 5_000)
+  const found = await lookupUntil(late, 'advertised-while-offline', atLeast(1), { timeoutMs: 5_000 })
   assert.deepEqual(found, [{ id: early.peerId, addresses: [loopbackIp(0)] }])
 })
 
@@ -82,14 +94,14 @@ test('a one-node cluster is ready: empty static list, or a DNS name that resolve
   t.after(async () => { await closeAll(routers) })
   const alone = await startRouter(loopbackIp(0), new StaticBootstrapper([]))
   routers.push(alone)
-  await waitFor('static alone ready', () => alone.ready(), 3_000)
+  await waitFor(() => alone.ready(), { timeoutMs: 3_000, what: 'static alone ready' })
   assert.equal(alone.status().alone, true)
   const ip = loopbackIp(1)
   const port = await freePort(ip)
   const dnsSelf = await startRouter(ip, new DnsBootstrapper({ domain: 'self.test', resolve: async (_, family) => family === 4 ? [ip] : [] }),
     { listenAddr: `${ip}:${port}` })
   routers.push(dnsSelf)
-  await waitFor('dns alone ready', () => dnsSelf.ready(), 3_000)
+  await waitFor(() => dnsSelf.ready(), { timeoutMs: 3_000, what: 'dns alone ready' })
   assert.equal(dnsSelf.status().routingTableSize, 0)
   // A lone node answers lookups at once and can still advertise.
   await dnsSelf.advertise(['k'])
@@ -100,7 +112,7 @@ test('a one-node cluster is ready: empty static list, or a DNS name that resolve
   const selfListed = await startRouter(loopbackIp(2), new StaticBootstrapper([`/ip4/10.255.255.1/tcp/5001/p2p/${selfId}`]), { privateKey })
   routers.push(selfListed)
   assert.equal(selfListed.peerId, selfId)
-  await waitFor('self-listed alone ready', () => selfListed.ready(), 3_000)
+  await waitFor(() => selfListed.ready(), { timeoutMs: 3_000, what: 'self-listed alone ready' })
 })
 
 test('local-first lookups: a small cluster answers from the records it holds; without one it asks the DHT', async (t) => {
@@ -108,7 +120,7 @@ test('local-first lookups: a small cluster answers from the records it holds; wi
   t.after(async () => { await closeAll(started) })
   const routers = await startCluster(4, { lookupCacheTtlMs: 0, exploreAfterJoinMs: [] }, started)
   const [a, , c] = routers as [Libp2pRouter, Libp2pRouter, Libp2pRouter]
-  await waitFor('ready', () => routers.every((r) => r.ready()), 10_000)
+  await waitFor(allReady(routers), { timeoutMs: 10_000, what: 'all routers ready' })
   // Counts the DHT queries c starts (reaching into the router: the behaviour is about which path is taken).
   const dht = (c as unknown as { dht: { findProviders: (...args: unknown[]) => unknown, providers: { removeProvider: (cid: unknown, peer: unknown) => Promise<void> } } }).dht
   let queries = 0
@@ -116,7 +128,7 @@ test('local-first lookups: a small cluster answers from the records it holds; wi
   dht.findProviders = (...args: unknown[]) => { queries++; return original(...args) }
   await a.advertise(['held'])
   await a.idle()
-  const found = await eventually(async () => await collect(c, 'held'), (v) => v.length > 0, 5_000)
+  const found = await lookupUntil(c, 'held', atLeast(1), { timeoutMs: 5_000 })
   assert.deepEqual(found.map((p) => p.id), [a.peerId])
   queries = 0
   assert.deepEqual((await collect(c, 'held', 3)).map((p) => p.id), [a.peerId])
@@ -124,7 +136,7 @@ test('local-first lookups: a small cluster answers from the records it holds; wi
   // Without a local record (c joined after the publish, say), the DHT is asked and finds it on the other nodes. A
   // Kademlia query only follows peers closer to the key than the one that answered, so it needs c's routing table
   // filled (exploration is off here): wait until c knows every other node.
-  await waitFor('c knows every node', () => c.status().routingTableSize === routers.length - 1, 10_000)
+  await waitFor(() => c.status().routingTableSize === routers.length - 1, { timeoutMs: 10_000, what: 'c knows every node' })
   await dht.providers.removeProvider(keyToCid('held'), peerIdFromString(a.peerId))
   assert.deepEqual((await collect(c, 'held', 3)).map((p) => p.id), [a.peerId])
   assert.equal(queries, 1)
