@@ -43,6 +43,8 @@ export default tseslint.config(
       '@stylistic/generator-star-spacing': ['error', { before: true, after: true, method: { before: true, after: true } }],
       '@stylistic/yield-star-spacing': ['error', 'both'],
       '@stylistic/list-style': 'off',
+      // One naming style in every folder: camelCase values (constants too), PascalCase types and classes.
+      '@typescript-eslint/naming-convention': ['error', { selector: 'variable', format: ['camelCase', 'PascalCase'], leadingUnderscore: 'allow' }, { selector: 'function', format: ['camelCase', 'PascalCase'] }, { selector: 'typeLike', format: ['PascalCase'] }],
     },
   },
   {

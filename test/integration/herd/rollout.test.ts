@@ -34,7 +34,7 @@ import { runSpegel } from '../../helpers/spegel.ts'
 import { requireTool } from '../../helpers/tools.ts'
 
 /** The setting under test: HERD_FLAG=false gives `--herd-protection=false` (today's behaviour); default on. */
-const HERD_PROTECTION = process.env.HERD_FLAG !== 'false'
+const herdProtection = process.env.HERD_FLAG !== 'false'
 const NODES = 4
 const MiB = 1024 * 1024
 /** Three layers of 20 MiB random content: about 60 MB of gzip blobs. */
@@ -53,7 +53,7 @@ const killAtShare = 0.25
 async function herdArgs (): Promise<{ args: string[], supported: boolean }> {
   const help = await runSpegel(['registry', '--help'], { allowNonZero: true })
   const supported = (help.stdout + help.stderr).includes('--herd-protection')
-  return { args: supported ? [`--herd-protection=${HERD_PROTECTION}`] : [], supported }
+  return { args: supported ? [`--herd-protection=${herdProtection}`] : [], supported }
 }
 
 /** Builds a fresh image (random layers, so no node and no peer has seen it) and pushes it to the upstream. */
@@ -210,7 +210,7 @@ async function herdOutcomesOf (nodes: readonly SpegelNode[]): Promise<Map<Spegel
   return new Map(await Promise.all(nodes.map(async (n) => [n, await herdOutcomes(n)] as const)))
 }
 
-describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd protection ${HERD_PROTECTION ? 'on' : 'off'})`, { timeout: 420_000 }, () => {
+describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd protection ${herdProtection ? 'on' : 'off'})`, { timeout: 420_000 }, () => {
   let cluster: SpegelCluster
   let flagSupported = false
   let nodes: readonly SpegelNode[]
@@ -240,7 +240,7 @@ describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd
   function assertUpstreamMultiple (t: TestContext, what: string, multiple: number): void {
     const flagNote = flagSupported ? '' : ' (the daemon has no --herd-protection flag yet: no herd protection)'
     t.diagnostic(`${what}: the upstream served ${multiple.toFixed(2)}× the image${flagNote}`)
-    if (HERD_PROTECTION) {
+    if (herdProtection) {
       assert.ok(multiple < maxUpstreamMultiple, `${what}: the upstream served ${multiple.toFixed(2)}× the image's blob bytes, want < ${maxUpstreamMultiple}×${flagNote}`)
     } else {
       assert.ok(multiple >= minHerdMultipleWithoutProtection, `${what}: without herd protection the upstream served only ${multiple.toFixed(2)}× the image: the pulls did not make a herd`)

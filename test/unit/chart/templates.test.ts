@@ -73,7 +73,7 @@ describe('helm lint', () => {
   })
 })
 
-const NODE_IP = '10.1.2.3'
+const nodeIp = '10.1.2.3'
 /** Kubernetes expands $(VAR) in args from the container's env before the process sees them. */
 function expand (args: string[], env: Record<string, string>): string[] {
   return args.map((a) => a.replace(/\$\(([A-Z_][A-Z0-9_]*)\)/g, (whole, name: string) => env[name] ?? whole))
@@ -87,7 +87,7 @@ function containerArgs (container: K8sObject): string[] {
 
 /** Feeds a container's args to our CLI parser the way the image's entrypoint does. */
 function parseContainer (container: K8sObject, expected?: string): ParsedCommand {
-  const parsed = parseCommandLine(expand(containerArgs(container), { NODE_IP }), {}, commands, globalFlags)
+  const parsed = parseCommandLine(expand(containerArgs(container), { NODE_IP: nodeIp }), {}, commands, globalFlags)
   if (expected !== undefined) assert.equal(parsed.command, expected)
   return parsed
 }
@@ -328,7 +328,7 @@ describe('chart rendered with default values', () => {
 
   it('configuration args point containerd at the NodePort on this node', () => {
     const p = parseContainer(container(r, 'configuration'), 'configuration')
-    assert.deepEqual(p.values.get('mirror-targets'), [`http://${NODE_IP}:30020`])
+    assert.deepEqual(p.values.get('mirror-targets'), [`http://${nodeIp}:30020`])
     assert.equal(p.values.get('containerd-registry-config-path'), '/etc/containerd/certs.d')
     assert.equal(p.values.get('resolve-tags'), true)
     assert.equal(p.values.get('prepend-existing'), false)
@@ -412,7 +412,7 @@ describe('chart rendered with non-default values', () => {
     assert.deepEqual(conf.env, [{ name: 'NODE_IP', value: '192.168.7.7' }])
     const pc = parseContainer(conf, 'configuration')
     assert.deepEqual(pc.values.get('mirrored-registries'), ['https://docker.io', 'https://ghcr.io'])
-    assert.deepEqual(pc.values.get('mirror-targets'), [`http://${NODE_IP}:30020`, 'https://zot.example.com', 'http://10.0.0.9:5000'])
+    assert.deepEqual(pc.values.get('mirror-targets'), [`http://${nodeIp}:30020`, 'https://zot.example.com', 'http://10.0.0.9:5000'])
     assert.equal(pc.values.get('resolve-tags'), false)
     assert.equal(pc.values.get('prepend-existing'), true)
     assert.equal(pc.values.get('log-level'), 'DEBUG')
@@ -455,7 +455,7 @@ describe('chart rendered with non-default values', () => {
     assert.equal(reg.values.get('dns-bootstrap-domain'), 'cache-mirror-bootstrap.spegel-system.svc.k8s.example.')
     assert.equal(reg.values.get('data-dir'), '/data')
     const conf = parseContainer(spec.initContainers[1], 'configuration')
-    assert.deepEqual(conf.values.get('mirror-targets'), [`http://${NODE_IP}:30040`, 'https://zot.example.com'])
+    assert.deepEqual(conf.values.get('mirror-targets'), [`http://${nodeIp}:30040`, 'https://zot.example.com'])
     assert.equal(conf.values.get('containerd-registry-config-path'), '/var/lib/rancher/k3s/agent/etc/containerd/certs.d')
     const registry = findObject(r, 'Service', 'cache-mirror-registry')
     assert.equal(registry.spec.internalTrafficPolicy, 'Local')

@@ -5,20 +5,20 @@ import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, compareIps, peer
 import type { ResolveFn } from '../../../src/routing/bootstrap.ts'
 import { BootstrapError } from '../../../src/routing/errors.ts'
 
-const ID_A = '12D3KooWEfzjcBgezJbtx93HQNtjaMwne8tkw1PuGcW54oG4i4D8'
-const ID_B = '12D3KooWRabrHQxit1t5Z9sTVQAiwoH8PXy41rZ7xpKuA8Mjrkqv'
+const idA = '12D3KooWEfzjcBgezJbtx93HQNtjaMwne8tkw1PuGcW54oG4i4D8'
+const idB = '12D3KooWRabrHQxit1t5Z9sTVQAiwoH8PXy41rZ7xpKuA8Mjrkqv'
 
 test('static: multiaddrs with and without /p2p/ are grouped into peers', async () => {
   const b = new StaticBootstrapper([
-    `/ip4/10.0.0.1/tcp/5001/p2p/${ID_A}`,
-    `/ip6/fd00::1/tcp/5001/p2p/${ID_A}`,
+    `/ip4/10.0.0.1/tcp/5001/p2p/${idA}`,
+    `/ip6/fd00::1/tcp/5001/p2p/${idA}`,
     '/ip4/10.0.0.2/tcp/5001',
-    `/p2p/${ID_B}`,
+    `/p2p/${idB}`,
     ' ',
   ])
   assert.deepEqual(await b.peers(), [
-    { id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] },
-    { id: ID_B, addrs: [] },
+    { id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] },
+    { id: idB, addrs: [] },
     { addrs: ['/ip4/10.0.0.2/tcp/5001'] },
   ])
   assert.deepEqual(await new StaticBootstrapper([]).peers(), [])
@@ -64,14 +64,14 @@ test('dns: the system resolver answers for localhost', async () => {
 test('http: /id serves this node, another node fetches it', async (t) => {
   const server = new HttpBootstrapper({ listenAddr: '127.0.0.1:0' })
   t.after(async () => { await server.close() })
-  await server.start(() => ({ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] }))
+  await server.start(() => ({ id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] }))
   const port = server.port()
   assert.ok(port !== undefined && port > 0)
   const url = `http://127.0.0.1:${port}/id`
-  assert.deepEqual(await (await fetch(url, { method: 'POST' })).json(), [{ ID: ID_A, Addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] }])
+  assert.deepEqual(await (await fetch(url, { method: 'POST' })).json(), [{ ID: idA, Addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] }])
   assert.equal((await fetch(`http://127.0.0.1:${port}/other`)).status, 404)
   const client = new HttpBootstrapper({ url })
-  assert.deepEqual(await client.peers(), [{ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] }])
+  assert.deepEqual(await client.peers(), [{ id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001', '/ip6/fd00::1/tcp/5001'] }])
   assert.deepEqual(await new HttpBootstrapper({}).peers(), [])
 })
 
@@ -92,14 +92,14 @@ test('http: first 3 entries, ids from /p2p/, errors are BootstrapErrors, timeout
   const base = `http://127.0.0.1:${address.port}`
   const client = new HttpBootstrapper({ url: `${base}/peers` })
   body = JSON.stringify([
-    { ID: '', Addrs: [`/ip4/10.0.0.1/tcp/5001/p2p/${ID_A}`] },
-    { ID: ID_B, Addrs: ['/ip4/10.0.0.2/tcp/5001'] },
+    { ID: '', Addrs: [`/ip4/10.0.0.1/tcp/5001/p2p/${idA}`] },
+    { ID: idB, Addrs: ['/ip4/10.0.0.2/tcp/5001'] },
     { ID: '', Addrs: ['/ip4/10.0.0.3'] },
     { ID: '', Addrs: ['/ip4/10.0.0.4/tcp/5001'] },
   ])
   assert.deepEqual(await client.peers(), [
-    { id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] },
-    { id: ID_B, addrs: ['/ip4/10.0.0.2/tcp/5001'] },
+    { id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001'] },
+    { id: idB, addrs: ['/ip4/10.0.0.2/tcp/5001'] },
     { addrs: ['/ip4/10.0.0.3'] },
   ])
   body = '{"not":"an array"}'
@@ -140,24 +140,24 @@ test('http peer and http URL together are refused', () => {
 test('http peer: /id answers one AddrInfo object, keys in go-libp2p\'s order; another node reads it', async (t) => {
   const server = new HttpBootstrapper({ listenAddr: '127.0.0.1:0', peer: 'http://127.0.0.1:1' })
   t.after(async () => { await server.close() })
-  await server.start(() => ({ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }))
+  await server.start(() => ({ id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001'] }))
   const base = `http://127.0.0.1:${server.port() ?? 0}`
   for (const path of ['/id', '//id', '/id?x=1']) {
     const res = await fetch(base + path, { method: path === '/id' ? 'GET' : 'PUT' })
     assert.equal(res.status, 200, path)
-    assert.equal(await res.text(), `{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${ID_A}"}`)
+    assert.equal(await res.text(), `{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${idA}"}`)
   }
   assert.equal((await fetch(`${base}/id/x`)).status, 404)
   for (const peer of [base, `${base}/`]) {
-    assert.deepEqual(await new HttpBootstrapper({ peer }).peers(), [{ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }])
+    assert.deepEqual(await new HttpBootstrapper({ peer }).peers(), [{ id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001'] }])
   }
 })
 
 test('http: without --http-bootstrap-peer, /id answers a one-element array (newer Spegel)', async (t) => {
   const server = new HttpBootstrapper({ listenAddr: '127.0.0.1:0' })
   t.after(async () => { await server.close() })
-  await server.start(() => ({ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }))
-  assert.equal(await (await fetch(`http://127.0.0.1:${server.port() ?? 0}/id`)).text(), `[{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${ID_A}"}]`)
+  await server.start(() => ({ id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001'] }))
+  assert.equal(await (await fetch(`http://127.0.0.1:${server.port() ?? 0}/id`)).text(), `[{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${idA}"}]`)
 })
 
 test('http: answers in either shape are read, whichever flag fetched them', async (t) => {
@@ -176,12 +176,12 @@ test('http: answers in either shape are read, whichever flag fetched them', asyn
   assert.ok(typeof address === 'object' && address !== null)
   const base = `http://127.0.0.1:${address.port}`
   const answers: Array<[name: string, body: string, peers: unknown]> = [
-    ['v0.7 object', `{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${ID_A}"}`, [{ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }]],
-    ['v0.7 object, id in the multiaddr', `{"Addrs":["/ip4/10.0.0.1/tcp/5001/p2p/${ID_B}"],"ID":""}`, [{ id: ID_B, addrs: ['/ip4/10.0.0.1/tcp/5001'] }]],
+    ['v0.7 object', `{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${idA}"}`, [{ id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001'] }]],
+    ['v0.7 object, id in the multiaddr', `{"Addrs":["/ip4/10.0.0.1/tcp/5001/p2p/${idB}"],"ID":""}`, [{ id: idB, addrs: ['/ip4/10.0.0.1/tcp/5001'] }]],
     ['v0.7 object without an id: dialled to learn it', '{"Addrs":["/ip4/10.0.0.2"]}', [{ addrs: ['/ip4/10.0.0.2'] }]],
-    ['v0.7 object without addresses', `{"ID":"${ID_A}"}`, []],
-    ['array', `[{"ID":"${ID_A}","Addrs":["/ip4/10.0.0.1/tcp/5001"]},{"ID":"${ID_B}","Addrs":["/ip4/10.0.0.2/tcp/5001"]}]`,
-      [{ id: ID_A, addrs: ['/ip4/10.0.0.1/tcp/5001'] }, { id: ID_B, addrs: ['/ip4/10.0.0.2/tcp/5001'] }]],
+    ['v0.7 object without addresses', `{"ID":"${idA}"}`, []],
+    ['array', `[{"ID":"${idA}","Addrs":["/ip4/10.0.0.1/tcp/5001"]},{"ID":"${idB}","Addrs":["/ip4/10.0.0.2/tcp/5001"]}]`,
+      [{ id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001'] }, { id: idB, addrs: ['/ip4/10.0.0.2/tcp/5001'] }]],
     ['empty array', '[]', []],
     ['an object that is no AddrInfo', '{"not":"an address"}', BootstrapError],
     ['a string', '"x"', BootstrapError],
