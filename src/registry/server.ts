@@ -104,7 +104,8 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         method: req.method,
         status: reply.raw.statusCode,
         source,
-        bytes: Number(reply.raw.getHeader(Header.contentLength) ?? 0),
+        // reply's own headers: the body paths send them with writeHead, which leaves reply.raw.getHeader() empty.
+        bytes: Number(reply.getHeader(Header.contentLength) ?? 0),
         durationMs: performance.now() - started,
       }
       if (record.method === 'GET' && (record.status === 200 || record.status === 206) && record.source !== 'none') {

@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net'
 import { pino } from 'pino'
 import type { FastifyInstance } from 'fastify'
+import type { Metrics } from '../../../src/metrics/index.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
 import { PeerMirror } from '../../../src/registry/mirror.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
@@ -21,8 +22,8 @@ export interface PeerPair {
   close: () => Promise<void>
 }
 
-/** Starts the pair on 127.0.<subnet>.1 (node) and 127.0.<subnet>.2 (peer); the peer advertises `keys`. */
-export async function startPeerPair (store: MemoryStore, keys: readonly string[], options: { subnet: number, resolveTimeoutMs?: number }): Promise<PeerPair> {
+/** Starts the pair on 127.0.<subnet>.1 (node) and 127.0.<subnet>.2 (peer); the peer advertises `keys`; `metrics` are the node's. */
+export async function startPeerPair (store: MemoryStore, keys: readonly string[], options: { subnet: number, resolveTimeoutMs?: number, metrics?: Metrics }): Promise<PeerPair> {
   const logger = pino({ level: 'silent' })
   const nodeIp = `127.0.${options.subnet}.1`
   const peerIp = `127.0.${options.subnet}.2`
@@ -32,7 +33,7 @@ export async function startPeerPair (store: MemoryStore, keys: readonly string[]
   await peer.listen({ host: peerIp, port: 0 })
   const port = (peer.server.address() as AddressInfo).port
   const mirror = new PeerMirror({ router: new MemoryRouter(network, { id: 'node', addresses: [nodeIp] }), registryPort: port, logger, resolveTimeoutMs: options.resolveTimeoutMs ?? 100 })
-  const node: FastifyInstance = createRegistryApp({ store: new MemoryStore(), logger, mirror })
+  const node: FastifyInstance = createRegistryApp({ store: new MemoryStore(), logger, mirror, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
   await node.listen({ host: nodeIp, port })
   return {
     port,

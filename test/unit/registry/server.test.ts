@@ -2,12 +2,12 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { describe, it, before, after } from 'node:test'
 import { pino } from 'pino'
-import { Readable } from 'node:stream'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { RequestFilter } from '../../../src/oci/filter.ts'
-import { createRegistryApp, type Mirror } from '../../../src/registry/index.ts'
+import { createRegistryApp } from '../../../src/registry/index.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
+import { startPeerPair } from './peer-pair.ts'
 
 const logger = pino({ level: 'silent' })
 
@@ -166,24 +166,34 @@ describe('registry /readyz?verbose with a readiness detail', () => {
   }
 })
 
+// Over a real socket: the body paths write their headers with writeHead, which app.inject() records but a real
+// response does not keep for getHeader().
 describe('registry counts the bytes it served (spegel_served_bytes_total)', () => {
   const served = async (metrics: Metrics, source: string): Promise<number | undefined> =>
     (await metrics.servedBytes.get()).values.find((v) => v.labels.source === source)?.value
+  const over = async (app: ReturnType<typeof createRegistryApp>): Promise<(request: { method: string, url: string, headers?: Record<string, string> }) => Promise<{ statusCode: number, rawPayload: Buffer }>> => {
+    const address = await app.listen({ host: '127.0.0.1', port: 0 })
+    return async ({ method, url, headers }) => {
+      const res = await fetch(address + url, { method, ...(headers !== undefined ? { headers } : {}) })
+      return { statusCode: res.status, rawPayload: Buffer.from(await res.arrayBuffer()) }
+    }
+  }
 
   it('counts complete GETs of local content, whole or ranged, and nothing else', async () => {
     const f = fixture()
     const metrics = new Metrics()
     const app = createRegistryApp({ store: f.store, logger, metrics })
     try {
+      const request = await over(app)
       const blob = `/v2/library/app/blobs/${f.layerDigest}`
-      assert.equal((await app.inject({ method: 'GET', url: blob })).statusCode, 200)
+      assert.equal((await request({ method: 'GET', url: blob })).statusCode, 200)
       assert.equal(await served(metrics, 'local'), f.layer.length)
-      assert.equal((await app.inject({ method: 'GET', url: blob, headers: { range: 'bytes=10-19' } })).statusCode, 206)
+      assert.equal((await request({ method: 'GET', url: blob, headers: { range: 'bytes=10-19' } })).statusCode, 206)
       assert.equal(await served(metrics, 'local'), f.layer.length + 10)
       // HEAD, errors and the version check send no content.
-      assert.equal((await app.inject({ method: 'HEAD', url: blob })).statusCode, 200)
-      assert.equal((await app.inject({ method: 'GET', url: `/v2/library/app/blobs/sha256:${'0'.repeat(64)}` })).statusCode, 404)
-      assert.equal((await app.inject({ method: 'GET', url: '/v2/' })).statusCode, 200)
+      assert.equal((await request({ method: 'HEAD', url: blob })).statusCode, 200)
+      assert.equal((await request({ method: 'GET', url: `/v2/library/app/blobs/sha256:${'0'.repeat(64)}` })).statusCode, 404)
+      assert.equal((await request({ method: 'GET', url: '/v2/' })).statusCode, 200)
       assert.equal(await served(metrics, 'local'), f.layer.length + 10)
       assert.equal(await served(metrics, 'peer'), undefined)
     } finally {
@@ -192,21 +202,19 @@ describe('registry counts the bytes it served (spegel_served_bytes_total)', () =
   })
 
   it('counts content a peer served as source="peer"', async () => {
-    const body = randomBytes(1000)
-    const digest = 'sha256:' + createHash('sha256').update(body).digest('hex')
+    const body = randomBytes(300_000)
+    const store = new MemoryStore()
+    const digest = store.addBlob(body)
     const metrics = new Metrics()
-    const mirror: Mirror = {
-      fetch: async () => ({ status: 200, headers: { 'content-length': String(body.length), 'content-type': MediaType.octetStream }, body: Readable.from([body]) }),
-    }
-    const app = createRegistryApp({ store: new MemoryStore(), logger, metrics, mirror })
+    const pair = await startPeerPair(store, [digest], { subnet: 203, metrics })
     try {
-      const res = await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${digest}?ns=docker.io` })
-      assert.equal(res.statusCode, 200)
-      assert.deepEqual(res.rawPayload, body)
+      const res = await fetch(`${pair.nodeUrl}/v2/library/app/blobs/${digest}?ns=docker.io`)
+      assert.equal(res.status, 200)
+      assert.deepEqual(Buffer.from(await res.arrayBuffer()), body)
       assert.equal(await served(metrics, 'peer'), body.length)
       assert.equal(await served(metrics, 'local'), undefined)
     } finally {
-      await app.close()
+      await pair.close()
     }
   })
 })
