@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { request } from 'node:http'
 import { connect } from 'node:net'
 import { describe, test } from 'node:test'
-import { InvalidAddressError, isReadinessRequest, parseHostPort, startCleanupProbeServer } from '../../../src/cleanup/index.ts'
+import { isReadinessRequest, startCleanupProbeServer } from '../../../src/cleanup/index.ts'
 
 interface Response { status: number, body: string }
 
@@ -114,24 +114,4 @@ describe('cleanup probe server', () => {
     await send(server.address.port, 'POST', '/readyz')
     assert.deepEqual(warnings, [{ method: 'POST', path: '/readyz' }])
   })
-})
-
-describe('parseHostPort', () => {
-  const valid: Array<[string, string, number]> = [
-    [':8080', '', 8080],
-    ['0.0.0.0:8080', '0.0.0.0', 8080],
-    ['spegel-cleanup.spegel.svc.cluster.local:8080', 'spegel-cleanup.spegel.svc.cluster.local', 8080],
-    ['[::1]:0', '::1', 0],
-    ['[fc00::2]:30020', 'fc00::2', 30020],
-  ]
-  for (const [value, host, port] of valid) {
-    test(`accepts ${value}`, () => {
-      assert.deepEqual(parseHostPort(value), { host, port })
-    })
-  }
-  for (const value of ['8080', 'host', 'host:', 'host:x', 'host:65536', '::1:8080', '[::1]', '[nope]:80', '[::1]:80:80']) {
-    test(`rejects ${value}`, () => {
-      assert.throws(() => parseHostPort(value), (error: unknown) => error instanceof InvalidAddressError && error.name === 'InvalidAddressError' && !error.message.includes('\n'))
-    })
-  }
 })

@@ -20,6 +20,7 @@ describe('parseHostPort', () => {
   const invalid: Array<[string, RegExp]> = [
     ['', /missing port/],
     ['5000', /missing port/],
+    ['host', /missing port/],
     ['host:', /invalid port/],
     ['host:x', /invalid port/],
     [':65536', /invalid port/],
@@ -30,6 +31,7 @@ describe('parseHostPort', () => {
     ['[::1]:80:80', /expected \[ipv6\]:port/],
     ['[]:80', /invalid IPv6 address/],
     ['[10.0.0.1]:80', /invalid IPv6 address/],
+    ['[nope]:80', /invalid IPv6 address/],
   ]
   for (const [text, reason] of invalid) {
     it(`rejects ${JSON.stringify(text)} (${reason.source})`, () => {
