@@ -18,6 +18,15 @@ export const lookupTimeoutMs = 30_000
 export const provideTimeoutMs = 60_000
 /** Keys published to the network concurrently. */
 export const provideConcurrency = 16
+/**
+ * DHT provider queries this node runs at once; more wait their turn. Each query opens at most one stream at a time to
+ * a given peer, and kad-dht refuses streams beyond 32 inbound per connection (js) or per its resource limits (Go): a
+ * burst of lookups (a busy node starting many pods in a cluster larger than k) would otherwise have peers refuse
+ * streams and lookups find nobody. With the 16 publishing streams, 32 at most reach one peer.
+ */
+export const queryConcurrency = 16
+/** Streams per connection kad-dht accepts from one peer (js-libp2p's default is 32): room for a Go peer's bursts. */
+export const dhtMaxInboundStreams = 64
 
 /** Bootstrap retry backoff while the routing table is empty (Spegel: 50 ms doubling to 10 s). */
 export const bootstrapBackoffMinMs = 50

@@ -19,12 +19,13 @@ import type { CID } from 'multiformats/cid'
 import { isShareableIp, multiaddrIp, routerListenAddrs, uniqueIps } from './addr.ts'
 import { parseHostPort } from '../util/addr.ts'
 import { Backoff, pause } from '../util/backoff.ts'
+import { Limiter } from '../util/limiter.ts'
 import type { Bootstrapper, BootstrapPeer } from './bootstrap.ts'
 import {
   bootstrapBackoffMaxMs, bootstrapBackoffMinMs, bootstrapDialTimeoutMs, bootstrapTimeoutMs, connectionPingIntervalMs,
   defaultRouterAddr, dhtProtocol, exploreAfterJoinMs, healthCheckIntervalMs, kBucketSize, lookupCacheTtlMs,
-  lookupTimeoutMs, provideConcurrency, provideTimeoutMs, providerTtlMs, queryAlpha, rebootstrapIntervalMs,
-  reprovideIntervalMs, republishMinIntervalMs,
+  lookupTimeoutMs, provideConcurrency, provideTimeoutMs, providerTtlMs, queryAlpha, queryConcurrency, rebootstrapIntervalMs,
+  reprovideIntervalMs, republishMinIntervalMs, dhtMaxInboundStreams,
 } from './constants.ts'
 import { BootstrapError, RouterClosedError } from './errors.ts'
 import { loadIdentity } from './identity.ts'
@@ -110,6 +111,8 @@ export class Libp2pRouter implements Router {
   private readonly allowLoopback: boolean
   private readonly listenPort: number
   private readonly cache: LookupCache
+  /** DHT provider queries in flight (see queryConcurrency). */
+  private readonly queries = new Limiter(queryConcurrency)
   private readonly shutdown = new AbortController()
   private readonly advertised = new Map<string, CID>()
   /** Keys to publish to the network once peers exist. */
@@ -189,6 +192,7 @@ export class Libp2pRouter implements Router {
           peerInfoMapper: (info: Libp2pPeerInfo): Libp2pPeerInfo => ({ ...info, multiaddrs: keepShareable(info.multiaddrs) }),
           // Never block a query waiting for peers: an empty table means "nobody to ask", answered at once.
           allowQueryWithZeroPeers: true,
+          maxInboundStreams: dhtMaxInboundStreams,
           reprovide: {
             validity: ttl,
             threshold: ttl - reprovide,
@@ -345,15 +349,20 @@ export class Libp2pRouter implements Router {
       yield peer
     }
     if (localFirst && local > 0 && this.routingTableSize() < (this.init.kBucketSize ?? kBucketSize)) return
-    for await (const event of this.dht.findProviders(cid, { signal }) as AsyncIterable<QueryEvent>) {
-      if (event.name !== 'PROVIDER') continue
-      for (const provider of event.providers) {
-        if (seen.has(provider.id.toString())) continue
-        const peer = await this.peerFor(provider.id, provider.multiaddrs)
-        if (peer === undefined) continue
-        seen.add(provider.id.toString())
-        yield peer
+    const release = await this.queries.acquire(signal)
+    try {
+      for await (const event of this.dht.findProviders(cid, { signal }) as AsyncIterable<QueryEvent>) {
+        if (event.name !== 'PROVIDER') continue
+        for (const provider of event.providers) {
+          if (seen.has(provider.id.toString())) continue
+          const peer = await this.peerFor(provider.id, provider.multiaddrs)
+          if (peer === undefined) continue
+          seen.add(provider.id.toString())
+          yield peer
+        }
       }
+    } finally {
+      release()
     }
   }
 
