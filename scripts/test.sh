@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian 12 machine, as root: installs what is missing first (Debian packages,
 # Node 24, npm packages, helm, the Go test peers; skipped when present), then `npm test` (typecheck, lint, import-cycle check, every test). Extra arguments go to
-# `node --test` (e.g. a file or a --test-name-pattern).
+# `node --test` (a file, a directory or a glob, or a --test-name-pattern).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh
@@ -10,6 +10,11 @@ if [ $# -gt 0 ]; then
   npm run typecheck
   npm run lint
   node scripts/check-cycles.ts
-  exec node --test --test-concurrency=1 --test-timeout=600000 "$@"
+  # A directory stands for every test file below it (node --test takes files and globs, not directories).
+  args=()
+  for a in "$@"; do
+    if [ -d "$a" ]; then args+=("${a%/}/**/*.test.ts"); else args+=("$a"); fi
+  done
+  exec node --test --test-concurrency=1 --test-timeout=600000 "${args[@]}"
 fi
 exec npm test
