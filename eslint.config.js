@@ -18,6 +18,8 @@ export default tseslint.config(
     commaDangle: 'always-multiline',
     arrowParens: true,
   }),
+  // A short list may stay on one line while a long one breaks after each item.
+  { rules: { '@stylistic/list-style': 'off' } },
   {
     files: ['**/*.ts'],
     languageOptions: {
@@ -42,9 +44,13 @@ export default tseslint.config(
       '@stylistic/quote-props': ['error', 'as-needed'],
       '@stylistic/generator-star-spacing': ['error', { before: true, after: true, method: { before: true, after: true } }],
       '@stylistic/yield-star-spacing': ['error', 'both'],
-      '@stylistic/list-style': 'off',
       // One naming style in every folder: camelCase values (constants too), PascalCase types and classes.
-      '@typescript-eslint/naming-convention': ['error', { selector: 'variable', format: ['camelCase', 'PascalCase'], leadingUnderscore: 'allow' }, { selector: 'function', format: ['camelCase', 'PascalCase'] }, { selector: 'typeLike', format: ['PascalCase'] }],
+      '@typescript-eslint/naming-convention': [
+        'error',
+        { selector: 'variable', format: ['camelCase', 'PascalCase'], leadingUnderscore: 'allow' },
+        { selector: 'function', format: ['camelCase', 'PascalCase'] },
+        { selector: 'typeLike', format: ['PascalCase'] },
+      ],
     },
   },
   {
