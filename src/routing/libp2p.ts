@@ -340,7 +340,9 @@ export class Libp2pRouter implements Router {
     const cid = keyToCid(key)
     const seen = new Set<string>([self.toString()])
     let local = 0
-    for (const id of await this.dht.providers.getProviders(cid, { signal })) {
+    // Shuffled: the record store lists providers in the same order on every node, which would send every node's
+    // first request for a blob to the same holder (Spegel #670) while the others idle.
+    for (const id of shuffle(await this.dht.providers.getProviders(cid, { signal }))) {
       if (seen.has(id.toString())) continue
       seen.add(id.toString())
       const peer = await this.peerFor(id, [])
@@ -612,4 +614,15 @@ function actualPort (node: Libp2p<Services>): number | undefined {
     if (tcp?.value !== undefined) return Number(tcp.value)
   }
   return undefined
+}
+
+/** The items in random order (Fisher–Yates, in place). */
+function shuffle<T> (items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    const item = items[i] as T
+    items[i] = items[j] as T
+    items[j] = item
+  }
+  return items
 }

@@ -71,7 +71,9 @@ export interface Router {
   /**
    * Streams the providers of `key` as they are found, so the caller can start fetching from the first one.
    * Never yields this node itself; yields each peer at most once; ends (without throwing) when the query is
-   * exhausted, `count` providers were yielded, or `signal` aborts. An unknown key ends with no peers.
+   * exhausted, `count` providers were yielded, or `signal` aborts. An unknown key ends with no peers. The order is
+   * unspecified: Libp2pRouter yields the providers this node already knows in random order, so that the nodes of a
+   * cluster spread their requests over every holder instead of all asking the same one first.
    */
   lookup(key: string, options: LookupOptions): AsyncIterable<Peer>
   /**

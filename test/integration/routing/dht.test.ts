@@ -141,3 +141,24 @@ test('local-first lookups: a small cluster answers from the records it holds; wi
   assert.deepEqual((await collect(c, 'held', 3)).map((p) => p.id), [a.peerId])
   assert.equal(queries, 1)
 })
+
+test('holders share the load: the providers a node knows come in random order, not the same first one every time', async (t) => {
+  const started: Libp2pRouter[] = []
+  t.after(async () => { await closeAll(started) })
+  const routers = await startCluster(5, { exploreAfterJoinMs: [], lookupCacheTtlMs: 0 }, started)
+  await waitFor(allReady(routers), { timeoutMs: 10_000, what: 'all routers ready' })
+  const holders = routers.slice(1, 4)
+  const asker = routers[4] as Libp2pRouter
+  const key = 'sha256:' + 'c'.repeat(64)
+  await Promise.all(holders.map(async (r) => { await r.advertise([key]) }))
+  await Promise.all(holders.map(async (r) => { await r.idle() }))
+  await lookupUntil(asker, key, atLeast(holders.length), { timeoutMs: 10_000 })
+  const firsts = new Map<string, number>()
+  for (let i = 0; i < 60; i++) {
+    const [first] = await collect(asker, key, 1)
+    assert.ok(first !== undefined, 'a holder is found')
+    firsts.set(first.id, (firsts.get(first.id) ?? 0) + 1)
+  }
+  // With a uniform choice each holder comes first about 20 times in 60; the chance of one missing is 3 × (2/3)^60.
+  assert.deepEqual([...firsts.keys()].sort(), holders.map((r) => r.peerId).sort(), `first providers: ${JSON.stringify(Object.fromEntries(firsts))}`)
+})
