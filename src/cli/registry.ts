@@ -94,7 +94,9 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   const store = new ContainerdStore({ client, contentPath: config.containerdContentPath, logger: logger.child({ component: 'containerd' }), confirmedTtlMs: 2_000 })
   // One connection to containerd for both APIs.
   const cri = new CriClient({ channel: client.channel })
-  const doctor = new Doctor({ store, cri, metrics, plugins: async (options) => await client.plugins([], options) }, {
+  // Requests from this node's containerd (not peers'): the doctor's proof that containerd uses the mirror at all.
+  let nodeRequests = 0
+  const doctor = new Doctor({ store, cri, metrics, plugins: async (options) => await client.plugins([], options), mirrorRequests: () => nodeRequests }, {
     registryConfigPath: config.containerdRegistryConfigPath,
     mirroredRegistries: config.mirroredRegistries,
     namespace: config.containerdNamespace,
@@ -144,7 +146,10 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       ready: () => routerRef.ready(),
       readinessDetail: () => readyzDetail(doctor.lastReport),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
-      onRequest: (record) => { recent.record(record) },
+      onRequest: (record) => {
+        recent.record(record)
+        if (record.requester === 'node') nodeRequests++
+      },
     })
     servers.push(registry)
     doctoring = runDoctorLoop(doctor, logger.child({ component: 'doctor' }), background.signal)

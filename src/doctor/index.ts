@@ -29,6 +29,11 @@ export interface DoctorComponents {
   /** containerd introspection, to tell the 1.x and 2.x config layouts apart. */
   plugins?: (options?: StoreOptions) => Promise<Array<{ type: string, id: string }>>
   metrics?: Metrics
+  /**
+   * Requests this node's containerd has sent to the mirror since the daemon started (not peers'): only the daemon
+   * knows it, so `spegel doctor` skips the mirror-traffic check.
+   */
+  mirrorRequests?: () => number
 }
 
 export interface DoctorOptions {
@@ -54,6 +59,8 @@ export interface DoctorOptions {
   talos?: boolean
   /** Images examined for missing layers (default 500). */
   maxImages?: number
+  /** New images (from mirrored registries) pulled without one request to the mirror before it is a finding (default 3). */
+  pullsWithoutTraffic?: number
 }
 
 /**
@@ -66,6 +73,8 @@ export class Doctor {
   private readonly components: DoctorComponents
   private readonly init: DoctorOptions
   private last: DoctorReport | undefined
+  /** Digests of the images (from mirrored registries) present at the first run: what was there before the daemon. */
+  private baseline: Set<string> | undefined
 
   constructor (components: DoctorComponents, init: DoctorOptions) {
     this.components = components
@@ -123,6 +132,7 @@ export class Doctor {
       results.push(await this.checkMissingLayers(ns, layout ?? 'grpc.v1.cri', talos, signal))
     }
     results.push(await this.checkHosts(settings, talos))
+    results.push(reachable ? await this.checkTraffic(talos, signal) : skipped('mirror-traffic', 'containerd unreachable'))
 
     const report: DoctorReport = {
       results,
@@ -228,6 +238,45 @@ export class Doctor {
       impact: 'peers are sent here for these images and get 404 for the missing layers; this is what discard_unpacked_layers = true (or a manual content removal) leaves behind.',
       fix: `${discardFix(layout, talos)}\nThen fetch the missing layers again, e.g.: ctr -n ${ns} content fetch ${example}`,
     }, 'layers missing from the content store')
+  }
+
+  /**
+   * The other checks read configuration; this one looks at what happened. Images containerd stored since the daemon
+   * started, while none of containerd's requests reached the mirror, mean containerd does not use the mirror whatever
+   * the configuration says (containerd not restarted after config_path changed, a pull path that ignores hosts.toml).
+   */
+  private async checkTraffic (talos: boolean, signal: AbortSignal | undefined): Promise<CheckResult> {
+    const requests = this.components.mirrorRequests
+    if (requests === undefined) return skipped('mirror-traffic', 'only the daemon sees the requests containerd sends to the mirror')
+    let registries: RegistryUrl[]
+    try {
+      registries = parseMirroredRegistries(this.init.mirroredRegistries ?? [])
+    } catch (err) {
+      return skipped('mirror-traffic', `invalid registry flags: ${message(err)}`)
+    }
+    const mirrored = (registry: string): boolean => registries.some((r) => r.wildcard || r.host === registry)
+    const names = new Map<string, string>()
+    for (const image of await this.components.store.listImages({ signal })) {
+      if (mirrored(image.registry) && !names.has(image.digest)) names.set(image.digest, image.name)
+    }
+    if (this.baseline === undefined) {
+      this.baseline = new Set(names.keys())
+      return ok('mirror-traffic', `watching pulls: ${names.size} image(s) were here before the daemon started`)
+    }
+    const baseline = this.baseline
+    const pulled = [...names].filter(([digest]) => !baseline.has(digest)).map(([, name]) => name)
+    const count = requests()
+    if (count > 0) return ok('mirror-traffic', `containerd sent the mirror ${count} request(s) since the daemon started`)
+    const threshold = this.init.pullsWithoutTraffic ?? 3
+    if (pulled.length < threshold) return ok('mirror-traffic', `${pulled.length} new image(s) since the daemon started, no request to the mirror yet`)
+    const shown = pulled.slice(0, 3).join(', ') + (pulled.length > 3 ? ', …' : '')
+    return finding('mirror-traffic', {
+      problem: `containerd stored ${pulled.length} new images since the daemon started (${shown}) without sending this mirror a single request`,
+      impact: 'containerd does not use the mirror: every pull goes to the upstream registry and no peer is asked.',
+      fix: talos
+        ? `Talos reads hosts.toml from ${talosConfigPath}: check that the chart sets spegel.containerdRegistryConfigPath=${talosConfigPath} and that the configuration init container of the spegel pod on this node succeeded (kubectl -n spegel logs <pod> -c configuration); then run spegel doctor on the node (see the README)`
+        : 'check that containerd\'s config_path includes the directory spegel configuration writes to and that containerd was restarted after it changed; with containerd 2.1+ and its transfer service, pulls may ignore hosts.toml: set use_local_image_pull = true under [plugins."io.containerd.cri.v1.images"]; then run spegel doctor on the node (see the README)',
+    }, `${pulled.length} new images, 0 requests to the mirror`)
   }
 
   private async checkHosts (settings: CriImageSettings, talos: boolean): Promise<CheckResult> {

@@ -1,7 +1,7 @@
 import type { CriLayout } from './cri-config.ts'
 
 /** The checks, in the order they run; also the `check` label of spegel_doctor_findings. */
-export const checkNames = ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml'] as const
+export const checkNames = ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml', 'mirror-traffic'] as const
 export type CheckName = typeof checkNames[number]
 
 /** One thing that is wrong, with why it matters and how to fix it. */

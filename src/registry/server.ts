@@ -104,6 +104,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         method: req.method,
         status: reply.raw.statusCode,
         source,
+        requester: req.headers[Header.spegelMirrored] === 'true' ? 'peer' : 'node',
         // reply's own headers: the body paths send them with writeHead, which leaves reply.raw.getHeader() empty.
         bytes: Number(reply.getHeader(Header.contentLength) ?? 0),
         durationMs: performance.now() - started,

@@ -33,6 +33,8 @@ export interface RequestRecord {
   method: string
   status: number
   source: 'local' | 'peer' | 'none'
+  /** `peer` for another node's mirror (`X-Spegel-Mirrored: true`), else `node`: this node's containerd. */
+  requester: 'node' | 'peer'
   bytes: number
   durationMs: number
 }

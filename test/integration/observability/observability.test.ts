@@ -187,11 +187,11 @@ describe('observability: Prometheus, promtool, gauges, debug page in Chromium, d
     const verbose = await fetch(`${spegelB.url}/readyz?verbose`)
     assert.equal(verbose.status, 200)
     const text = await verbose.text()
-    for (const check of ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml']) {
+    for (const check of ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml', 'mirror-traffic']) {
       assert.match(text, new RegExp(`^\\[\\+\\]doctor ${check}: ok$`, 'm'), text)
     }
     const { samples } = await scrape(spegelB)
-    assert.equal(samples.filter((s) => s.name === 'spegel_doctor_findings').length, 5)
+    assert.equal(samples.filter((s) => s.name === 'spegel_doctor_findings').length, 6)
     assert.equal(value(samples, 'spegel_doctor_findings'), 0)
   })
 

@@ -83,10 +83,12 @@ describe('Doctor', () => {
     assert.deepEqual(report.findings, [])
     assert.deepEqual(report.results.map((r) => [r.check, r.status]), [
       ['containerd', 'ok'], ['config-path', 'ok'], ['discard-unpacked-layers', 'ok'], ['missing-layers', 'ok'], ['hosts-toml', 'ok'],
+      // Only the daemon counts containerd's requests to the mirror.
+      ['mirror-traffic', 'skipped'],
     ])
     assert.equal(doctor.lastReport, report)
     const text = await metrics.registry.metrics()
-    for (const check of ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml']) {
+    for (const check of ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml', 'mirror-traffic']) {
       assert.match(text, new RegExp(`^spegel_doctor_findings\\{check="${check}"\\} 0$`, 'm'))
     }
     assert.match(formatReport(report), /^spegel doctor: no findings\n/)
@@ -182,5 +184,53 @@ describe('/readyz?verbose', () => {
     assert.match(verbose.body, /\[-\]doctor missing-layers: layers missing/)
     assert.match(verbose.body, /\[\+\]doctor hosts-toml: skipped/)
     await app.close()
+  })
+})
+
+describe('Doctor: mirror traffic (daemon only)', () => {
+  const cri = fakeCri(config16('/etc/containerd/certs.d', false))
+  const options = { registryConfigPath: '/etc/containerd/certs.d', hostsOptional: true, mirroredRegistries: ['https://docker.io', 'https://ghcr.io'] }
+  const traffic = (report: { results: Array<{ check: string, status: string, summary: string }> }) => report.results.find((r) => r.check === 'mirror-traffic')
+  const pull = (store: MemoryStore, name: string, seed: string): void => { store.addImage(name, store.addBlob(`manifest of ${name} ${seed}`, MediaType.ociManifest)) }
+
+  it('finds containerd pulling images from mirrored registries without one request to the mirror', async () => {
+    const store = new MemoryStore()
+    pull(store, 'docker.io/library/old:1', 'a')
+    let requests = 0
+    const metrics = new Metrics({ defaultMetrics: false })
+    const doctor = new Doctor({ store, cri, metrics, mirrorRequests: () => requests }, options)
+    const first = await doctor.run()
+    assert.equal(traffic(first)?.status, 'ok')
+    assert.match(traffic(first)?.summary ?? '', /1 image\(s\) were here before/)
+    // Two new images, the same image under a second name, and one from a registry that is not mirrored: below 3.
+    pull(store, 'docker.io/library/app:1', 'b')
+    pull(store, 'ghcr.io/org/tool:2', 'c')
+    store.addImage('docker.io/library/app@sha256:' + 'b'.repeat(64), (await store.resolve('docker.io/library/app:1')))
+    pull(store, 'quay.io/other/thing:3', 'd')
+    const second = await doctor.run()
+    assert.equal(traffic(second)?.status, 'ok')
+    assert.match(traffic(second)?.summary ?? '', /^2 new image\(s\)/)
+    pull(store, 'docker.io/library/third:1', 'e')
+    const third = await doctor.run()
+    assert.equal(traffic(third)?.status, 'finding')
+    const [f] = third.findings
+    assert.equal(f?.check, 'mirror-traffic')
+    assert.match(f?.problem ?? '', /containerd stored 3 new images since the daemon started \(.*docker\.io\/library\/app:1.*\) without sending this mirror a single request/)
+    assert.match(f?.fix ?? '', /config_path/)
+    assert.match(await metrics.registry.metrics(), /^spegel_doctor_findings\{check="mirror-traffic"\} 1$/m)
+    // One request from containerd is proof enough that it uses the mirror.
+    requests = 1
+    const fourth = await doctor.run()
+    assert.equal(traffic(fourth)?.status, 'ok')
+    assert.match(traffic(fourth)?.summary ?? '', /sent the mirror 1 request/)
+  })
+
+  it('gives the Talos fix on Talos', async () => {
+    const store = new MemoryStore()
+    const doctor = new Doctor({ store, cri, mirrorRequests: () => 0 }, { ...options, registryConfigPath: '/etc/cri/conf.d/hosts', talos: true })
+    await doctor.run()
+    for (const [i, name] of ['docker.io/a/b:1', 'docker.io/a/c:1', 'ghcr.io/a/d:1'].entries()) pull(store, name, String(i))
+    const report = await doctor.run()
+    assert.match(report.findings.find((f) => f.check === 'mirror-traffic')?.fix ?? '', /spegel\.containerdRegistryConfigPath=\/etc\/cri\/conf\.d\/hosts/)
   })
 })

@@ -6,7 +6,9 @@ import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { RequestFilter } from '../../../src/oci/filter.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
+import type { RequestRecord } from '../../../src/registry/types.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
+import { waitFor } from '../../helpers/wait.ts'
 import { startPeerPair } from './peer-pair.ts'
 
 const logger = pino({ level: 'silent' })
@@ -164,6 +166,24 @@ describe('registry /readyz?verbose with a readiness detail', () => {
       assert.equal(b.body, plain)
     })
   }
+})
+
+describe('registry reports each request with who asked (the doctor counts the node\'s own)', () => {
+  it('tells this node\'s containerd from a peer by X-Spegel-Mirrored', async () => {
+    const f = fixture()
+    const records: RequestRecord[] = []
+    const app = createRegistryApp({ store: f.store, logger, onRequest: (r) => { records.push(r) } })
+    try {
+      const blob = `/v2/library/app/blobs/${f.layerDigest}`
+      assert.equal((await app.inject({ method: 'HEAD', url: blob })).statusCode, 200)
+      assert.equal((await app.inject({ method: 'GET', url: blob, headers: { 'x-spegel-mirrored': 'true' } })).statusCode, 200)
+      assert.equal((await app.inject({ method: 'GET', url: `/v2/library/app/blobs/sha256:${'0'.repeat(64)}` })).statusCode, 404)
+      await waitFor(() => records.length === 3, { what: 'three request records' })
+      assert.deepEqual(records.map((r) => [r.method, r.status, r.requester]), [['HEAD', 200, 'node'], ['GET', 200, 'peer'], ['GET', 404, 'node']])
+    } finally {
+      await app.close()
+    }
+  })
 })
 
 // Over a real socket: the body paths write their headers with writeHead, which app.inject() records but a real

@@ -22,7 +22,7 @@ const logger = pino({ level: 'silent' })
 const evil = '<script>alert(1)</script>'
 
 function record (i: number, source: RequestRecord['source'] = 'local'): RequestRecord {
-  return { path: { kind: 'blobs', repository: 'team/app', registry: 'example.com', digest: `sha256:${String(i).padStart(64, '0')}` }, method: 'GET', status: 200, source, bytes: i, durationMs: i }
+  return { path: { kind: 'blobs', repository: 'team/app', registry: 'example.com', digest: `sha256:${String(i).padStart(64, '0')}` }, method: 'GET', status: 200, source, requester: 'node', bytes: i, durationMs: i }
 }
 
 function sources (overrides: Partial<DebugWebSources> = {}): DebugWebSources {
