@@ -78,7 +78,9 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     handler: async (req, reply) => {
       const ok = await isReady(options)
       const text = ok ? 'ok' : 'not ready'
-      const detail = options.readinessDetail !== undefined && isVerbose(req.raw.url ?? '') ? `\n${options.readinessDetail()}\n` : ''
+      // `verbose` or `verbose=<anything>`, as Kubernetes components take it.
+      const verbose = 'verbose' in (req.query as Record<string, unknown>)
+      const detail = options.readinessDetail !== undefined && verbose ? `\n${options.readinessDetail()}\n` : ''
       return await reply.code(ok ? 200 : 503).type('text/plain').send(text + detail)
     },
   })
@@ -94,6 +96,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     let path: DistributionPath | undefined
     let source: RequestRecord['source'] = 'none'
     let triedPeers = false
+    const requester: Requester = req.headers[Header.spegelMirrored] === 'true' ? 'peer' : 'node'
     reply.header(Header.dockerDistributionApiVersion, 'registry/2.0')
     // Listened for before anything is sent: a small response may finish before the handler returns. Only on
     // 'finish': a body cut short was not served, and its bytes do not count.
@@ -104,7 +107,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         method: req.method,
         status: reply.raw.statusCode,
         source,
-        requester: req.headers[Header.spegelMirrored] === 'true' ? 'peer' : 'node',
+        requester,
         // reply's own headers: the body paths send them with writeHead, which leaves reply.raw.getHeader() empty.
         bytes: Number(reply.getHeader(Header.contentLength) ?? 0),
         durationMs: performance.now() - started,
@@ -127,8 +130,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
       if (options.filter?.rejects(path) === true) throw notFound(path, 'filtered by configuration')
       const method = req.method
       const range = path.kind === 'blobs' ? rangeOf(req) : undefined
-      const mirrored = req.headers[Header.spegelMirrored] === 'true'
-      const requester: Requester = mirrored ? 'peer' : 'node'
+      const mirrored = requester === 'peer'
       const local = await findLocal(options.store, path, mirrored, req.log)
       if (local !== undefined) {
         source = 'local'
@@ -236,12 +238,6 @@ async function isReady (options: RegistryOptions): Promise<boolean> {
   } catch {
     return false
   }
-}
-
-/** Whether the query asks for detail: `verbose` or `verbose=<anything>`. */
-function isVerbose (url: string): boolean {
-  const query = url.split('?')[1] ?? ''
-  return query.split('&').some((p) => p === 'verbose' || p.startsWith('verbose='))
 }
 
 /**
