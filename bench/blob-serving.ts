@@ -19,6 +19,7 @@ import { startRegistry } from '../test/helpers/registry.ts'
 import { startSpegelRegistry, type SpegelRegistry } from '../test/helpers/spegel.ts'
 import { requireKnownTool, requireTool } from '../test/helpers/tools.ts'
 import { buildBaselineBundle, buildCurrentBundle, shippedEnv, shippedNodeOptions, type DaemonBundle } from './baseline.ts'
+import { median } from './stats.ts'
 
 const { values } = parseArgs({
   options: {
@@ -57,11 +58,6 @@ async function rssKiB (pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
-}
 const mib = (bps: number): string => (bps / 2 ** 20).toFixed(0)
 
 interface PeakLoad {

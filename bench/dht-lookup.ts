@@ -13,14 +13,12 @@ import { performance } from 'node:perf_hooks'
 import type { Libp2pRouter } from '../src/routing/libp2p.ts'
 import { closeAll, startCluster } from '../test/helpers/routing.ts'
 import { waitFor } from '../test/helpers/wait.ts'
+import { quantile } from './stats.ts'
 
 const nodes = Number(process.argv[2] ?? 50)
 const lookups = Number(process.argv[3] ?? 200)
 
-function pct (values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN
-}
+const pct = (values: number[], p: number): number => quantile(values, p / 100)
 
 async function measure (router: Libp2pRouter, key: string): Promise<{ first: number, end: number, found: number }> {
   const start = performance.now()

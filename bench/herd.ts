@@ -31,6 +31,7 @@ import { buildImage, pushLayout, type PushedImage } from '../test/helpers/images
 import { requireNetnsSupport } from '../test/helpers/netns.ts'
 import { startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
 import { runSpegel } from '../test/helpers/spegel.ts'
+import { median, quantile, secs } from './stats.ts'
 
 const { values } = parseArgs({
   options: {
@@ -63,16 +64,6 @@ requireNetnsSupport()
 
 type Setting = 'on' | 'off'
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
-}
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!
-}
-const secs = (ms: number): string => (ms / 1000).toFixed(2)
 const times = (x: number): string => `${x.toFixed(2)}×`
 
 const help = await runSpegel(['registry', '--help'], { allowNonZero: true })

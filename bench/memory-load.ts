@@ -31,6 +31,7 @@ import { requireNetnsSupport } from '../test/helpers/netns.ts'
 import { run } from '../test/helpers/process.ts'
 import { metricsPort, registryPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
 import { requireTool } from '../test/helpers/tools.ts'
+import { median } from './stats.ts'
 
 const { values } = parseArgs({
   options: {
@@ -80,11 +81,6 @@ const curl = requireTool('curl', 'apt-get install -y curl')
 
 const mib = (bytes: number): string => (bytes / MiB).toFixed(1)
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(s.length / 2)
-  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // node 1's memory

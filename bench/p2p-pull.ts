@@ -34,6 +34,7 @@ import { waitFor } from '../test/helpers/wait.ts'
 import { metricsPort, registryPort, routerPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
 import { requireTool } from '../test/helpers/tools.ts'
 import { buildBaselineBundle, buildCurrentBundle, shippedEnv, shippedNodeOptions, type DaemonBundle } from './baseline.ts'
+import { median, quantile, secs } from './stats.ts'
 
 const { values } = parseArgs({
   options: {
@@ -59,16 +60,6 @@ const only = new Set(values.only.split(','))
 requireNetnsSupport()
 requireTool('curl', 'apt-get install -y curl')
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
-}
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!
-}
-const secs = (ms: number): string => (ms / 1000).toFixed(2)
 const mibps = (bps: number): string => (bps / MiB).toFixed(0)
 
 function allDigests (image: PushedImage): string[] {
