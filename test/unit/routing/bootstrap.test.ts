@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
-import { createServer } from 'node:http'
-import { test } from 'node:test'
+import { createServer, type Server } from 'node:http'
+import { test, type TestContext } from 'node:test'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, compareIps, peerIdUrl } from '../../../src/routing/bootstrap.ts'
 import type { ResolveFn } from '../../../src/routing/bootstrap.ts'
 import { BootstrapError } from '../../../src/routing/errors.ts'
@@ -75,13 +75,8 @@ test('http: /id serves this node, another node fetches it', async (t) => {
   assert.deepEqual(await new HttpBootstrapper({}).peers(), [])
 })
 
-test('http: first 3 entries, ids from /p2p/, errors are BootstrapErrors, timeout honoured', async (t) => {
-  let body = ''
-  let status = 200
-  const server = createServer((req, res) => {
-    if (req.url === '/slow') return // never answers
-    res.writeHead(status, { 'content-type': 'application/json' }).end(body)
-  })
+/** Listens on a loopback port, closed after the test; resolves with the server's base URL. */
+async function listen (t: TestContext, server: Server): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.after(async () => {
     server.closeAllConnections()
@@ -89,7 +84,17 @@ test('http: first 3 entries, ids from /p2p/, errors are BootstrapErrors, timeout
   })
   const address = server.address()
   assert.ok(typeof address === 'object' && address !== null)
-  const base = `http://127.0.0.1:${address.port}`
+  return `http://127.0.0.1:${address.port}`
+}
+
+test('http: first 3 entries, ids from /p2p/, errors are BootstrapErrors, timeout honoured', async (t) => {
+  let body = ''
+  let status = 200
+  const server = createServer((req, res) => {
+    if (req.url === '/slow') return // never answers
+    res.writeHead(status, { 'content-type': 'application/json' }).end(body)
+  })
+  const base = await listen(t, server)
   const client = new HttpBootstrapper({ url: `${base}/peers` })
   body = JSON.stringify([
     { ID: '', Addrs: [`/ip4/10.0.0.1/tcp/5001/p2p/${idA}`] },
@@ -167,14 +172,7 @@ test('http: answers in either shape are read, whichever flag fetched them', asyn
     asked.push(`${req.method ?? ''} ${req.url ?? ''}`)
     res.writeHead(200).end(body)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.after(async () => {
-    server.closeAllConnections()
-    await new Promise((resolve) => server.close(resolve))
-  })
-  const address = server.address()
-  assert.ok(typeof address === 'object' && address !== null)
-  const base = `http://127.0.0.1:${address.port}`
+  const base = await listen(t, server)
   const answers: Array<[name: string, body: string, peers: unknown]> = [
     ['v0.7 object', `{"Addrs":["/ip4/10.0.0.1/tcp/5001"],"ID":"${idA}"}`, [{ id: idA, addrs: ['/ip4/10.0.0.1/tcp/5001'] }]],
     ['v0.7 object, id in the multiaddr', `{"Addrs":["/ip4/10.0.0.1/tcp/5001/p2p/${idB}"],"ID":""}`, [{ id: idB, addrs: ['/ip4/10.0.0.1/tcp/5001'] }]],
