@@ -5,7 +5,7 @@ import { defaultNamespace } from '../containerd/constants.ts'
 import { parseMirroredRegistries, parseMirrorTargets, type RegistryUrl } from '../hosts/url.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { isIndexMediaType } from '../oci/mediatypes.ts'
-import type { ContentStore, StoreOptions } from '../store/types.ts'
+import type { ContentStore, ImageRecord, StoreOptions } from '../store/types.ts'
 import { walkImage } from '../store/walk.ts'
 import { CriUnavailableError, type CriApi } from './cri.ts'
 import { criImageSettings, criTomlSnippet, normalizeDir, splitConfigPath, type CriLayout, type CriImageSettings } from './cri-config.ts'
@@ -91,9 +91,11 @@ export class Doctor {
     const results: CheckResult[] = []
     const ns = this.init.namespace ?? defaultNamespace
 
+    // Read once: the reachability check, the missing layers and the traffic check all look at the same list.
+    let images: ImageRecord[] = []
     let reachable = true
     try {
-      await this.components.store.listImages({ signal })
+      images = await this.components.store.listImages({ signal })
       results.push(ok('containerd', `containerd answers (namespace ${ns})`))
     } catch (err) {
       signal?.throwIfAborted()
@@ -129,10 +131,10 @@ export class Doctor {
     } else {
       results.push(this.checkConfigPath(settings, criError, layout ?? 'grpc.v1.cri', talos))
       results.push(this.checkDiscard(settings, criError, layout ?? 'grpc.v1.cri', talos))
-      results.push(await this.checkMissingLayers(ns, layout ?? 'grpc.v1.cri', talos, signal))
+      results.push(await this.checkMissingLayers(images, ns, layout ?? 'grpc.v1.cri', talos, signal))
     }
     results.push(await this.checkHosts(settings, talos))
-    results.push(reachable ? await this.checkTraffic(talos, signal) : skipped('mirror-traffic', 'containerd unreachable'))
+    results.push(reachable ? this.checkTraffic(images, talos) : skipped('mirror-traffic', 'containerd unreachable'))
 
     const report: DoctorReport = {
       results,
@@ -201,15 +203,8 @@ export class Doctor {
     }, 'layers are discarded after unpacking')
   }
 
-  private async checkMissingLayers (ns: string, layout: CriLayout, talos: boolean, signal: AbortSignal | undefined): Promise<CheckResult> {
+  private async checkMissingLayers (images: readonly ImageRecord[], ns: string, layout: CriLayout, talos: boolean, signal: AbortSignal | undefined): Promise<CheckResult> {
     const { store } = this.components
-    let images
-    try {
-      images = await store.listImages({ signal })
-    } catch (err) {
-      signal?.throwIfAborted()
-      return skipped('missing-layers', `cannot list images: ${message(err)}`)
-    }
     const max = this.init.maxImages ?? 500
     const broken: Array<{ name: string, missing: number }> = []
     const seen = new Map<string, number>()
@@ -245,7 +240,7 @@ export class Doctor {
    * started, while none of containerd's requests reached the mirror, mean containerd does not use the mirror whatever
    * the configuration says (containerd not restarted after config_path changed, a pull path that ignores hosts.toml).
    */
-  private async checkTraffic (talos: boolean, signal: AbortSignal | undefined): Promise<CheckResult> {
+  private checkTraffic (images: readonly ImageRecord[], talos: boolean): CheckResult {
     const requests = this.components.mirrorRequests
     if (requests === undefined) return skipped('mirror-traffic', 'only the daemon sees the requests containerd sends to the mirror')
     let registries: RegistryUrl[]
@@ -256,7 +251,7 @@ export class Doctor {
     }
     const mirrored = (registry: string): boolean => registries.some((r) => r.wildcard || r.host === registry)
     const names = new Map<string, string>()
-    for (const image of await this.components.store.listImages({ signal })) {
+    for (const image of images) {
       if (mirrored(image.registry) && !names.has(image.digest)) names.set(image.digest, image.name)
     }
     if (this.baseline === undefined) {
