@@ -247,10 +247,10 @@ describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd
     }
   }
 
-  it('ctr images pull on every node at once: every node gets the image, the upstream serves it about once', async (t) => {
-    const image = images.get('ctr')!
+  /** Every node pulls `image` at once with `pull`: each must end up with it, the upstream serving it about once. */
+  async function herdPull (t: TestContext, what: string, image: PushedImage, pull: (node: SpegelNode) => Promise<unknown>): Promise<void> {
     const herdBefore = await herdOutcomesOf(nodes)
-    const outcomes = await pullEverywhere(nodes, async (n) => { await n.pull(image.ref, { timeoutMs: pullBoundMs }) })
+    const outcomes = await pullEverywhere(nodes, pull)
     t.diagnostic(`pulls: ${describePulls(outcomes)}`)
     for (const o of outcomes) assert.equal(o.error, undefined, `${o.node.name}'s pull: ${o.error?.message}`)
     assertOverlapped(outcomes)
@@ -258,21 +258,17 @@ describe(`a rollout: ${NODES} nodes pull the same never-seen image at once (herd
     const up = await upstreamBlobBytes(cluster, image)
     t.diagnostic(`upstream blob bytes by node: ${up.byNode}`)
     t.diagnostic(`herd outcomes (blobs): ${await describeHerdOutcomes(nodes, herdBefore)}`)
-    assertUpstreamMultiple(t, 'ctr', up.multiple)
+    assertUpstreamMultiple(t, what, up.multiple)
+  }
+
+  it('ctr images pull on every node at once: every node gets the image, the upstream serves it about once', async (t) => {
+    const image = images.get('ctr')!
+    await herdPull(t, 'ctr', image, async (n) => { await n.pull(image.ref, { timeoutMs: pullBoundMs }) })
   })
 
   it('CRI PullImage on every node at once (the kubelet\'s way): the same', async (t) => {
     const image = images.get('cri')!
-    const herdBefore = await herdOutcomesOf(nodes)
-    const outcomes = await pullEverywhere(nodes, async (n) => await cri.get(n)!.pull(image.ref, pullBoundMs))
-    t.diagnostic(`pulls: ${describePulls(outcomes)}`)
-    for (const o of outcomes) assert.equal(o.error, undefined, `${o.node.name}'s pull: ${o.error?.message}`)
-    assertOverlapped(outcomes)
-    for (const node of nodes) await assertHoldsImage(node, image)
-    const up = await upstreamBlobBytes(cluster, image)
-    t.diagnostic(`upstream blob bytes by node: ${up.byNode}`)
-    t.diagnostic(`herd outcomes (blobs): ${await describeHerdOutcomes(nodes, herdBefore)}`)
-    assertUpstreamMultiple(t, 'CRI', up.multiple)
+    await herdPull(t, 'CRI', image, async (n) => await cri.get(n)!.pull(image.ref, pullBoundMs))
   })
 
   /**
