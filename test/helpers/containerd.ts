@@ -8,6 +8,7 @@ import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promise
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { gzipSync } from 'node:zlib'
 import { waitFor } from './wait.ts'
 
@@ -26,6 +27,8 @@ export interface StartContainerdOptions {
    * namespace; import with --no-unpack or expect unpacking to be invisible to the host.
    */
   prefix?: string[]
+  /** The containerd binary (default `containerd` on PATH, Debian's 1.6); e.g. containerd2Binary. */
+  binary?: string
 }
 
 export interface ContainerdInstance {
@@ -58,8 +61,11 @@ export interface ContainerdInstance {
 
 const namespace = 'k8s.io'
 
+/** containerd 2.1.5 (what current Talos releases ship), built from its Go module by .ci/setup.d/40-containerd2.sh. */
+export const containerd2Binary = fileURLToPath(new URL('../../.tools/bin/containerd-2.1.5', import.meta.url))
+
 export async function startContainerd (options: StartContainerdOptions = {}): Promise<ContainerdInstance> {
-  await ensureInstalled()
+  await ensureInstalled(options.binary)
   // Short prefix: the socket path must fit in sun_path (108 bytes).
   const dir = await mkdtemp(join(tmpdir(), 'spegel-ctrd-'))
   const root = join(dir, 'root')
@@ -96,7 +102,7 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
   const start = async (): Promise<void> => {
     const logFd = openSync(logPath, 'a')
     try {
-      const argv = [...(options.prefix ?? []), 'containerd', '--config', configFile]
+      const argv = [...(options.prefix ?? []), options.binary ?? 'containerd', '--config', configFile]
       child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', logFd, logFd] })
     } finally {
       closeSync(logFd)
@@ -167,7 +173,8 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
   return instance
 }
 
-async function ensureInstalled (): Promise<void> {
+async function ensureInstalled (binary: string | undefined): Promise<void> {
+  if (binary !== undefined) await access(binary).catch(() => { throw new Error(`${binary} is missing: bash .ci/setup.sh builds it`) })
   for (const bin of ['containerd', 'ctr']) {
     const found = await Promise.any((process.env.PATH ?? '').split(':').filter(Boolean).map(async (p) => {
       await access(join(p, bin))

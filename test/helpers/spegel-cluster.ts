@@ -24,6 +24,7 @@ import { requireKnownTool } from './tools.ts'
 export const registryPort = 5000
 export const routerPort = 5001
 export const metricsPort = 9090
+export const httpBootstrapPort = 5002
 
 /** One parsed JSON log line of a daemon (pino). */
 export interface DaemonLogRecord {
@@ -117,6 +118,18 @@ export interface StartSpegelClusterOptions {
   onOutput?: (node: SpegelNode, line: string, stream: 'stdout' | 'stderr') => void
   /** Run each daemon as the container image does (bundle, ENTRYPOINT flags, image env, memory cgroup). */
   image?: ImageRuntimeOptions
+  /** The containerd binary of every node (default Debian's 1.6 on PATH; containerd2Binary for 2.x). */
+  containerdBinary?: string
+  /**
+   * Run another implementation instead of ours: a Go Spegel binary, for side-by-side benchmarks (same flags, minus
+   * those only spegel-ts has). With `image`, it runs in the same kind of memory cgroup.
+   */
+  goSpegelBinary?: string
+  /**
+   * How nodes find each other: `static` (default; node 1's router address) or `http` (every node serves /id on port
+   * 5002 and bootstraps from node 1's, which Go Spegel also takes: its static peers need peer ids).
+   */
+  bootstrap?: 'static' | 'http'
 }
 
 export interface ImageRuntimeOptions {
@@ -125,13 +138,15 @@ export interface ImageRuntimeOptions {
   /** RLIMIT_NOFILE of the daemon (up to the hard limit where it cannot be raised; see joinCgroupCommand). */
   nofile?: number
   /**
-   * Give each node its own copy of the node binary, as each node of a cluster has its own image (default true). The
+   * Give each node its own copy of the node binary (or of the Go Spegel binary), as each node of a cluster has its own image (default true). The
    * binary's pages in memory (about 55 MiB of the RSS) are then charged to that daemon's cgroup, as in a pod, instead of
    * to whichever process touched the shared file first (the test runner runs the same binary).
    */
   privateNodeBinary?: boolean
   /** A checkout (with node_modules) whose Dockerfile and sources make the image; default this working tree. */
   root?: string
+  /** Node flags before the image's own, e.g. `--cpu-prof` for a profile (not part of the image). */
+  extraNodeFlags?: readonly string[]
 }
 
 /** The daemon as the image ships it, built from a checkout (by default this working tree). */
@@ -144,8 +159,8 @@ export interface ImageApp {
   readonly nodeFlags: readonly string[]
   /** The environment the image sets (the final stage's ENV, ARG defaults substituted) plus the base image's PATH. */
   readonly env: Readonly<Record<string, string>>
-  /** `NODE FLAGS BUNDLE ARGS…`; NODE (the image's /nodejs/bin/node) defaults to this process's Node 24. */
-  argv: (args: readonly string[], node?: string) => string[]
+  /** `NODE [EXTRA] FLAGS BUNDLE ARGS…`; NODE (the image's /nodejs/bin/node) defaults to this process's Node 24. */
+  argv: (args: readonly string[], node?: string, extraFlags?: readonly string[]) => string[]
   cleanup: () => Promise<void>
 }
 
@@ -219,7 +234,7 @@ export async function prepareImageApp (root: string = repoRoot): Promise<ImageAp
       bundle,
       nodeFlags,
       env,
-      argv: (args, node = process.execPath) => [node, ...nodeFlags, bundle, ...args],
+      argv: (args, node = process.execPath, extraFlags = []) => [node, ...extraFlags, ...nodeFlags, bundle, ...args],
       cleanup: tmp.cleanup,
     }
   } catch (err) {
@@ -253,7 +268,7 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
     if (failed.length > 0) throw new AggregateError(failed, `cluster stopped, but ${failed.length} cgroup(s) could not be removed: ${failed.map((e) => e.message).join('; ')}`)
   }
   try {
-    if (options.image !== undefined) app = await prepareImageApp(options.image.root)
+    if (options.image !== undefined && options.goSpegelBinary === undefined) app = await prepareImageApp(options.image.root)
     const up = net.upstream
     if (up === undefined) throw new Error('the cluster has no upstream namespace')
     upstream = await startRegistry({ host: up.ip, port: registryPort, netns: up.netns })
@@ -262,27 +277,29 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
     if (first === undefined) throw new Error('the cluster has no node')
     const bootstrap = `/ip4/${first.ip}/tcp/${routerPort}`
     for (const [i, member] of net.nodes.entries()) {
-      const containerd = await startContainerd({ prefix: [requireKnownTool('ip'), 'netns', 'exec', member.netns] })
+      const containerd = await startContainerd({ prefix: [requireKnownTool('ip'), 'netns', 'exec', member.netns], ...(options.containerdBinary !== undefined ? { binary: options.containerdBinary } : {}) })
       let image: NodeInit['image']
-      if (options.image !== undefined && app !== undefined) {
+      if (options.image !== undefined) {
         const cgroup = await createMemoryCgroup({ limitBytes: options.image.memoryLimitBytes, prefix: `${options.prefix ?? 'spegel'}-n${i + 1}` })
         cgroups.push(cgroup)
         let node: string | undefined
         if (options.image.privateNodeBinary ?? true) {
-          // Where the image has it; inside the node's own directory, removed with it.
-          node = join(containerd.dir, 'nodejs', 'bin', 'node')
+          // Where the image has it; inside the node's own directory, removed with it. (Go Spegel: its binary.)
+          node = join(containerd.dir, 'nodejs', 'bin', options.goSpegelBinary !== undefined ? 'spegel' : 'node')
           await mkdir(join(containerd.dir, 'nodejs', 'bin'), { recursive: true })
-          await cp(process.execPath, node)
+          await cp(options.goSpegelBinary ?? process.execPath, node)
           // Out of the page cache again (written back, then dropped), so the pages the daemon runs are read in by it
           // and charged to its cgroup, as the binary of a freshly pulled image is.
           await run('sync', [node])
           await run('dd', [`if=${node}`, 'iflag=nocache', 'count=0', 'status=none'])
         }
-        image = { app, cgroup, ...(node !== undefined ? { node } : {}), ...(options.image.nofile !== undefined ? { nofile: options.image.nofile } : {}) }
+        image = { app, cgroup, extraNodeFlags: options.image.extraNodeFlags ?? [], ...(node !== undefined ? { node } : {}), ...(options.image.nofile !== undefined ? { nofile: options.image.nofile } : {}) }
       }
       const node = new NodeImpl(i + 1, member, containerd, {
         logLevel: options.logLevel ?? 'INFO',
         bootstrapPeers: [bootstrap],
+        bootstrap: options.bootstrap === 'http' ? { kind: 'http', url: `http://${first.ip}:${httpBootstrapPort}/id` } : { kind: 'static' },
+        ...(options.goSpegelBinary !== undefined ? { goSpegelBinary: options.goSpegelBinary } : {}),
         // As the chart does: the registry gets the same mirrored registries as the configuration step.
         args: ['--mirrored-registries', upstreamRef.url],
         daemonArgs: options.daemonArgs ?? [],
@@ -299,9 +316,14 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
         '--mirror-targets', node.mirrorUrl,
       ])
     }
-    // Node 1 first: it is everyone's bootstrap peer and becomes ready alone.
-    await nodes[0]!.startDaemon()
-    await Promise.all(nodes.slice(1).map(async (n) => { await n.startDaemon() }))
+    if (options.goSpegelBinary !== undefined) {
+      // Go Spegel is ready only once it has a peer, so node 1 cannot become ready alone.
+      await Promise.all(nodes.map(async (n) => { await n.startDaemon() }))
+    } else {
+      // Node 1 first: it is everyone's bootstrap peer and becomes ready alone.
+      await nodes[0]!.startDaemon()
+      await Promise.all(nodes.slice(1).map(async (n) => { await n.startDaemon() }))
+    }
     const cluster: SpegelCluster = {
       net,
       upstream: upstreamRef,
@@ -327,13 +349,15 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
 interface NodeInit {
   logLevel: string
   bootstrapPeers: readonly string[]
+  bootstrap: { kind: 'static' } | { kind: 'http', url: string }
+  goSpegelBinary?: string
   args: string[]
   /** The cluster's `daemonArgs`, until a startDaemon call replaces them. */
   daemonArgs: readonly string[]
   maxLogRecords: number
   onLog?: (node: SpegelNode, record: DaemonLogRecord) => void
   onOutput?: (node: SpegelNode, line: string, stream: 'stdout' | 'stderr') => void
-  image?: { app: ImageApp, cgroup: MemoryCgroup, node?: string, nofile?: number }
+  image?: { app: ImageApp | undefined, cgroup: MemoryCgroup, extraNodeFlags: readonly string[], node?: string, nofile?: number }
 }
 
 class NodeImpl implements SpegelNode {
@@ -415,6 +439,8 @@ class NodeImpl implements SpegelNode {
     if (options.daemonArgs !== undefined) this.daemonArgs = [...options.daemonArgs]
     const dataDir = join(this.containerd.dir, 'spegel-data')
     await mkdir(dataDir, { recursive: true })
+    const go = this.init.goSpegelBinary
+    const bootstrap = this.init.bootstrap
     const args = [
       'registry',
       `--log-level=${this.init.logLevel}`,
@@ -424,18 +450,22 @@ class NodeImpl implements SpegelNode {
       `--containerd-sock=${this.containerd.socket}`,
       `--containerd-namespace=${this.containerd.namespace}`,
       `--containerd-content-path=${this.containerd.contentPath}`,
-      `--containerd-registry-config-path=${this.hostsDir}`,
+      // Ours only (for the doctor); Go Spegel's registry command refuses it.
+      ...go === undefined ? [`--containerd-registry-config-path=${this.hostsDir}`] : [],
       `--data-dir=${dataDir}`,
-      '--bootstrap-kind=static',
-      ...(options.bootstrapPeers ?? this.init.bootstrapPeers).map((p) => `--static-bootstrap-peers=${p}`),
+      ...bootstrap.kind === 'http'
+        ? ['--bootstrap-kind=http', `--http-bootstrap-addr=${this.ip}:${httpBootstrapPort}`, `--http-bootstrap-url=${bootstrap.url}`]
+        : ['--bootstrap-kind=static', ...(options.bootstrapPeers ?? this.init.bootstrapPeers).map((p) => `--static-bootstrap-peers=${p}`)],
       ...this.init.args,
       ...this.daemonArgs,
     ]
     const image = this.init.image
     // As the image: `node FLAGS /app/dist/spegel.mjs registry …` with only the image's environment, in the cgroup.
+    const app = image?.app
+    const direct = go !== undefined ? [image?.node ?? go, ...args] : app === undefined ? [process.execPath, cliPath, ...args] : app.argv(args, image?.node, image?.extraNodeFlags)
     const [cmd, ...argv] = image === undefined
-      ? [process.execPath, cliPath, ...args]
-      : joinCgroupCommand(image.cgroup, image.app.argv(args, image.node), { env: { ...image.app.env }, ...(image.nofile !== undefined ? { nofile: image.nofile } : {}) })
+      ? direct
+      : joinCgroupCommand(image.cgroup, direct, { env: app !== undefined ? { ...app.env } : { PATH: process.env.PATH ?? '' }, ...(image.nofile !== undefined ? { nofile: image.nofile } : {}) })
     const proc = await startProcess(cmd as string, argv, {
       netns: this.netns,
       name: `spegel-${this.name}`,
@@ -450,7 +480,8 @@ class NodeImpl implements SpegelNode {
         if (proc.exitStatus !== undefined) throw new Error(`${this.name}: spegel exited early`)
         const res = await fetch(`${this.mirrorUrl}/readyz`, { signal: AbortSignal.timeout(1000) })
         await res.body?.cancel()
-        return res.status === 200 && this.id !== undefined
+        // Go Spegel logs no peer id line.
+        return res.status === 200 && (this.id !== undefined || go !== undefined)
       }, { timeoutMs: 30_000, intervalMs: 100, what: `${this.name} spegel /readyz`, context: () => proc.output() })
       if (image !== undefined) {
         // The wrapper execs in place, so this PID is node's; it must be charged to the node's cgroup.

@@ -1,0 +1,299 @@
+// spegel-ts side by side with the real Spegel (Go), on the same kind of cluster in the same run: network-namespace
+// nodes, each with its own containerd 2.x (what Talos runs) and one daemon, pulls done with CRI PullImage (the
+// kubelet's path), one upstream docker-registry whose link is shaped (100 Mbit/s by default). The two implementations
+// take turns on fresh clusters (ours, Go, Go, ours, …), each daemon in a memory cgroup of its own, ours as the image
+// runs it (bundle, ENTRYPOINT flags, image environment).
+//
+// Scenarios, each on the same cluster one after the other:
+//   fan-out     node 1 pulls a 3-layer image (from the upstream, through its mirror); nodes 2..N then pull it at once
+//   cold        nothing cached anywhere: every node pulls a new image at once
+//   sequential  node 1 holds a 3-layer image; nodes 2..N pull it one after the other
+//   big         node 1 holds a single-layer image (1 GiB); nodes 2..4 pull it at once (upstream not shaped)
+// For each: pull times (mean, slowest), upstream blob bytes after the first pull (as a multiple of the image), CPU
+// seconds of every daemon (from /proc/PID/stat; start-up is reported apart), peak RSS and RssAnon per daemon (sampled
+// every 250 ms), idle RSS after start, and rejections from /metrics (spegel_transfer_rejections_total, ours only).
+//
+// Needs a Spegel binary: build one outside this repository (it is never vendored), e.g.
+//   tar -xzf ../shared/peers/spegel-b8c715a.tar.gz -C /tmp && cd /tmp/spegel-b8c715a && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o /tmp/spegel-go .
+// and containerd 2.x (`bash .ci/setup.sh` builds .tools/bin/containerd-2.1.5).
+//
+//   node bench/vs-spegel.ts --spegel /tmp/spegel-go [--rounds 2] [--nodes 8] [--only fanout,cold,sequential,big]
+//     [--image-mib 63] [--seq-mib 180] [--big-mib 1024] [--rate 100mbit] [--memory-limit 0] [--profile DIR]
+//
+// --memory-limit 134217728 puts every daemon under the chart's 128 Mi (0: a cgroup without a useful limit, 8 GiB).
+// --profile DIR writes a CPU profile of each of our daemons (node --cpu-prof) into DIR. Prints markdown.
+import { access, readFile } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { containerd2Binary } from '../test/helpers/containerd.ts'
+import { CriImages } from '../test/helpers/cri-images.ts'
+import { buildImage, pushLargeBlobImage, pushLayout, type PushedImage } from '../test/helpers/images.ts'
+import { requireNetnsSupport } from '../test/helpers/netns.ts'
+import { metricsPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
+import { median } from './stats.ts'
+
+const { values } = parseArgs({
+  options: {
+    spegel: { type: 'string' },
+    containerd: { type: 'string', default: containerd2Binary },
+    rounds: { type: 'string', default: '2' },
+    nodes: { type: 'string', default: '8' },
+    only: { type: 'string', default: 'fanout,cold,sequential,big' },
+    'image-mib': { type: 'string', default: '63' },
+    'seq-mib': { type: 'string', default: '180' },
+    'big-mib': { type: 'string', default: '1024' },
+    rate: { type: 'string', default: '100mbit' },
+    'memory-limit': { type: 'string', default: '0' },
+    profile: { type: 'string' },
+    impls: { type: 'string', default: 'ts,go' },
+  },
+})
+const MiB = 1024 * 1024
+const howToBuild = 'build one outside the repository: tar -xzf ../shared/peers/spegel-b8c715a.tar.gz -C /tmp && cd /tmp/spegel-b8c715a && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o /tmp/spegel-go . (then --spegel /tmp/spegel-go)'
+const impls = values.impls.split(',') as Array<'ts' | 'go'>
+if (impls.includes('go')) {
+  if (values.spegel === undefined) fail(`--spegel PATH (a Go Spegel binary) is required: ${howToBuild}`)
+  await access(values.spegel).catch(() => fail(`${values.spegel} does not exist: ${howToBuild}`))
+}
+await access(values.containerd).catch(() => fail(`${values.containerd} does not exist: bash .ci/setup.sh builds containerd 2.x into .tools/bin`))
+requireNetnsSupport()
+const rounds = Number(values.rounds)
+const nodeCount = Number(values.nodes)
+const only = new Set(values.only.split(','))
+const limit = Number(values['memory-limit']) > 0 ? Number(values['memory-limit']) : 8 * 1024 * MiB
+
+function fail (message: string): never {
+  console.error(`vs-spegel: ${message}`)
+  process.exit(2)
+}
+
+type Impl = 'ts' | 'go'
+const label = (impl: Impl): string => impl === 'ts' ? 'spegel-ts' : 'Spegel (Go)'
+
+interface Usage {
+  /** CPU seconds of every daemon together. */
+  cpu: number
+  /** Highest VmRSS / RssAnon of any one daemon, MiB. */
+  peakRss: number
+  peakAnon: number
+}
+
+interface ScenarioResult {
+  /** Pull durations, ms. */
+  pulls: number[]
+  /** Upstream blob bytes during the measured pulls, as a multiple of the image's blob bytes. */
+  upstream: number
+  usage: Usage
+  /** Bytes the pulling nodes received (blob bytes of the image × pulling nodes). */
+  moved: number
+  rejections: number
+}
+
+interface RoundResult {
+  impl: Impl
+  idleRss: number
+  idleAnon: number
+  startCpu: number
+  scenarios: Map<string, ScenarioResult>
+}
+
+async function procStat (pid: number): Promise<{ cpu: number, rss: number, anon: number }> {
+  const [stat, status] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile(`/proc/${pid}/status`, 'utf8')])
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0)
+  return { cpu: (Number(fields[11]) + Number(fields[12])) / 100, rss: kib('VmRSS') / 1024, anon: kib('RssAnon') / 1024 }
+}
+
+const pids = (cluster: SpegelCluster): number[] => cluster.nodes.map((n) => {
+  const pid = n.daemon?.pid
+  if (pid === undefined) throw new Error(`${n.name}: daemon not running`)
+  return pid
+})
+
+/** Runs `fn` while sampling every daemon; CPU is the difference over the run, memory the peaks. */
+async function measured<T> (cluster: SpegelCluster, fn: () => Promise<T>): Promise<{ value: T, usage: Usage }> {
+  const ps = pids(cluster)
+  const before = await Promise.all(ps.map(procStat))
+  let peakRss = 0
+  let peakAnon = 0
+  const sample = async (): Promise<void> => {
+    for (const s of await Promise.all(ps.map(procStat))) {
+      peakRss = Math.max(peakRss, s.rss)
+      peakAnon = Math.max(peakAnon, s.anon)
+    }
+  }
+  await sample()
+  const timer = setInterval(() => { sample().catch(() => {}) }, 250)
+  try {
+    const value = await fn()
+    await sample()
+    const after = await Promise.all(ps.map(procStat))
+    const cpu = after.reduce((n, s, i) => n + s.cpu - before[i]!.cpu, 0)
+    return { value, usage: { cpu, peakRss, peakAnon } }
+  } finally {
+    clearInterval(timer)
+  }
+}
+
+async function rejections (cluster: SpegelCluster): Promise<number> {
+  let total = 0
+  for (const n of cluster.nodes) {
+    const text = await fetch(`http://${n.ip}:${metricsPort}/metrics`).then(async (r) => await r.text()).catch(() => '')
+    for (const line of text.split('\n')) if (line.startsWith('spegel_transfer_rejections_total{')) total += Number(line.split(' ').at(-1))
+  }
+  return total
+}
+
+const blobBytes = (image: PushedImage): number => image.children.reduce((n, c) => n + c.size, 0)
+
+async function push (cluster: SpegelCluster, name: string, layers: number[], gzip = true): Promise<PushedImage> {
+  if (layers.length === 1 && !gzip) return await pushLargeBlobImage(cluster.upstreamHost, layers[0]!, { repository: `bench/${name}` })
+  const built = await buildImage({ layers: layers.map((sizeBytes) => ({ sizeBytes, compression: gzip ? 'gzip' : 'none' })), tag: 'v1' })
+  try {
+    return await pushLayout(built, cluster.upstreamHost, `bench/${name}`, 'v1')
+  } finally {
+    await built.cleanup()
+  }
+}
+
+async function waitServableEverywhere (cluster: SpegelCluster, nodes: readonly SpegelNode[], image: PushedImage): Promise<void> {
+  await Promise.all(nodes.map(async (n) => {
+    // By digest: Go Spegel (main, Dec 2026) answers a peer's tag with 404 on containerd 2.1 (its event handler drops
+    // the image event: "received event with empty digest"), so containerd resolves tags upstream with it (a HEAD).
+    await cluster.waitServable(n, image.repository, 'manifests', image.digest, { timeoutMs: 120_000 })
+    for (const c of image.children) await cluster.waitServable(n, image.repository, 'blobs', c.digest, { timeoutMs: 120_000 })
+  }))
+}
+
+async function timedPulls (cri: Map<SpegelNode, CriImages>, nodes: readonly SpegelNode[], ref: string): Promise<number[]> {
+  return await Promise.all(nodes.map(async (n) => {
+    const started = performance.now()
+    await cri.get(n)!.pull(ref)
+    return performance.now() - started
+  }))
+}
+
+/** One round: a fresh cluster running `impl`, every scenario on it. */
+async function round (impl: Impl, r: number): Promise<RoundResult> {
+  const cluster = await startSpegelCluster({
+    nodes: nodeCount,
+    prefix: `vs${impl}`,
+    containerdBinary: values.containerd,
+    bootstrap: 'http',
+    image: {
+      memoryLimitBytes: limit,
+      ...(values.profile !== undefined && impl === 'ts' ? { extraNodeFlags: ['--cpu-prof', `--cpu-prof-dir=${values.profile}`, `--cpu-prof-name=r${r}-\${pid}.cpuprofile`] } : {}),
+    },
+    ...(impl === 'go' ? { goSpegelBinary: values.spegel! } : {}),
+  })
+  const cri = new Map(cluster.nodes.map((n) => [n, new CriImages(n.containerd.socket)]))
+  const up = cluster.net.upstream!
+  const [n1, ...rest] = cluster.nodes as [SpegelNode, ...SpegelNode[]]
+  const result: RoundResult = { impl, idleRss: 0, idleAnon: 0, startCpu: 0, scenarios: new Map() }
+  try {
+    // Idle: settled after start (bootstrap, first advertisement, the doctor's first pass).
+    await new Promise((resolve) => setTimeout(resolve, 5_000))
+    for (const s of await Promise.all(pids(cluster).map(procStat))) {
+      result.idleRss = Math.max(result.idleRss, s.rss)
+      result.idleAnon = Math.max(result.idleAnon, s.anon)
+      result.startCpu += s.cpu
+    }
+    const scenario = async (name: string, image: PushedImage, pullers: readonly SpegelNode[], measure: () => Promise<number[]>): Promise<void> => {
+      await cluster.upstream.waitForQuiet()
+      cluster.upstream.resetAccessLog()
+      const rejectedBefore = await rejections(cluster)
+      const { value: pulls, usage } = await measured(cluster, measure)
+      await cluster.upstream.waitForQuiet()
+      const upstream = cluster.upstream.blobBytesServed({ repository: image.repository }) / blobBytes(image)
+      const res: ScenarioResult = { pulls, upstream, usage, moved: blobBytes(image) * pullers.length, rejections: await rejections(cluster) - rejectedBefore }
+      result.scenarios.set(name, res)
+      const mean = pulls.reduce((a, b) => a + b, 0) / pulls.length
+      console.error(`  ${label(impl)} ${name}: mean ${(mean / 1000).toFixed(2)} s, slowest ${(Math.max(...pulls) / 1000).toFixed(2)} s, upstream ${upstream.toFixed(2)}×, cpu ${usage.cpu.toFixed(2)} s, peak RSS ${usage.peakRss.toFixed(0)} MiB (anon ${usage.peakAnon.toFixed(0)}), rejections ${res.rejections}`)
+    }
+    const third = Math.round(Number(values['image-mib']) * MiB / 3)
+    if (values.rate !== 'none') await cluster.net.shape(up, { rate: values.rate })
+    if (only.has('fanout')) {
+      const image = await push(cluster, 'fanout', [third, third, third])
+      await cri.get(n1)!.pull(image.ref)
+      await waitServableEverywhere(cluster, rest, image)
+      await scenario('fanout', image, rest, async () => await timedPulls(cri, rest, image.ref))
+    }
+    if (only.has('cold')) {
+      const image = await push(cluster, 'cold', [third, third, third])
+      await scenario('cold', image, cluster.nodes, async () => await timedPulls(cri, cluster.nodes, image.ref))
+    }
+    if (only.has('sequential')) {
+      const layer = Math.round(Number(values['seq-mib']) * MiB / 3)
+      const image = await push(cluster, 'sequential', [layer, layer, layer])
+      await cri.get(n1)!.pull(image.ref)
+      await waitServableEverywhere(cluster, rest, image)
+      await scenario('sequential', image, rest, async () => {
+        const times: number[] = []
+        for (const n of rest) times.push(...await timedPulls(cri, [n], image.ref))
+        return times
+      })
+    }
+    if (values.rate !== 'none') await cluster.net.unshape(up)
+    if (only.has('big')) {
+      const image = await push(cluster, 'big', [Number(values['big-mib']) * MiB], false)
+      await cri.get(n1)!.pull(image.ref)
+      const pullers = rest.slice(0, 3)
+      await waitServableEverywhere(cluster, pullers, image)
+      await scenario('big', image, pullers, async () => await timedPulls(cri, pullers, image.ref))
+    }
+    return result
+  } finally {
+    for (const c of cri.values()) c.close()
+    await cluster.stop()
+  }
+}
+
+const results: RoundResult[] = []
+for (let r = 0; r < rounds; r++) {
+  // ts, go | go, ts | …: neither always runs first on a machine that warms up.
+  const order = r % 2 === 0 ? impls : [...impls].reverse()
+  for (const impl of order) {
+    console.error(`round ${r + 1}: ${label(impl)}`)
+    results.push(await round(impl, r))
+  }
+}
+
+// ---- report ----
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
+const fmt = (x: number, d = 2): string => Number.isFinite(x) ? x.toFixed(d) : '–'
+const range = (xs: number[], d = 2): string => xs.length === 0 ? '–' : Math.min(...xs) === Math.max(...xs) ? fmt(xs[0]!, d) : `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)}`
+const of = (impl: Impl): RoundResult[] => results.filter((x) => x.impl === impl)
+const per = (impl: Impl, name: string, f: (s: ScenarioResult) => number): number[] => of(impl).flatMap((x) => { const s = x.scenarios.get(name); return s === undefined ? [] : [f(s)] })
+const ratio = (name: string, f: (s: ScenarioResult) => number): string => {
+  const a = median(per('ts', name, f))
+  const b = median(per('go', name, f))
+  return fmt(a / b) + '×'
+}
+const gib = 1024 * MiB
+console.log(`${rounds} rounds, ${nodeCount} nodes, containerd ${values.containerd}, CRI pulls, upstream ${values.rate}, memory limit per daemon ${limit >= 8 * gib ? 'none (8 GiB cgroup)' : `${limit / MiB} MiB`}, node ${process.version}`)
+console.log('')
+console.log('| measurement (range over rounds) | spegel-ts | Spegel (Go) | ours ÷ Go (medians) |')
+console.log('|---|---|---|---|')
+const names: Record<string, string> = {
+  fanout: `fan-out: node 1 holds a ${values['image-mib']} MB 3-layer image, nodes 2–${nodeCount} pull at once`,
+  cold: `cold: every node pulls a new ${values['image-mib']} MB image at once`,
+  sequential: `sequential: nodes 2–${nodeCount} one after another pull a ${values['seq-mib']} MB image node 1 holds`,
+  big: `big: node 1 holds a ${values['big-mib']} MiB layer, nodes 2–4 pull at once`,
+}
+for (const name of ['fanout', 'cold', 'sequential', 'big']) {
+  if (!only.has(name)) continue
+  const row = (what: string, f: (s: ScenarioResult) => number, d = 2, showRatio = true): void => {
+    console.log(`| ${what} | ${range(per('ts', name, f), d)} | ${range(per('go', name, f), d)} | ${showRatio ? ratio(name, f) : ''} |`)
+  }
+  row(`${names[name]}: mean s`, (s) => mean(s.pulls) / 1000)
+  row('… slowest s', (s) => Math.max(...s.pulls) / 1000)
+  row('… upstream blob bytes (× the image)', (s) => s.upstream, 2, false)
+  row('… CPU s of all daemons', (s) => s.usage.cpu)
+  row('… CPU s per GiB moved', (s) => s.usage.cpu / (s.moved / gib))
+  row('… peak RSS of a daemon, MiB', (s) => s.usage.peakRss, 0)
+  row('… peak RssAnon of a daemon, MiB', (s) => s.usage.peakAnon, 0)
+  row('… transfers refused (429/404 for want of memory)', (s) => s.rejections, 0, false)
+}
+const idle = (impl: Impl, f: (x: RoundResult) => number): number[] => of(impl).map(f)
+console.log(`| idle RSS of a daemon after start, MiB (highest) | ${range(idle('ts', (x) => x.idleRss), 0)} | ${range(idle('go', (x) => x.idleRss), 0)} | |`)
+console.log(`| idle RssAnon, MiB | ${range(idle('ts', (x) => x.idleAnon), 0)} | ${range(idle('go', (x) => x.idleAnon), 0)} | |`)
+console.log(`| CPU s of all daemons from start to settled (5 s) | ${range(idle('ts', (x) => x.startCpu))} | ${range(idle('go', (x) => x.startCpu))} | |`)
