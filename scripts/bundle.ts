@@ -42,6 +42,7 @@ const requireBuiltins: Plugin = {
   },
 }
 
+const readable = process.env.SPEGEL_BUNDLE_MINIFY === '0'
 const result = await build({
   entryPoints: {
     spegel: join(root, 'src/cli/main.ts'),
@@ -56,7 +57,9 @@ const result = await build({
   platform: 'node',
   target: 'node24',
   format: 'esm',
-  minify: true,
+  // SPEGEL_BUNDLE_MINIFY=0 keeps names, lines and the `// module path` comments readable in CPU profiles
+  // (bench/vs-spegel.ts --profile); such a bundle is for profiling only (not ASCII-checked).
+  minify: !readable,
   keepNames: true,
   charset: 'ascii',
   legalComments: 'external',
@@ -75,7 +78,7 @@ const legal = result.outputFiles.filter((f) => f.path.endsWith('.LEGAL.txt'))
 
 for (const file of modules) {
   // eslint-disable-next-line no-control-regex -- the ASCII range starts at NUL on purpose
-  const at = file.text.search(/[^\x00-\x7f]/)
+  const at = readable ? -1 : file.text.search(/[^\x00-\x7f]/)
   if (at !== -1) {
     throw new Error(`${basename(file.path)} is not ASCII at offset ${at}: ${JSON.stringify(file.text.slice(Math.max(0, at - 60), at + 20))}; ` +
       'escape the character in the source (a regular expression literal is the usual place)')

@@ -18,6 +18,8 @@ export const lookupTimeoutMs = 30_000
 export const provideTimeoutMs = 60_000
 /** Keys published to the network concurrently. */
 export const provideConcurrency = 16
+/** Keys whose provider records share one stream to each peer in a cluster smaller than k (about 100 bytes each). */
+export const directBatchKeys = 512
 /**
  * DHT provider queries this node runs at once; more wait their turn. Each query opens at most one stream at a time to
  * a given peer, and kad-dht refuses streams beyond 32 inbound per connection (js) or per its resource limits (Go): a

@@ -25,10 +25,11 @@ import {
   bootstrapBackoffMaxMs, bootstrapBackoffMinMs, bootstrapDialTimeoutMs, bootstrapTimeoutMs, connectionPingIntervalMs,
   defaultRouterAddr, dhtProtocol, exploreAfterJoinMs, healthCheckIntervalMs, kBucketSize, lookupCacheTtlMs,
   lookupTimeoutMs, provideConcurrency, provideTimeoutMs, providerTtlMs, queryAlpha, queryConcurrency, rebootstrapIntervalMs,
-  reprovideIntervalMs, republishMinIntervalMs, dhtMaxInboundStreams,
+  reprovideIntervalMs, republishMinIntervalMs, dhtMaxInboundStreams, directBatchKeys,
 } from './constants.ts'
 import { BootstrapError, RouterClosedError } from './errors.ts'
 import { loadIdentity } from './identity.ts'
+import { encodeAddProvider } from './kad-message.ts'
 import { keyToCid } from './keys.ts'
 import { LookupCache } from './lookup-cache.ts'
 import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions, RouterStatus } from './types.ts'
@@ -68,7 +69,7 @@ const silentLogger: ComponentLogger = { forComponent: () => silentLog }
 
 /** The parts of the kad-dht service we use beyond its exported interface (checked at start). */
 interface DhtService extends KadDHT {
-  routingTable: { size: number }
+  routingTable: { size: number, kb: { toIterable: () => Iterable<{ peerId: PeerId }> } }
   providers: {
     addProvider(cid: CID, provider: PeerId): Promise<void>
     getProviders(cid: CID, options?: { signal?: AbortSignal }): Promise<PeerId[]>
@@ -203,7 +204,7 @@ export class Libp2pRouter implements Router {
       },
     })
     const dht = node.services.dht as Partial<DhtService>
-    if (typeof dht.routingTable?.size !== 'number' || typeof dht.providers?.addProvider !== 'function' || typeof dht.providers.getProviders !== 'function') {
+    if (typeof dht.routingTable?.size !== 'number' || typeof dht.routingTable.kb?.toIterable !== 'function' || typeof dht.providers?.addProvider !== 'function' || typeof dht.providers.getProviders !== 'function') {
       await node.stop()
       throw new Error('unsupported @libp2p/kad-dht version: routingTable/providers not found')
     }
@@ -385,6 +386,12 @@ export class Libp2pRouter implements Router {
     this.publishing = (async () => {
       try {
         while (this.pending.size > 0 && !this.shutdown.signal.aborted && this.routingTableSize() > 0) {
+          if (this.routingTableSize() < (this.init.kBucketSize ?? kBucketSize)) {
+            const batch = [...this.pending].slice(0, directBatchKeys)
+            for (const key of batch) this.pending.delete(key)
+            if (!await this.publishDirect(batch)) this.retry.push(...batch)
+            continue
+          }
           const batch = [...this.pending].slice(0, provideConcurrency)
           for (const key of batch) this.pending.delete(key)
           const failed = (await Promise.all(batch.map(async (key) => await this.publishKey(key) ? undefined : key)))
@@ -399,6 +406,36 @@ export class Libp2pRouter implements Router {
   }
 
   private retry: string[] = []
+
+  /**
+   * Publishes provider records of `keys` to every peer in the routing table, all on one stream per peer; false when
+   * no peer took them. Only while the table holds fewer than k peers: they are then the k closest peers of every key,
+   * which is all that kad-dht's provide finds, with a query per key first. Those queries were most of the daemons'
+   * CPU in a fan-out (8 nodes pulling an image one holds: every puller publishes each blob as containerd stores it,
+   * and each query opens a stream to every peer, which answers with every peer's record). A peer missing from the
+   * table gets the records with the next republish, and a lookup that finds no local record asks the network.
+   */
+  private async publishDirect (keys: string[]): Promise<boolean> {
+    const cids = keys.flatMap((k) => { const cid = this.advertised.get(k); return cid === undefined ? [] : [cid] })
+    if (cids.length === 0) return true
+    const self = { id: this.node.peerId.toMultihash().bytes, multiaddrs: this.node.getMultiaddrs().map((a) => a.bytes) }
+    const payload = Buffer.concat(cids.map((cid) => encodeAddProvider(cid.multihash.bytes, self)))
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(provideTimeoutMs)])
+    const peers = [...this.dht.routingTable.kb.toIterable()].map((p) => p.peerId)
+    const results = await Promise.allSettled(peers.map(async (peer) => {
+      const stream = await this.node.dialProtocol(peer, dhtProtocol, { signal })
+      try {
+        if (!stream.send(payload)) await stream.onDrain({ signal })
+        await stream.close({ signal })
+      } catch (err) {
+        stream.abort(err as Error)
+        throw err
+      }
+    }))
+    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: peers[i]?.toString(), err: (r.reason as Error).message }] : [])
+    if (failed.length > 0 && !this.shutdown.signal.aborted) this.log.debug({ keys: cids.length, failed }, 'provider records not sent to some peers')
+    return failed.length < peers.length || this.shutdown.signal.aborted
+  }
 
   /** Publishes one key to its closest peers; false when no peer accepted it. */
   private async publishKey (key: string): Promise<boolean> {
