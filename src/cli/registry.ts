@@ -139,6 +139,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
     const registry = createRegistryApp({
       store,
       budget,
+      stallTimeoutMs: config.stallTimeoutMs,
       logger: logger.child({ component: 'registry' }),
       filter,
       metrics,

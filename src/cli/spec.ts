@@ -2,7 +2,7 @@ import type { CommandSpec, ConfigOf, FlagSpec } from './args.ts'
 import { defaultPeriodMs, defaultThreshold } from '../cleanup/wait.ts'
 import { defaultNamespace, defaultSocket } from '../containerd/constants.ts'
 import { defaultRegistryConfigPath } from '../hosts/index.ts'
-import { defaultResolveRetries, defaultResolveTimeoutMs } from '../registry/constants.ts'
+import { defaultResolveRetries, defaultResolveTimeoutMs, defaultStallTimeoutMs } from '../registry/constants.ts'
 import { defaultRouterAddr } from '../routing/constants.ts'
 import { formatDuration } from '../util/duration.ts'
 
@@ -62,6 +62,10 @@ const registry = {
     {
       name: 'drain-timeout', kind: 'duration', env: 'DRAIN_TIMEOUT', default: '20s',
       help: 'On SIGTERM, how long transfers in flight may continue before their connections are cut (keep it below the pod\'s terminationGracePeriodSeconds).',
+    },
+    {
+      name: 'stall-timeout', kind: 'duration', env: 'STALL_TIMEOUT', default: formatDuration(defaultStallTimeoutMs),
+      help: 'A client that takes no bytes of a blob for this long has its transfer ended (a stalled client holds no budget meanwhile).',
     },
     {
       name: 'herd-protection', kind: 'bool', env: 'HERD_PROTECTION', default: 'true',

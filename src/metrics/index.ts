@@ -2,6 +2,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export interface TransferState {
   reserved: number
+  /** Reserved by transfers whose clients take nothing now (not counted in `reserved`). */
+  stalled: number
   queued: number
   inUse: number
   pooled: number
@@ -44,6 +46,7 @@ export class Metrics {
   readonly transferBudget = new Gauge({ name: 'spegel_transfer_budget_bytes', help: 'Memory blob transfers may reserve at once.', registers: [this.registry] })
   /** Transfers refused for lack of memory: `requester` peer (answered 429) or node (its containerd, answered 404). */
   readonly transferRejections = new Counter({ name: 'spegel_transfer_rejections_total', help: 'Transfers refused because the transfer budget was full, by requester, source and reason.', labelNames: ['requester', 'source', 'reason'] as const, registers: [this.registry] })
+  readonly transferStallTimeouts = new Counter({ name: 'spegel_transfer_stall_timeouts_total', help: 'Blob transfers ended because the client took no bytes for the stall timeout.', registers: [this.registry] })
   readonly transferQueueSeconds = new Histogram({
     name: 'spegel_transfer_queue_duration_seconds',
     help: 'Time requests of this node\'s containerd waited for room in the transfer budget, by outcome.',
@@ -55,13 +58,14 @@ export class Metrics {
   private transferState: (() => TransferState) | undefined
   readonly transferBuffers = new Gauge({
     name: 'spegel_transfer_buffer_bytes',
-    help: 'Transfer memory: reserved by running transfers, held in buffers in use, and kept free for reuse.',
+    help: 'Transfer memory: reserved by moving transfers, by stalled ones, held in buffers in use, and kept free for reuse.',
     labelNames: ['state'] as const,
     registers: [this.registry],
     collect: () => {
       const t = this.transferState?.()
       if (t === undefined) return
       this.transferBuffers.set({ state: 'reserved' }, t.reserved)
+      this.transferBuffers.set({ state: 'stalled' }, t.stalled)
       this.transferBuffers.set({ state: 'in_use' }, t.inUse * t.chunkSize)
       this.transferBuffers.set({ state: 'pooled' }, t.pooled * t.chunkSize)
     },

@@ -1,13 +1,16 @@
 import type { Metrics } from '../metrics/index.ts'
-import { bufferStats, setPoolLimit } from './buffers.ts'
+import { bufferStats } from './buffers.ts'
 
 /**
  * How much memory blob transfers may hold at once, and who gets it. Every transfer that reads a blob through the
  * shared buffers (buffers.ts) reserves what it can hold before its response starts: a local file two chunks, a
- * peer-proxied blob a peer connection's buffers. Past the budget a request is not served with more memory but
+ * peer-proxied blob a peer connection's chunks (a few hundred KiB at most). A transfer whose client takes nothing
+ * for a while (see ResponseWriter) stops counting until it moves again, so clients that stall never crowd out the
+ * transfers that move; the stall timeout ends them. Past the budget a request is not served with more memory but
  * answered at once, which is what keeps the daemon inside its container's memory limit whatever the load:
- * - a peer gets 429 with Retry-After, and asks another holder straight away;
- * - this node's containerd waits briefly in a queue, then gets 404 and pulls from the upstream registry.
+ * - this node's containerd comes first: a quarter of the budget is kept for it, and when even that is taken it waits
+ *   briefly in a queue, then gets 404 and pulls from the upstream registry;
+ * - a peer gets 429 with Retry-After, and asks another holder straight away.
  */
 
 /** Who asks: another node's mirror, or this node's own containerd. */
@@ -28,6 +31,8 @@ export interface TransferBudgetOptions {
 /** Memory reserved for one transfer; release() is idempotent. */
 export interface Lease {
   readonly bytes: number
+  /** true: the transfer is stalled (its client takes nothing), so it stops counting; false: it moves again. */
+  stalled: (stalled: boolean) => void
   release: () => void
 }
 
@@ -42,6 +47,7 @@ export class TransferBudget {
   private readonly maxQueued: number
   private readonly metrics: Metrics | undefined
   private reserved = 0
+  private stalledBytes = 0
   private readonly queue: Waiter[] = []
 
   constructor (options: TransferBudgetOptions) {
@@ -49,11 +55,8 @@ export class TransferBudget {
     this.queueTimeoutMs = options.queueTimeoutMs ?? 2_000
     this.maxQueued = options.maxQueued ?? 128
     this.metrics = options.metrics
-    const { chunkSize } = bufferStats()
-    // A full budget's worth of buffers can be reused without allocating; the pool gives them back when idle.
-    setPoolLimit(Math.ceil(this.capacity / chunkSize))
     this.metrics?.transferBudget.set(this.capacity)
-    this.metrics?.registerTransferGauges(() => ({ reserved: this.reserved, queued: this.queue.length, ...bufferStats() }))
+    this.metrics?.registerTransferGauges(() => ({ reserved: this.reserved, stalled: this.stalledBytes, queued: this.queue.length, ...bufferStats() }))
   }
 
   /** Bytes reserved now. */
@@ -66,14 +69,21 @@ export class TransferBudget {
     return this.queue.length
   }
 
+  /** Bytes of stalled transfers (not counted in `used`). */
+  get stalled (): number {
+    return this.stalledBytes
+  }
+
   /**
-   * Reserves `bytes` for a transfer. Peers are answered at once (undefined: no room); this node's containerd waits
-   * in line up to the queue timeout. A request larger than the whole budget is clamped to it, so it can always run
-   * alone. Undefined also when `signal` aborts while waiting.
+   * Reserves `bytes` for a transfer. Peers are answered at once (undefined: no room), and only while three quarters
+   * of the budget are not taken: the rest is this node's containerd's. This node's containerd waits in line up to the
+   * queue timeout. A request larger than the whole budget is clamped to it, so it can always run alone. Undefined
+   * also when `signal` aborts while waiting.
    */
   async admit (bytes: number, requester: Requester, source: TransferSource, signal?: AbortSignal): Promise<Lease | undefined> {
     const want = Math.min(Math.max(0, Math.ceil(bytes)), this.capacity)
-    if (this.queue.length === 0 && this.reserved + want <= this.capacity) return this.grant(want)
+    const limit = requester === 'peer' ? Math.max(want, Math.floor(this.capacity * 3 / 4)) : this.capacity
+    if (this.queue.length === 0 && this.reserved + want <= limit) return this.grant(want)
     if (requester === 'peer' || this.queue.length >= this.maxQueued || this.queueTimeoutMs <= 0 || signal?.aborted === true) {
       this.reject(requester, source, 'full')
       return undefined
@@ -108,12 +118,22 @@ export class TransferBudget {
   private grant (bytes: number): Lease {
     this.reserved += bytes
     let released = false
+    let stalled = false
     return {
       bytes,
+      stalled: (yes) => {
+        if (released || yes === stalled) return
+        stalled = yes
+        // A transfer that moves again counts again at once, even past the budget: it holds its chunks already.
+        this.reserved += yes ? -bytes : bytes
+        this.stalledBytes += yes ? bytes : -bytes
+        if (yes) this.drain()
+      },
       release: () => {
         if (released) return
         released = true
-        this.reserved -= bytes
+        if (stalled) this.stalledBytes -= bytes
+        else this.reserved -= bytes
         this.drain()
       },
     }
@@ -141,9 +161,9 @@ const MiB = 1024 * 1024
  * The default budget for a process under `limitBytes` (the container's memory limit; undefined or 0: none found).
  * About 96 MiB of a daemon's resident memory under load does not depend on the budget: the Node binary's code pages
  * (about 55 MiB, which count against the container's limit), the JavaScript heap and what thousands of connections
- * leave behind until the next collection. Half of what is left above that goes to transfers, the rest is headroom.
- * Under the chart's 128 Mi that is 16 MiB, and the stress test (test/integration/stress) keeps the peak RSS below
- * the limit with room to spare (docs/benchmarks.md).
+ * leave behind until the next collection. Half of what is left above that goes to transfers, the rest is headroom
+ * (also for stalled transfers, which hold one or two chunks each until the stall timeout ends them). Under the
+ * chart's 128 Mi that is 16 MiB: 128 local or 64 proxied transfers at once.
  */
 export function defaultTransferBudget (limitBytes: number | undefined): number {
   if (limitBytes === undefined || limitBytes <= 0 || !Number.isFinite(limitBytes) || limitBytes >= 2 ** 50) return 256 * MiB

@@ -1,26 +1,29 @@
 /**
  * The transfer buffers every blob byte passes through (local files read by sendfile.ts, peer responses read by
- * peer-client.ts): one process-wide pool of fixed-size chunks. The transfer budget (budget.ts) bounds how many are in
- * use at once; the pool keeps freed ones for reuse, so a steady load allocates nothing, and after a burst it gives all
- * but a few back, so the memory is returned instead of staying resident until some later GC.
+ * peer-client.ts): one process-wide pool of small fixed-size chunks. A transfer holds two to four of them, so a
+ * hundred transfers fit in a few MiB; the kernel's socket buffers do the buffering ahead, and the transfer budget
+ * (budget.ts) counts the chunks of the transfers that are moving. The pool keeps freed chunks for reuse, so a steady
+ * load allocates nothing, and after a burst it gives all but a few back.
  */
 
-/** Bytes per read and per socket write. */
-export const chunkSize = 512 * 1024
+/** Bytes per read and per socket write (Go's io.Copy uses 32 KiB; 64 KiB halves the calls for the same memory). */
+export const chunkSize = 64 * 1024
 /**
- * Where the data starts in each allocated buffer. glibc serves an allocation this large with mmap (the image fixes
- * MALLOC_MMAP_THRESHOLD_ below it) and returns the address 16 bytes past a page boundary. The kernel copies file pages
- * into a destination that is not cache-line aligned at about half the speed (4.5 against 8 GB/s on the benchmark
- * machine), so the data starts on the next page boundary. Unaligned buffers cost a quarter of the serving throughput.
+ * Chunks are cut from slabs of this many. A slab is large enough for glibc to serve it with mmap (the image fixes
+ * MALLOC_MMAP_THRESHOLD_ at 128 KiB), which returns an address 16 bytes past a page boundary, so every chunk can
+ * start on a page boundary: the kernel copies file pages into a destination that is not cache-line aligned at about
+ * half the speed (4.5 against 8 GB/s on the benchmark machine).
  */
+const slabChunks = 4
 const dataOffset = 4096 - 16
-/** Free buffers kept after a burst has ended. */
-const keepWhenIdle = 2
+/** Free chunks kept after a burst has ended (one slab's worth). */
+const keepWhenIdle = slabChunks
+/** Free chunks kept while transfers run (4 MiB). */
+const maxPooled = 64
 /** How long the pool waits, once nothing is in use, before giving the rest back. */
 const idleTrimMs = 2_000
 
 const pool: Buffer[] = []
-let maxPooled = 16
 let inUse = 0
 let trimTimer: NodeJS.Timeout | undefined
 
@@ -31,7 +34,11 @@ export function takeBuffer (): Buffer {
     clearTimeout(trimTimer)
     trimTimer = undefined
   }
-  return pool.pop() ?? Buffer.allocUnsafe(dataOffset + chunkSize).subarray(dataOffset)
+  const free = pool.pop()
+  if (free !== undefined) return free
+  const slab = Buffer.allocUnsafeSlow(dataOffset + slabChunks * chunkSize)
+  for (let i = slabChunks - 1; i > 0; i--) pool.push(slab.subarray(dataOffset + i * chunkSize, dataOffset + (i + 1) * chunkSize))
+  return slab.subarray(dataOffset, dataOffset + chunkSize)
 }
 
 /** Returns a buffer taken with takeBuffer; it is reused, or dropped when the pool is full. */
@@ -42,12 +49,6 @@ export function giveBuffer (buffer: Buffer): void {
     trimTimer = setTimeout(trim, idleTrimMs)
     trimTimer.unref()
   }
-}
-
-/** Sets how many free buffers are kept while transfers run (the budget's size in chunks). */
-export function setPoolLimit (buffers: number): void {
-  maxPooled = Math.max(keepWhenIdle, buffers)
-  if (pool.length > maxPooled) pool.length = maxPooled
 }
 
 export interface BufferStats {
@@ -63,14 +64,18 @@ export function bufferStats (): BufferStats {
 }
 
 /**
- * Drops the free buffers beyond a few. Their memory belongs to ArrayBuffers that only a garbage collection frees;
- * an idle daemon allocates nothing on the JavaScript heap, so none would come for a long time. When the process runs
- * with --expose-gc (the image does), one collection is asked for now.
+ * Drops the free buffers beyond a few, keeping chunks of one slab so the others can be freed whole. Their memory
+ * belongs to ArrayBuffers that only a garbage collection frees; an idle daemon allocates nothing on the JavaScript
+ * heap, so none would come for a long time. When the process runs with --expose-gc (the image does), one collection
+ * is asked for now.
  */
 function trim (): void {
   trimTimer = undefined
   if (inUse !== 0 || pool.length <= keepWhenIdle) return
-  pool.length = keepWhenIdle
+  const slab = pool[pool.length - 1]?.buffer
+  const kept = pool.filter((b) => b.buffer === slab).slice(0, keepWhenIdle)
+  pool.length = 0
+  pool.push(...kept)
   const gc = (globalThis as { gc?: (options?: { type?: 'major' | 'minor', execution?: 'sync' | 'async' }) => unknown }).gc
   gc?.({ type: 'major', execution: 'async' })
 }

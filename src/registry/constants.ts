@@ -5,3 +5,5 @@
 export const defaultResolveTimeoutMs = 20
 /** Providers asked from the DHT per request (`--mirror-resolve-retries`, Spegel: 3). */
 export const defaultResolveRetries = 3
+/** A client that takes no bytes of a blob for this long is cut off (--stall-timeout). */
+export const defaultStallTimeoutMs = 30_000

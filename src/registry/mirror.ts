@@ -13,7 +13,7 @@ import { LatencyTracker, PeerSource } from './peers.ts'
 import { defaultResolveRetries, defaultResolveTimeoutMs } from './constants.ts'
 import { contentRange, resolveRange } from './range.ts'
 import { InvalidRangeError } from '../oci/errors.ts'
-import { endResponse, ResponseWriter } from './response.ts'
+import { endResponse, ResponseWriter, type WriteWatch } from './response.ts'
 import type { Mirror, MirrorRequest, MirrorResponse } from './types.ts'
 import { Header } from '../util/http.ts'
 
@@ -464,11 +464,11 @@ export class PeerBody extends Readable {
    * connection once the socket has taken it (or the response has closed): that is the back-pressure, and it keeps
    * the connection's buffers accounted for whatever the client does.
    */
-  async writeTo (res: ServerResponse): Promise<void> {
+  async writeTo (res: ServerResponse, watch?: WriteWatch): Promise<void> {
     this.direct = true
     let failed: unknown
     const writes = new Set<Promise<void>>()
-    const writer = new ResponseWriter(res)
+    const writer = new ResponseWriter(res, watch)
     try {
       for await (const chunk of this.chunks) {
         if (failed !== undefined) { chunk.release(); throw failed }

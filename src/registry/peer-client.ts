@@ -6,11 +6,11 @@ import { Header } from '../util/http.ts'
  * A minimal HTTP/1.1 client for fetching a blob from a peer's registry (always our own registry, which answers GETs
  * with Content-Length and never with chunked encoding). It reads the socket straight into a few reused buffers
  * (net's `onread` option) and hands out full buffers, so a transfer costs one hash update and one socket write per
- * half MiB instead of node:http's parser, a fresh 64 KiB buffer and a stream push per read.
+ * 64 KiB chunk instead of node:http's parser, a fresh buffer and a stream push per read.
  */
 
-/** Buffers one connection may hold (being filled, waiting to be read, being written to the client). */
-export const maxBuffersPerConnection = 4
+/** Chunks one connection may hold (being filled, waiting to be read, being written to the client). */
+export const maxBuffersPerConnection = 3
 /** A response head larger than this is not from our registry. */
 const maxHeadSize = 16 * 1024
 const headEnd = Buffer.from('\r\n\r\n', 'latin1')

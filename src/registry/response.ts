@@ -16,34 +16,65 @@ export class ClientGoneError extends Error {
 }
 
 /**
+ * How a transfer watches its client: a client that takes no bytes for `stallTimeoutMs` while a write waits is cut
+ * off (the response is destroyed, as for a hang-up), and after `stalledAfterMs` `onStalled(true)` says it is stalled
+ * (the budget stops counting it), `onStalled(false)` once it takes bytes again.
+ */
+export interface WriteWatch {
+  stallTimeoutMs: number
+  stalledAfterMs?: number
+  onStalled?: (stalled: boolean) => void
+  /** Called once when the stall timeout ends the transfer. */
+  onTimeout?: () => void
+}
+
+/** Default for a client that takes nothing before it counts as stalled. */
+const defaultStalledAfterMs = 1_000
+
+/**
  * Writes chunks to one response. Each write resolves once the socket has taken the chunk (its buffer may then be
  * reused) and rejects with ClientGoneError once the response has closed; one 'close' listener serves every write, so
- * the cost per chunk is one promise.
+ * the cost per chunk is one promise. With a WriteWatch, a client that stops taking bytes is noticed (one timer,
+ * refreshed as writes complete, running only while a write waits) and cut off after the stall timeout.
  */
 export class ResponseWriter {
   private readonly res: ServerResponse
   private readonly waiting = new Set<(err: Error) => void>()
   private gone = false
+  private readonly watch: WriteWatch | undefined
+  private timer: NodeJS.Timeout | undefined
+  /** performance.now() of the last write the socket took (or of the first write since none was waiting). */
+  private progressAt = 0
+  private stalled = false
+  private timedOut = false
   private readonly onClose = (): void => {
     if (this.res.writableFinished) return
     this.gone = true
-    for (const reject of this.waiting) reject(new ClientGoneError())
+    this.stopWatching()
+    const message = this.timedOut ? `client took no bytes for ${this.watch?.stallTimeoutMs} ms` : undefined
+    for (const reject of this.waiting) reject(new ClientGoneError(message))
     this.waiting.clear()
   }
 
-  constructor (res: ServerResponse) {
+  constructor (res: ServerResponse, watch?: WriteWatch) {
     this.res = res
+    this.watch = watch
     res.once('close', this.onClose)
   }
 
   async write (chunk: Buffer): Promise<void> {
     if (this.gone || this.res.destroyed || this.res.writableEnded) throw new ClientGoneError()
+    if (this.watch !== undefined && this.waiting.size === 0) this.arm()
     await new Promise<void>((resolve, reject) => {
       this.waiting.add(reject)
       this.res.write(chunk, (err) => {
         this.waiting.delete(reject)
-        if (err == null) resolve()
-        else reject(new ClientGoneError('write to client failed', { cause: err }))
+        if (err == null) {
+          this.progressed()
+          resolve()
+        } else {
+          reject(new ClientGoneError('write to client failed', { cause: err }))
+        }
       })
     })
   }
@@ -51,6 +82,56 @@ export class ResponseWriter {
   /** Stops listening; call when done with the response. */
   dispose (): void {
     this.res.off('close', this.onClose)
+    this.stopWatching()
+  }
+
+  private arm (): void {
+    this.progressAt = performance.now()
+    if (this.timer === undefined) {
+      this.timer = setTimeout(() => { this.check() }, this.watch?.stalledAfterMs ?? defaultStalledAfterMs)
+      this.timer.unref()
+    } else {
+      this.timer.refresh()
+    }
+  }
+
+  private progressed (): void {
+    if (this.watch === undefined) return
+    this.progressAt = performance.now()
+    if (this.stalled) {
+      this.stalled = false
+      this.watch.onStalled?.(false)
+    }
+    this.timer?.refresh()
+  }
+
+  private check (): void {
+    const watch = this.watch
+    if (watch === undefined || this.gone || this.waiting.size === 0) return
+    const idle = performance.now() - this.progressAt
+    if (idle >= watch.stallTimeoutMs) {
+      this.timedOut = true
+      watch.onTimeout?.()
+      this.res.destroy()
+      return
+    }
+    const stalledAfter = watch.stalledAfterMs ?? defaultStalledAfterMs
+    if (!this.stalled && idle >= stalledAfter) {
+      this.stalled = true
+      watch.onStalled?.(true)
+    }
+    const next = this.stalled ? watch.stallTimeoutMs - idle : stalledAfter - idle
+    this.timer = setTimeout(() => { this.check() }, Math.max(1, Math.min(next, stalledAfter)))
+    this.timer.unref()
+  }
+
+  private stopWatching (): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    if (this.stalled) {
+      this.stalled = false
+      this.watch?.onStalled?.(false)
+    }
   }
 }
 

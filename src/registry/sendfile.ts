@@ -1,7 +1,8 @@
 import type { FileHandle } from 'node:fs/promises'
 import type { ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
 import { chunkSize, takeBuffer, giveBuffer } from './buffers.ts'
-import { endResponse, noop, ResponseWriter, writeChunk } from './response.ts'
+import { endResponse, noop, ResponseWriter, type WriteWatch } from './response.ts'
 
 /** A read failed while sending a file, or the file was shorter than expected; the response is cut short. */
 export class SendFileError extends Error {
@@ -11,55 +12,76 @@ export class SendFileError extends Error {
   }
 }
 
-/** Bodies up to this size are read into one buffer of their own size instead of two pooled chunks. */
+/** Bodies up to this size are read into one buffer of their own size instead of pooled chunks. */
 export const smallBodyBytes = 64 * 1024
 
 /**
- * Writes bytes [start, end] of an open file to an HTTP response whose headers are set. Two buffers from the shared
- * pool alternate: the next chunk is read while the previous one is being written, and a buffer is reused only once
- * the socket has taken it. Allocating a fresh buffer per chunk (what fs.ReadStream does) halves loopback throughput
- * and lets RSS grow with every concurrent transfer; this keeps each transfer at two buffers, which is what the
- * registry's transfer budget reserves for it.
+ * Writes bytes [start, end] of an open file to an HTTP response whose headers are set. Two chunks from the shared
+ * pool alternate: the next chunk is read while the previous one is being written, and a chunk is reused only once the
+ * socket has taken it. Allocating a fresh buffer per chunk (what fs.ReadStream does) halves loopback throughput and
+ * lets RSS grow with every concurrent transfer; this keeps each transfer at two chunks, which is what the registry's
+ * transfer budget reserves for it. While the client takes nothing (the watch says it is stalled), nothing is read
+ * ahead: the transfer holds only the chunk the socket has not taken, until it moves again or the stall timeout ends it.
  *
- * Rejects with SendFileError (read failed) or ClientGoneError (response closed); either way the response has been
- * destroyed, so a partial body never looks complete, and the buffers are back in the pool or left to the GC.
+ * Rejects with SendFileError (read failed) or ClientGoneError (response closed, or cut off by the stall timeout);
+ * either way the response has been destroyed, so a partial body never looks complete, and the chunks are back in the
+ * pool or left to the GC.
  */
-export async function sendFileRange (file: FileHandle, start: number, end: number, res: ServerResponse, signal?: AbortSignal): Promise<void> {
+export async function sendFileRange (file: FileHandle, start: number, end: number, res: ServerResponse, watch?: WriteWatch): Promise<void> {
   const length = end - start + 1
   if (length <= smallBodyBytes) {
+    const writer = new ResponseWriter(res, watch)
     try {
       const buffer = Buffer.allocUnsafe(length)
       await readFully(file, buffer, start)
-      await writeChunk(res, buffer)
+      await writer.write(buffer)
       await endResponse(res)
     } catch (err) {
       res.destroy()
       throw err
+    } finally {
+      writer.dispose()
     }
     return
   }
-  const buffers = [takeBuffer(), takeBuffer()]
-  const writer = new ResponseWriter(res)
+  let stalled = false
+  let onStall: (() => void) | undefined
+  const writer = new ResponseWriter(res, watch === undefined
+    ? undefined
+    : { ...watch, onStalled: (s) => { stalled = s; watch.onStalled?.(s); if (s) onStall?.() } })
+  const buffers: Array<Buffer | undefined> = [undefined, undefined]
+  /** Per chunk: false while a write of it may still be in the socket (it must then not go back to the pool). */
+  const free = [true, true]
   // The write the socket has not confirmed yet. It always has a handler attached: it can reject (client gone) while
   // the loop awaits a file read, and a rejection nobody listens to at that moment ends the process.
   let pending: Promise<void> = Promise.resolve()
-  /** Per buffer: false while a write of it may still be in the socket (it must then not go back to the pool). */
-  const free = [true, true]
+  let written = true
   try {
     let position = start
     let i = 0
     while (position <= end) {
-      signal?.throwIfAborted()
-      const buffer = buffers[i] as Buffer
       const index = i
-      i ^= 1
+      const buffer = buffers[index] ??= takeBuffer()
       const { bytesRead } = await file.read(buffer, 0, Math.min(chunkSize, end - position + 1), position)
       if (bytesRead === 0) throw new SendFileError(`file ended at byte ${position}, expected ${end + 1}`)
-      await pending
+      if (!written) {
+        const stall = new Promise<boolean>((resolve) => { onStall = () => { resolve(true) } })
+        const gaveUp = stalled || await Promise.race([pending.then(() => false), stall])
+        onStall = undefined
+        if (gaveUp) {
+          // The client takes nothing: the chunk read ahead goes back to the pool until it moves again.
+          buffers[index] = undefined
+          giveBuffer(buffer)
+          await pending
+          continue
+        }
+      }
       position += bytesRead
+      i ^= 1
       free[index] = false
+      written = false
       pending = writer.write(buffer.subarray(0, bytesRead))
-      pending.then(() => { free[index] = true }, () => { free[index] = true })
+      pending.then(() => { free[index] = true; written = true }, () => { free[index] = true; written = true })
     }
     await pending
     await endResponse(res)
@@ -70,8 +92,27 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
     throw err
   } finally {
     writer.dispose()
-    // A buffer whose write never completed may still be referenced by the socket: it is left to the GC.
-    for (const [k, b] of buffers.entries()) if (free[k] === true) giveBuffer(b)
+    // A chunk whose write never completed may still be referenced by the socket: it is left to the GC.
+    for (const [k, b] of buffers.entries()) if (b !== undefined && free[k] === true) giveBuffer(b)
+  }
+}
+
+/**
+ * Writes a stream (content a store can only stream, e.g. over containerd's gRPC) to a response whose headers are set,
+ * one chunk at a time as the socket takes them, watched like a file transfer; ends the response. On failure the
+ * response is destroyed (a partial body must not look complete) and the error rethrown; the stream is always closed.
+ */
+export async function sendStream (body: Readable, res: ServerResponse, watch?: WriteWatch): Promise<void> {
+  const writer = new ResponseWriter(res, watch)
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) await writer.write(chunk)
+    await endResponse(res)
+  } catch (err) {
+    res.destroy()
+    throw err
+  } finally {
+    writer.dispose()
+    body.destroy()
   }
 }
 

@@ -13,14 +13,15 @@ import { RegistryError } from './errors.ts'
 import type { RequestFilter } from '../oci/filter.ts'
 import { identifier, parseDistributionPath, type DistributionPath } from './path.ts'
 import { contentRange, parseRange, resolveRange, type ByteRangeSpec } from './range.ts'
-import { ClientGoneError, endResponse, ResponseWriter } from './response.ts'
-import { sendFileRange, smallBodyBytes } from './sendfile.ts'
+import { ClientGoneError, endResponse, ResponseWriter, type WriteWatch } from './response.ts'
+import { sendFileRange, sendStream, smallBodyBytes } from './sendfile.ts'
 import { chunkSize } from './buffers.ts'
-import type { Requester, TransferBudget, TransferSource } from './budget.ts'
+import type { Lease, Requester, TransferBudget, TransferSource } from './budget.ts'
 import { ConnectionLimits, type ConnectionLimitsOptions } from './connections.ts'
 import { maxBuffersPerConnection } from './peer-client.ts'
 import type { Mirror, RequestRecord } from './types.ts'
 import { Header } from '../util/http.ts'
+import { defaultStallTimeoutMs } from './constants.ts'
 
 export interface RegistryOptions {
   store: ContentStore
@@ -45,6 +46,8 @@ export interface RegistryOptions {
   inflightStartWaitMs?: number
   /** Limits on idle and open connections (defaults: ConnectionLimits'). */
   connections?: Omit<ConnectionLimitsOptions, 'metrics'>
+  /** A client that takes no bytes of a blob for this long is cut off (default 30 s). */
+  stallTimeoutMs?: number
 }
 
 const readyTimeoutMs = 2000
@@ -150,7 +153,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         source = 'peer'
         triedPeers = true
         const signal = closedSignal(reply)
-        if (method === 'GET' && path.kind === 'blobs') await reserve(options.budget, reply, proxiedReserveBytes, requester, 'peer', path, signal)
+        const lease = method === 'GET' && path.kind === 'blobs' ? await reserve(options.budget, reply, proxiedReserveBytes, requester, 'peer', path, signal) : undefined
         const res = await options.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal })
         if (path.registry !== '') reply.header(Header.ociNamespace, path.registry)
         const peerPath = path
@@ -162,7 +165,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
           // Like serveLocal: writing reused buffers straight to the socket costs far less CPU than piping a stream.
           reply.hijack()
           reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
-          await res.body.writeTo(reply.raw)
+          await res.body.writeTo(reply.raw, watchFor(options, lease))
         } else {
           await reply.send(res.body)
         }
@@ -223,7 +226,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
 
 /** A body that can write itself to the response (PeerMirror's blobs); see PeerBody in mirror.ts. */
 interface DirectBody {
-  writeTo: (res: ServerResponse) => Promise<void>
+  writeTo: (res: ServerResponse, watch?: WriteWatch) => Promise<void>
 }
 
 function isDirectBody (body: Readable): body is Readable & DirectBody {
@@ -275,11 +278,23 @@ function closedSignal (reply: FastifyReply): AbortSignal {
 const clientGone = new ClientGoneError()
 
 /**
+ * How a blob transfer watches its client: the stall timeout, and its lease (if any) stops counting against the budget
+ * while the client takes nothing.
+ */
+function watchFor (options: RegistryOptions, lease: Lease | undefined): WriteWatch {
+  return {
+    stallTimeoutMs: options.stallTimeoutMs ?? defaultStallTimeoutMs,
+    ...(lease !== undefined ? { onStalled: lease.stalled } : {}),
+    onTimeout: () => { options.metrics?.transferStallTimeouts.inc() },
+  }
+}
+
+/**
  * Reserves transfer memory for the response, released when the response closes. Without room: a peer is told 429
  * (it asks another holder at once), this node's containerd 404 (it pulls from the upstream) after a short wait.
  */
-async function reserve (budget: TransferBudget | undefined, reply: FastifyReply, bytes: number, requester: Requester, source: TransferSource, path: DistributionPath, signal: AbortSignal): Promise<void> {
-  if (budget === undefined) return
+async function reserve (budget: TransferBudget | undefined, reply: FastifyReply, bytes: number, requester: Requester, source: TransferSource, path: DistributionPath, signal: AbortSignal): Promise<Lease | undefined> {
+  if (budget === undefined) return undefined
   const lease = await budget.admit(bytes, requester, source, signal)
   if (lease === undefined) {
     if (signal.aborted) throw new ClientGoneError()
@@ -290,6 +305,7 @@ async function reserve (budget: TransferBudget | undefined, reply: FastifyReply,
   }
   if (reply.raw.closed) lease.release()
   else reply.raw.once('close', lease.release)
+  return lease
 }
 
 /**
@@ -375,13 +391,13 @@ async function serveLocal (
     await reply.send()
     return
   }
-  if (end - start + 1 > smallBodyBytes) await reserve(options.budget, reply, localReserveBytes, requester, 'local', path, closedSignal(reply))
+  const lease = end - start + 1 > smallBodyBytes ? await reserve(options.budget, reply, localReserveBytes, requester, 'local', path, closedSignal(reply)) : undefined
   const file = await store.openFile?.(desc.digest)
   if (file !== undefined) {
     try {
       reply.hijack()
       reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
-      await sendFileRange(file, start, end, reply.raw)
+      await sendFileRange(file, start, end, reply.raw, watchFor(options, lease))
     } finally {
       await file.close()
     }
@@ -394,7 +410,9 @@ async function serveLocal (
     if (err instanceof NotFoundError) throw notFound(path, 'removed while being served')
     throw err
   }
-  await reply.send(body)
+  reply.hijack()
+  reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
+  await sendStream(body, reply.raw, watchFor(options, lease))
 }
 
 /**
@@ -440,10 +458,10 @@ async function serveDownload (options: RegistryOptions, reply: FastifyReply, pat
     await reply.send()
     return
   }
-  await reserve(options.budget, reply, localReserveBytes, 'peer', 'local', path, signal)
+  const lease = await reserve(options.budget, reply, localReserveBytes, 'peer', 'local', path, signal)
   reply.hijack()
   reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
-  const writer = new ResponseWriter(reply.raw)
+  const writer = new ResponseWriter(reply.raw, watchFor(options, lease))
   try {
     let offset = 0
     options.metrics?.inflightServed.inc()

@@ -9,6 +9,7 @@ import type { FastifyInstance } from 'fastify'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { TransferBudget, defaultTransferBudget } from '../../../src/registry/budget.ts'
+import { chunkSize } from '../../../src/registry/buffers.ts'
 import { ConnectionLimits } from '../../../src/registry/connections.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
@@ -72,6 +73,27 @@ describe('transfer budget', () => {
     held?.release()
   })
 
+  it('keeps a quarter for this node\'s containerd, and does not count stalled transfers', async () => {
+    const budget = new TransferBudget({ bytes: 4 * MiB, queueTimeoutMs: 0 })
+    const peers = await Promise.all([1, 2, 3].map(async () => await budget.admit(MiB, 'peer', 'local')))
+    assert.ok(peers.every((l) => l !== undefined))
+    assert.equal(await budget.admit(MiB, 'peer', 'local'), undefined, 'peers stop at three quarters')
+    const node = await budget.admit(MiB, 'node', 'local')
+    assert.ok(node !== undefined, 'the last quarter is this node\'s')
+    assert.equal(await budget.admit(MiB, 'node', 'local'), undefined)
+    peers[0]!.stalled(true)
+    assert.equal(budget.used, 3 * MiB)
+    assert.equal(budget.stalled, MiB)
+    const another = await budget.admit(MiB, 'node', 'local')
+    assert.ok(another !== undefined, 'a stalled transfer makes room')
+    peers[0]!.stalled(false)
+    assert.equal(budget.used, 5 * MiB, 'moving again, it counts again, past the budget')
+    peers[0]!.stalled(true)
+    peers[0]!.release()
+    assert.equal(budget.stalled, 0)
+    assert.equal(budget.used, 4 * MiB)
+  })
+
   it('lets a request larger than the whole budget run alone', async () => {
     const budget = new TransferBudget({ bytes: MiB })
     const big = await budget.admit(10 * MiB, 'peer', 'local')
@@ -105,13 +127,15 @@ describe('registry under a full transfer budget', () => {
   const small = randomBytes(1000)
   const smallDigest = store.addBlob(small, MediaType.ociLayerGzip)
   const metrics = new Metrics({ defaultMetrics: false })
-  // Room for exactly one local transfer.
-  const budget = new TransferBudget({ bytes: MiB, queueTimeoutMs: 200, metrics })
+  // Room for exactly one local transfer (two chunks, see sendfile.ts).
+  const oneTransfer = 2 * chunkSize
+  const budget = new TransferBudget({ bytes: oneTransfer, queueTimeoutMs: 200, metrics })
   let app: FastifyInstance
   let port = 0
   const url = (digest: string): string => `http://127.0.0.1:${port}/v2/library/app/blobs/${digest}?ns=docker.io`
   before(async () => {
-    app = createRegistryApp({ store, logger, budget, metrics })
+    // A stuck client counts as stalled after 1.5 s and is cut off after 3 s.
+    app = createRegistryApp({ store, logger, budget, metrics, stallTimeoutMs: 3_000 })
     await app.listen({ host: '127.0.0.1', port: 0 })
     port = (app.server.address() as AddressInfo).port
   })
@@ -120,7 +144,7 @@ describe('registry under a full transfer budget', () => {
   it('answers a peer 429 with Retry-After, this node\'s containerd 404 after a short wait, and small bodies always', async () => {
     const holder = await stuckGet(port, `/v2/library/app/blobs/${bigDigest}`)
     try {
-      await waitFor(() => budget.used === MiB, { timeoutMs: 2_000, what: 'the stuck transfer to hold the whole budget' })
+      await waitFor(() => budget.used === oneTransfer, { timeoutMs: 2_000, what: 'the stuck transfer to hold the whole budget' })
       const peer = await fetch(url(bigDigest), { headers: { 'X-Spegel-Mirrored': 'true' } })
       assert.equal(peer.status, 429)
       assert.equal(peer.headers.get('retry-after'), '1')
@@ -139,7 +163,7 @@ describe('registry under a full transfer budget', () => {
       holder.destroy()
     }
     // The hung-up transfer gives its reservation back.
-    await waitFor(() => budget.used === 0, { timeoutMs: 2_000, what: 'the hung-up transfer to release its reservation' })
+    await waitFor(() => budget.used === 0 && budget.stalled === 0, { timeoutMs: 2_000, what: 'the hung-up transfer to release its reservation' })
     const res = await fetch(url(bigDigest), { headers: { 'X-Spegel-Mirrored': 'true' } })
     assert.equal(res.status, 200)
     assert.equal('sha256:' + createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex'), bigDigest)
@@ -147,15 +171,47 @@ describe('registry under a full transfer budget', () => {
 
   it('admits a queued request of this node as soon as the transfer ahead of it ends', async () => {
     const holder = await stuckGet(port, `/v2/library/app/blobs/${bigDigest}`)
-    await waitFor(() => budget.used === MiB, { timeoutMs: 2_000, what: 'the stuck transfer to hold the whole budget' })
-    const pending = fetch(url(bigDigest))
-    await waitFor(() => budget.queued === 1, { timeoutMs: 2_000, what: 'the second request to queue' })
-    holder.destroy()
-    const res = await pending
-    assert.equal(res.status, 200)
-    assert.equal((await res.arrayBuffer()).byteLength, big.length)
+    try {
+      await waitFor(() => budget.used === oneTransfer, { timeoutMs: 2_000, what: 'the stuck transfer to hold the whole budget' })
+      const pending = fetch(url(bigDigest))
+      await waitFor(() => budget.queued === 1, { timeoutMs: 2_000, what: 'the second request to queue' })
+      holder.destroy()
+      const res = await pending
+      assert.equal(res.status, 200)
+      assert.equal((await res.arrayBuffer()).byteLength, big.length)
+    } finally {
+      holder.destroy()
+    }
+  })
+
+  it('stops counting a client that takes nothing, and cuts it off after the stall timeout', async () => {
+    const timeoutsBefore = await counter(metrics, 'spegel_transfer_stall_timeouts_total')
+    const holder = await stuckGet(port, `/v2/library/app/blobs/${bigDigest}`)
+    holder.on('error', () => {})
+    try {
+      await waitFor(() => budget.used === oneTransfer, { timeoutMs: 2_000, what: 'the stuck transfer to hold the whole budget' })
+      // Stalled: its reservation no longer counts, so a peer is served in full meanwhile.
+      await waitFor(() => budget.used === 0 && budget.stalled === oneTransfer, { timeoutMs: 3_000, what: 'the stuck transfer to count as stalled', context: () => `used ${budget.used}, stalled ${budget.stalled}` })
+      const res = await fetch(url(bigDigest), { headers: { 'X-Spegel-Mirrored': 'true' } })
+      assert.equal(res.status, 200)
+      assert.equal((await res.arrayBuffer()).byteLength, big.length)
+      assert.match(await metrics.registry.metrics(), new RegExp(`spegel_transfer_buffer_bytes\\{state="stalled"\\} ${oneTransfer}`))
+      // The stall timeout (3 s without progress) ends it. Its client does not see it while it reads nothing: the
+      // FIN waits behind the bytes it never took. The server's side is gone.
+      await waitFor(async () => await counter(metrics, 'spegel_transfer_stall_timeouts_total') === timeoutsBefore + 1, { timeoutMs: 5_000, what: 'the stall timeout to end the transfer' })
+      await waitFor(async () => /spegel_http_connections\{state="active"\} 0/.test(await metrics.registry.metrics()), { timeoutMs: 2_000, what: 'the server to close the connection' })
+      assert.equal(budget.stalled, 0)
+      assert.equal(budget.used, 0)
+    } finally {
+      holder.destroy()
+    }
   })
 })
+
+async function counter (metrics: Metrics, name: string): Promise<number> {
+  const line = (await metrics.registry.metrics()).split('\n').find((l) => l.startsWith(name + ' '))
+  return Number(line?.split(' ')[1] ?? 0)
+}
 
 describe('connection limits', () => {
   it('closes the connections idle longest beyond the cap, never one with a request in progress', async (t) => {
