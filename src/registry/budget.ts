@@ -30,9 +30,14 @@ export interface TransferBudgetOptions {
 
 /** Memory reserved for one transfer; release() is idempotent. */
 export interface Lease {
+  /** Bytes reserved now (what was admitted, plus what grow() added). */
   readonly bytes: number
   /** true: the transfer is stalled (its client takes nothing), so it stops counting; false: it moves again. */
   stalled: (stalled: boolean) => void
+  /** Reserves `bytes` more while half the budget is free and nobody waits for it (a fast transfer reading ahead). */
+  grow: (bytes: number) => boolean
+  /** Gives back `bytes` taken with grow(). */
+  shrink: (bytes: number) => void
   release: () => void
 }
 
@@ -115,12 +120,13 @@ export class TransferBudget {
     return lease
   }
 
-  private grant (bytes: number): Lease {
-    this.reserved += bytes
+  private grant (admitted: number): Lease {
+    this.reserved += admitted
+    let bytes = admitted
     let released = false
     let stalled = false
     return {
-      bytes,
+      get bytes () { return bytes },
       stalled: (yes) => {
         if (released || yes === stalled) return
         stalled = yes
@@ -128,6 +134,21 @@ export class TransferBudget {
         this.reserved += yes ? -bytes : bytes
         this.stalledBytes += yes ? bytes : -bytes
         if (yes) this.drain()
+      },
+      grow: (more) => {
+        // Growth uses only the first half of the budget: the rest stays for admitting new transfers.
+        if (released || stalled || this.queue.length > 0 || this.reserved + more > this.capacity / 2) return false
+        this.reserved += more
+        bytes += more
+        return true
+      },
+      shrink: (less) => {
+        if (released) return
+        const n = Math.min(less, bytes - admitted)
+        bytes -= n
+        if (stalled) this.stalledBytes -= n
+        else this.reserved -= n
+        this.drain()
       },
       release: () => {
         if (released) return

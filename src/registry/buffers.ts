@@ -1,9 +1,10 @@
 /**
  * The transfer buffers every blob byte passes through (local files read by sendfile.ts, peer responses read by
- * peer-client.ts): one process-wide pool of small fixed-size chunks. A transfer holds two to four of them, so a
+ * peer-client.ts): one process-wide pool of small fixed-size chunks. A transfer holds two to three of them, so a
  * hundred transfers fit in a few MiB; the kernel's socket buffers do the buffering ahead, and the transfer budget
- * (budget.ts) counts the chunks of the transfers that are moving. The pool keeps freed chunks for reuse, so a steady
- * load allocates nothing, and after a burst it gives all but a few back.
+ * (budget.ts) counts the chunks of the transfers that are moving. A local transfer whose client is fast may use
+ * large buffers (largeChunks chunks each) while the budget has room. The pool keeps freed buffers for reuse, so a
+ * steady load allocates nothing, and after a burst it gives all but a few back.
  */
 
 /** Bytes per read and per socket write (Go's io.Copy uses 32 KiB; 64 KiB halves the calls for the same memory). */
@@ -23,17 +24,28 @@ const maxPooled = 64
 /** How long the pool waits, once nothing is in use, before giving the rest back. */
 const idleTrimMs = 2_000
 
+/** Chunks in a large buffer (512 KiB): one read and one write of it cost what one of a chunk costs. */
+export const largeChunks = 8
+/** Free large buffers kept while transfers run. */
+const maxPooledLarge = 4
+
 const pool: Buffer[] = []
+const largePool: Buffer[] = []
+/** Chunks handed out (a large buffer counts largeChunks). */
 let inUse = 0
 let trimTimer: NodeJS.Timeout | undefined
 
-/** A chunk-sized buffer, from the pool when one is free. Give it back with giveBuffer once nothing refers to it. */
-export function takeBuffer (): Buffer {
-  inUse++
+/**
+ * A chunk-sized buffer (or with `large`, one of largeChunks chunks), from the pool when one is free. Give it back
+ * with giveBuffer once nothing refers to it.
+ */
+export function takeBuffer (large = false): Buffer {
+  inUse += large ? largeChunks : 1
   if (trimTimer !== undefined) {
     clearTimeout(trimTimer)
     trimTimer = undefined
   }
+  if (large) return largePool.pop() ?? Buffer.allocUnsafeSlow(dataOffset + largeChunks * chunkSize).subarray(dataOffset)
   const free = pool.pop()
   if (free !== undefined) return free
   const slab = Buffer.allocUnsafeSlow(dataOffset + slabChunks * chunkSize)
@@ -43,24 +55,29 @@ export function takeBuffer (): Buffer {
 
 /** Returns a buffer taken with takeBuffer; it is reused, or dropped when the pool is full. */
 export function giveBuffer (buffer: Buffer): void {
-  inUse = Math.max(0, inUse - 1)
-  if (pool.length < maxPooled) pool.push(buffer)
-  if (inUse === 0 && pool.length > keepWhenIdle && trimTimer === undefined) {
+  const large = buffer.length > chunkSize
+  inUse = Math.max(0, inUse - (large ? largeChunks : 1))
+  if (large) {
+    if (largePool.length < maxPooledLarge) largePool.push(buffer)
+  } else if (pool.length < maxPooled) {
+    pool.push(buffer)
+  }
+  if (inUse === 0 && (pool.length > keepWhenIdle || largePool.length > 0) && trimTimer === undefined) {
     trimTimer = setTimeout(trim, idleTrimMs)
     trimTimer.unref()
   }
 }
 
 export interface BufferStats {
-  /** Buffers handed out and not yet given back. */
+  /** Chunks handed out and not yet given back. */
   inUse: number
-  /** Free buffers kept for reuse. */
+  /** Free chunks kept for reuse. */
   pooled: number
   chunkSize: number
 }
 
 export function bufferStats (): BufferStats {
-  return { inUse, pooled: pool.length, chunkSize }
+  return { inUse, pooled: pool.length + largePool.length * largeChunks, chunkSize }
 }
 
 /**
@@ -71,7 +88,8 @@ export function bufferStats (): BufferStats {
  */
 function trim (): void {
   trimTimer = undefined
-  if (inUse !== 0 || pool.length <= keepWhenIdle) return
+  if (inUse !== 0) return
+  largePool.length = 0
   const slab = pool[pool.length - 1]?.buffer
   const kept = pool.filter((b) => b.buffer === slab).slice(0, keepWhenIdle)
   pool.length = 0

@@ -63,11 +63,22 @@ export class ResponseWriter {
   }
 
   async write (chunk: Buffer): Promise<void> {
+    await this.writeMany([chunk])
+  }
+
+  /**
+   * Writes several chunks in one go (corked: one writev); resolves once the socket has taken them all. Writes
+   * complete in order, so one callback, on the last, stands for every chunk.
+   */
+  async writeMany (chunks: readonly Buffer[]): Promise<void> {
     if (this.gone || this.res.destroyed || this.res.writableEnded) throw new ClientGoneError()
     if (this.watch !== undefined && this.waiting.size === 0) this.arm()
+    const last = chunks.length - 1
+    if (last > 0) this.res.cork()
+    for (let k = 0; k < last; k++) this.res.write(chunks[k] as Buffer)
     await new Promise<void>((resolve, reject) => {
       this.waiting.add(reject)
-      this.res.write(chunk, (err) => {
+      this.res.write(chunks[last] as Buffer, (err) => {
         this.waiting.delete(reject)
         if (err == null) {
           this.progressed()
@@ -76,6 +87,7 @@ export class ResponseWriter {
           reject(new ClientGoneError('write to client failed', { cause: err }))
         }
       })
+      if (last > 0) this.res.uncork()
     })
   }
 

@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { chunkSize, takeBuffer, giveBuffer } from './buffers.ts'
+import { chunkSize, giveBuffer, largeChunks, takeBuffer } from './buffers.ts'
 import { endResponse, noop, ResponseWriter, type WriteWatch } from './response.ts'
 
 /** A read failed while sending a file, or the file was shorter than expected; the response is cut short. */
@@ -15,19 +15,28 @@ export class SendFileError extends Error {
 /** Bodies up to this size are read into one buffer of their own size instead of pooled chunks. */
 export const smallBodyBytes = 64 * 1024
 
+/** Lets a transfer hold more chunks while it is fast: a Lease of the transfer budget (budget.ts). */
+export interface ChunkAllowance {
+  grow: (bytes: number) => boolean
+  shrink: (bytes: number) => void
+}
+
 /**
- * Writes bytes [start, end] of an open file to an HTTP response whose headers are set. Two chunks from the shared
- * pool alternate: the next chunk is read while the previous one is being written, and a chunk is reused only once the
- * socket has taken it. Allocating a fresh buffer per chunk (what fs.ReadStream does) halves loopback throughput and
- * lets RSS grow with every concurrent transfer; this keeps each transfer at two chunks, which is what the registry's
- * transfer budget reserves for it. While the client takes nothing (the watch says it is stalled), nothing is read
- * ahead: the transfer holds only the chunk the socket has not taken, until it moves again or the stall timeout ends it.
+ * Writes bytes [start, end] of an open file to an HTTP response whose headers are set. Two pooled buffers alternate:
+ * one is read while the other is being written, and a buffer is reused only once the socket has taken it. They start
+ * as one chunk each (64 KiB), which is what the registry reserves for a transfer; once the client has taken a buffer
+ * before the next one was read (it is faster than the reads), the transfer moves to large buffers (512 KiB) if the
+ * budget (`allowance`) has room: a thread-pool read costs about as much as copying 64 KiB, so small reads would halve
+ * a fast client's throughput, while a slow client keeps the transfer at two small chunks. While the client takes
+ * nothing at all (the watch says it is stalled) nothing is read ahead: the transfer holds only what the socket has
+ * not taken, until it moves again or the stall timeout ends it; it then starts small again. A fresh buffer per read
+ * (what fs.ReadStream does) would halve loopback throughput and let RSS grow with every concurrent transfer.
  *
  * Rejects with SendFileError (read failed) or ClientGoneError (response closed, or cut off by the stall timeout);
- * either way the response has been destroyed, so a partial body never looks complete, and the chunks are back in the
+ * either way the response has been destroyed, so a partial body never looks complete, and the buffers are back in the
  * pool or left to the GC.
  */
-export async function sendFileRange (file: FileHandle, start: number, end: number, res: ServerResponse, watch?: WriteWatch): Promise<void> {
+export async function sendFileRange (file: FileHandle, start: number, end: number, res: ServerResponse, watch?: WriteWatch, allowance?: ChunkAllowance): Promise<void> {
   const length = end - start + 1
   if (length <= smallBodyBytes) {
     const writer = new ResponseWriter(res, watch)
@@ -49,9 +58,28 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
   const writer = new ResponseWriter(res, watch === undefined
     ? undefined
     : { ...watch, onStalled: (s) => { stalled = s; watch.onStalled?.(s); if (s) onStall?.() } })
-  const buffers: Array<Buffer | undefined> = [undefined, undefined]
-  /** Per chunk: false while a write of it may still be in the socket (it must then not go back to the pool). */
+  const slots: Array<Buffer | undefined> = [undefined, undefined]
+  /** Per slot: false while a write of it may still be in the socket (it must then not go back to the pool). */
   const free = [true, true]
+  /** What a large buffer costs beyond the chunk the reservation covers. */
+  const largeExtra = (largeChunks - 1) * chunkSize
+  let large = false
+  const drop = (index: number): void => {
+    const buffer = slots[index]
+    if (buffer === undefined) return
+    slots[index] = undefined
+    giveBuffer(buffer)
+    if (buffer.length > chunkSize) allowance?.shrink(largeExtra)
+  }
+  const take = (index: number): Buffer => {
+    const buffer = slots[index]
+    if (buffer !== undefined && (buffer.length > chunkSize) === large) return buffer
+    drop(index)
+    if (large && !(allowance?.grow(largeExtra) ?? true)) large = false
+    const taken = takeBuffer(large)
+    slots[index] = taken
+    return taken
+  }
   // The write the socket has not confirmed yet. It always has a handler attached: it can reject (client gone) while
   // the loop awaits a file read, and a rejection nobody listens to at that moment ends the process.
   let pending: Promise<void> = Promise.resolve()
@@ -61,20 +89,23 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
     let i = 0
     while (position <= end) {
       const index = i
-      const buffer = buffers[index] ??= takeBuffer()
-      const { bytesRead } = await file.read(buffer, 0, Math.min(chunkSize, end - position + 1), position)
+      const buffer = take(index)
+      const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, end - position + 1), position)
       if (bytesRead === 0) throw new SendFileError(`file ended at byte ${position}, expected ${end + 1}`)
       if (!written) {
         const stall = new Promise<boolean>((resolve) => { onStall = () => { resolve(true) } })
         const gaveUp = stalled || await Promise.race([pending.then(() => false), stall])
         onStall = undefined
         if (gaveUp) {
-          // The client takes nothing: the chunk read ahead goes back to the pool until it moves again.
-          buffers[index] = undefined
-          giveBuffer(buffer)
+          // The client takes nothing: what was read ahead goes back to the pool, and it starts small again.
+          large = false
+          drop(index)
           await pending
           continue
         }
+      } else if (position > start) {
+        // The client took the last buffer before this one was read: it is faster than small reads.
+        large = true
       }
       position += bytesRead
       i ^= 1
@@ -92,8 +123,9 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
     throw err
   } finally {
     writer.dispose()
-    // A chunk whose write never completed may still be referenced by the socket: it is left to the GC.
-    for (const [k, b] of buffers.entries()) if (b !== undefined && free[k] === true) giveBuffer(b)
+    // A buffer whose write never completed may still be referenced by the socket: it is left to the GC (its
+    // reservation goes with the lease when the response closes).
+    for (let k = 0; k < 2; k++) if (free[k] === true) drop(k)
   }
 }
 

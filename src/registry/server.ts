@@ -397,7 +397,7 @@ async function serveLocal (
     try {
       reply.hijack()
       reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
-      await sendFileRange(file, start, end, reply.raw, watchFor(options, lease))
+      await sendFileRange(file, start, end, reply.raw, watchFor(options, lease), lease)
     } finally {
       await file.close()
     }
