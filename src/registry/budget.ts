@@ -9,8 +9,9 @@ import { bufferStats } from './buffers.ts'
  * transfers that move; the stall timeout ends them. Past the budget a request is not served with more memory but
  * answered at once, which is what keeps the daemon inside its container's memory limit whatever the load:
  * - this node's containerd comes first: a quarter of the budget is kept for it, and when even that is taken it waits
- *   briefly in a queue, then gets 404 and pulls from the upstream registry;
- * - a peer gets 429 with Retry-After, and asks another holder straight away.
+ *   in line (ahead of peers) up to 2 s, then gets 404 and pulls from the upstream registry;
+ * - a peer waits in line up to 1 s (its mirror hedges to another holder meanwhile), then gets 429 with Retry-After
+ *   and asks another holder straight away.
  */
 
 /** Who asks: another node's mirror, or this node's own containerd. */
@@ -23,6 +24,8 @@ export interface TransferBudgetOptions {
   bytes: number
   /** Longest wait of this node's containerd for room before it is told 404 (default 2 s). */
   queueTimeoutMs?: number
+  /** Longest wait of a peer for room before it is told 429 (default 1 s). */
+  peerQueueTimeoutMs?: number
   /** Requests allowed to wait at once; beyond, they are answered at once (default 128). */
   maxQueued?: number
   metrics?: Metrics
@@ -43,12 +46,16 @@ export interface Lease {
 
 interface Waiter {
   bytes: number
+  /** What `reserved` may reach with this waiter in (see limitFor). */
+  limit: number
+  requester: Requester
   grant: (lease: Lease) => void
 }
 
 export class TransferBudget {
   readonly capacity: number
   private readonly queueTimeoutMs: number
+  private readonly peerQueueTimeoutMs: number
   private readonly maxQueued: number
   private readonly metrics: Metrics | undefined
   private reserved = 0
@@ -58,6 +65,7 @@ export class TransferBudget {
   constructor (options: TransferBudgetOptions) {
     this.capacity = Math.max(1, Math.floor(options.bytes))
     this.queueTimeoutMs = options.queueTimeoutMs ?? 2_000
+    this.peerQueueTimeoutMs = options.peerQueueTimeoutMs ?? 1_000
     this.maxQueued = options.maxQueued ?? 128
     this.metrics = options.metrics
     this.metrics?.transferBudget.set(this.capacity)
@@ -80,16 +88,18 @@ export class TransferBudget {
   }
 
   /**
-   * Reserves `bytes` for a transfer. Peers are answered at once (undefined: no room), and only while three quarters
-   * of the budget are not taken: the rest is this node's containerd's. This node's containerd waits in line up to the
-   * queue timeout. A request larger than the whole budget is clamped to it, so it can always run alone. Undefined
-   * also when `signal` aborts while waiting.
+   * Reserves `bytes` for a transfer. Peers may use three quarters of the budget: the rest is this node's
+   * containerd's. When there is no room the request waits in line, this node's containerd ahead of every peer, up to
+   * the queue timeout (a peer's is shorter: meanwhile it hedges to another holder, and past it gets 429). A request
+   * larger than the whole budget is clamped to it, so it can always run alone. Undefined when no room came in time,
+   * or `signal` aborted while waiting.
    */
   async admit (bytes: number, requester: Requester, source: TransferSource, signal?: AbortSignal): Promise<Lease | undefined> {
     const want = Math.min(Math.max(0, Math.ceil(bytes)), this.capacity)
-    const limit = requester === 'peer' ? Math.max(want, Math.floor(this.capacity * 3 / 4)) : this.capacity
+    const limit = this.limitFor(requester, want)
     if (this.queue.length === 0 && this.reserved + want <= limit) return this.grant(want)
-    if (requester === 'peer' || this.queue.length >= this.maxQueued || this.queueTimeoutMs <= 0 || signal?.aborted === true) {
+    const timeoutMs = requester === 'peer' ? this.peerQueueTimeoutMs : this.queueTimeoutMs
+    if (this.queue.length >= this.maxQueued || timeoutMs <= 0 || signal?.aborted === true) {
       this.reject(requester, source, 'full')
       return undefined
     }
@@ -98,9 +108,11 @@ export class TransferBudget {
     const lease = await new Promise<Lease | undefined>((resolve) => {
       const waiter: Waiter = {
         bytes: want,
+        limit,
+        requester,
         grant: (l) => { done(); resolve(l) },
       }
-      const timer = setTimeout(() => { done(); resolve(undefined) }, this.queueTimeoutMs)
+      const timer = setTimeout(() => { done(); resolve(undefined) }, timeoutMs)
       const onAbort = (): void => { cancelled = true; done(); resolve(undefined) }
       const done = (): void => {
         clearTimeout(timer)
@@ -109,7 +121,10 @@ export class TransferBudget {
         if (i !== -1) this.queue.splice(i, 1)
       }
       signal?.addEventListener('abort', onAbort, { once: true })
-      this.queue.push(waiter)
+      // This node's containerd goes ahead of every waiting peer.
+      const at = requester === 'node' ? this.queue.findIndex((w) => w.requester === 'peer') : -1
+      if (at === -1) this.queue.push(waiter)
+      else this.queue.splice(at, 0, waiter)
     })
     this.metrics?.transferQueueSeconds.observe({ outcome: lease !== undefined ? 'admitted' : 'timeout' }, (performance.now() - started) / 1000)
     if (lease === undefined) {
@@ -160,11 +175,15 @@ export class TransferBudget {
     }
   }
 
-  /** Admits waiters in arrival order while the first one fits. */
+  private limitFor (requester: Requester, want: number): number {
+    return requester === 'peer' ? Math.max(want, Math.floor(this.capacity * 3 / 4)) : this.capacity
+  }
+
+  /** Admits waiters in line order while the first one fits. */
   private drain (): void {
     for (;;) {
       const next = this.queue[0]
-      if (next === undefined || this.reserved + next.bytes > this.capacity) return
+      if (next === undefined || this.reserved + next.bytes > next.limit) return
       this.queue.shift()
       next.grant(this.grant(next.bytes))
     }

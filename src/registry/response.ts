@@ -28,8 +28,11 @@ export interface WriteWatch {
   onTimeout?: () => void
 }
 
-/** Default for a client that takes nothing before it counts as stalled. */
-const defaultStalledAfterMs = 1_000
+/**
+ * Default for a client that takes nothing before it counts as stalled: a client slower than 1 Mbit/s would need longer
+ * for one 64 KiB chunk; counting a stalled client again is free the moment it takes bytes.
+ */
+const defaultStalledAfterMs = 500
 
 /**
  * Writes chunks to one response. Each write resolves once the socket has taken the chunk (its buffer may then be

@@ -48,6 +48,8 @@ export interface RegistryOptions {
   connections?: Omit<ConnectionLimitsOptions, 'metrics'>
   /** A client that takes no bytes of a blob for this long is cut off (default 30 s). */
   stallTimeoutMs?: number
+  /** A client that takes no bytes for this long stops counting against the budget (default: WriteWatch's). */
+  stalledAfterMs?: number
 }
 
 const readyTimeoutMs = 2000
@@ -284,6 +286,7 @@ const clientGone = new ClientGoneError()
 function watchFor (options: RegistryOptions, lease: Lease | undefined): WriteWatch {
   return {
     stallTimeoutMs: options.stallTimeoutMs ?? defaultStallTimeoutMs,
+    ...(options.stalledAfterMs !== undefined ? { stalledAfterMs: options.stalledAfterMs } : {}),
     ...(lease !== undefined ? { onStalled: lease.stalled } : {}),
     onTimeout: () => { options.metrics?.transferStallTimeouts.inc() },
   }

@@ -3,7 +3,7 @@
 // real 128 MiB memory cgroup (the chart's limit); pulls through CRI PullImage as the kubelet does; one docker-registry
 // upstream whose access log counts the blob bytes it sends.
 //
-//   a. Fan-out: node 1 pulls a 3-layer image; nodes 2-8 then pull it at once, twice (the image removed in between).
+//   a. Fan-out: node 1 pulls a 3-layer image; nodes 2-8 then pull it at once; twice, with a new image each time.
 //      The upstream must send 0 blob bytes after node 1's pull and no transfer may be refused
 //      (spegel_transfer_rejections_total stays 0 on every node).
 //   b. Stalled clients: 20, then 200, sockets from another namespace request a layer on node 1 and never read (4 KiB
@@ -46,6 +46,18 @@ async function metric (node: SpegelNode, name: string): Promise<number> {
   return text.split('\n').filter((l) => l.startsWith(name + ' ') || l.startsWith(name + '{')).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0)
 }
 
+/** What each daemon says about its load, for failure messages. */
+async function diagnose (nodes: readonly SpegelNode[]): Promise<string> {
+  const lines: string[] = []
+  for (const n of nodes) {
+    const text = await fetch(`http://${n.ip}:${metricsPort}/metrics`).then(async (r) => await r.text()).catch((err: unknown) => `unreachable: ${String(err)}`)
+    const wanted = text.split('\n').filter((l) => /^(spegel_transfer_rejections_total|spegel_peer_failures_total|spegel_transfer_buffer_bytes|spegel_transfer_stall_timeouts_total|spegel_mirror_requests_total|unreachable)/.test(l))
+    const warnings = n.logs().filter((r) => r.level === 'WARN' || r.level === 'ERROR').slice(-5).map((r) => JSON.stringify(r).slice(0, 300))
+    lines.push(`${n.name} (daemon ${n.daemon?.exitStatus === undefined ? 'running' : `exited ${JSON.stringify(n.daemon.exitStatus)}`}, cgroup peak ${((await n.cgroup?.maxUsageBytes() ?? 0) / MiB).toFixed(0)} MiB): ${wanted.join('; ')}`, ...warnings.map((w) => `  ${w}`))
+  }
+  return lines.join('\n')
+}
+
 async function pushImage (cluster: SpegelCluster, name: string): Promise<PushedImage> {
   const built = await buildImage({ layers: [{ sizeBytes: 21 * MiB }, { sizeBytes: 21 * MiB }, { sizeBytes: 21 * MiB }], tag: 'v1' })
   try {
@@ -86,16 +98,16 @@ describe('serving under the chart\'s 128 MiB limit, containerd 2.1', { timeout: 
 
   it('a fan-out from one holder leaves the upstream nothing to send, run after run, and refuses no transfer', async () => {
     const [n1, ...rest] = cluster.nodes as [SpegelNode, ...SpegelNode[]]
-    const image = await pushImage(cluster, 'fanout')
-    await cri.get(n1)!.pull(image.ref)
-    await servable(cluster, rest, image)
     for (let run = 1; run <= 2; run++) {
+      const image = await pushImage(cluster, `fanout${run}`)
+      await cri.get(n1)!.pull(image.ref)
+      await servable(cluster, rest, image)
       await cluster.upstream.waitForQuiet()
       cluster.upstream.resetAccessLog()
       await Promise.all(rest.map(async (n) => await cri.get(n)!.pull(image.ref)))
       await cluster.upstream.waitForQuiet()
-      assert.equal(cluster.upstream.blobBytesServed({ repository: image.repository }), 0, `run ${run}: the upstream sent blob bytes`)
-      if (run === 1) await Promise.all(rest.map(async (n) => { await cri.get(n)!.remove(image.ref) }))
+      const sent = cluster.upstream.blobBytesServed({ repository: image.repository })
+      assert.equal(sent, 0, `run ${run}: the upstream sent ${sent} blob bytes\n${await diagnose(cluster.nodes)}`)
     }
     for (const n of cluster.nodes) assert.equal(await metric(n, 'spegel_transfer_rejections_total'), 0, `${n.name} refused transfers`)
     for (const n of cluster.nodes) assert.equal(n.daemon?.exitStatus, undefined, `${n.name}'s daemon exited`)
@@ -121,7 +133,8 @@ describe('serving under the chart\'s 128 MiB limit, containerd 2.1', { timeout: 
         cluster.upstream.resetAccessLog()
         await cri.get(n2)!.pull(image.ref)
         await cluster.upstream.waitForQuiet()
-        assert.equal(cluster.upstream.blobBytesServed({ repository: image.repository }), 0, 'the upstream sent blob bytes: node 1 did not serve node 2')
+        const sent = cluster.upstream.blobBytesServed({ repository: image.repository })
+        assert.equal(sent, 0, `the upstream sent ${sent} blob bytes: node 1 did not serve node 2\n${await diagnose([n1, n2])}`)
         assert.equal(await metric(n1, 'spegel_transfer_rejections_total'), 0, 'node 1 refused a transfer')
         let ended = 0
         await waitFor(async () => {

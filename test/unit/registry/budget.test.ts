@@ -19,9 +19,9 @@ const logger = pino({ level: 'silent' })
 const MiB = 1024 * 1024
 
 describe('transfer budget', () => {
-  it('admits while there is room, then refuses peers at once', async () => {
+  it('admits while there is room, then refuses peers (here without a wait)', async () => {
     const metrics = new Metrics({ defaultMetrics: false })
-    const budget = new TransferBudget({ bytes: 2 * MiB, metrics })
+    const budget = new TransferBudget({ bytes: 2 * MiB, peerQueueTimeoutMs: 0, metrics })
     const a = await budget.admit(MiB, 'peer', 'local')
     const b = await budget.admit(MiB, 'node', 'peer')
     assert.ok(a !== undefined && b !== undefined)
@@ -36,7 +36,7 @@ describe('transfer budget', () => {
   })
 
   it('queues this node\'s requests in arrival order and admits them as room comes back', async () => {
-    const budget = new TransferBudget({ bytes: MiB, queueTimeoutMs: 5_000 })
+    const budget = new TransferBudget({ bytes: MiB, queueTimeoutMs: 5_000, peerQueueTimeoutMs: 0 })
     const first = await budget.admit(MiB, 'node', 'local')
     assert.ok(first !== undefined)
     const order: number[] = []
@@ -73,8 +73,29 @@ describe('transfer budget', () => {
     held?.release()
   })
 
+  it('lets a peer wait briefly, behind every request of this node', async () => {
+    const metrics = new Metrics({ defaultMetrics: false })
+    const budget = new TransferBudget({ bytes: MiB, queueTimeoutMs: 5_000, peerQueueTimeoutMs: 300, metrics })
+    const held = await budget.admit(MiB, 'node', 'local')
+    const order: string[] = []
+    const peer = budget.admit(MiB, 'peer', 'local').then((l) => { order.push('peer'); return l })
+    await waitFor(() => budget.queued === 1, { timeoutMs: 1_000, what: 'the peer to queue' })
+    const node = budget.admit(MiB, 'node', 'local').then((l) => { order.push('node'); return l })
+    await waitFor(() => budget.queued === 2, { timeoutMs: 1_000, what: 'this node to queue' })
+    held?.release()
+    const nodeLease = await node
+    assert.ok(nodeLease !== undefined)
+    assert.deepEqual(order, ['node'], 'this node went ahead of the peer that asked first')
+    const started = performance.now()
+    assert.equal(await peer, undefined, 'the peer gave up after its queue timeout')
+    assert.ok(performance.now() - started < 1_000)
+    assert.match(await metrics.registry.metrics(), /spegel_transfer_rejections_total\{requester="peer",source="local",reason="timeout"\} 1/)
+    nodeLease.release()
+    assert.ok(await budget.admit(MiB, 'peer', 'local') !== undefined, 'a lone peer may use the whole budget')
+  })
+
   it('keeps a quarter for this node\'s containerd, and does not count stalled transfers', async () => {
-    const budget = new TransferBudget({ bytes: 4 * MiB, queueTimeoutMs: 0 })
+    const budget = new TransferBudget({ bytes: 4 * MiB, queueTimeoutMs: 0, peerQueueTimeoutMs: 0 })
     const peers = await Promise.all([1, 2, 3].map(async () => await budget.admit(MiB, 'peer', 'local')))
     assert.ok(peers.every((l) => l !== undefined))
     assert.equal(await budget.admit(MiB, 'peer', 'local'), undefined, 'peers stop at three quarters')
@@ -129,13 +150,13 @@ describe('registry under a full transfer budget', () => {
   const metrics = new Metrics({ defaultMetrics: false })
   // Room for exactly one local transfer (two chunks, see sendfile.ts).
   const oneTransfer = 2 * chunkSize
-  const budget = new TransferBudget({ bytes: oneTransfer, queueTimeoutMs: 200, metrics })
+  const budget = new TransferBudget({ bytes: oneTransfer, queueTimeoutMs: 200, peerQueueTimeoutMs: 100, metrics })
   let app: FastifyInstance
   let port = 0
   const url = (digest: string): string => `http://127.0.0.1:${port}/v2/library/app/blobs/${digest}?ns=docker.io`
   before(async () => {
     // A stuck client counts as stalled after 1.5 s and is cut off after 3 s.
-    app = createRegistryApp({ store, logger, budget, metrics, stallTimeoutMs: 3_000 })
+    app = createRegistryApp({ store, logger, budget, metrics, stallTimeoutMs: 3_000, stalledAfterMs: 1_500 })
     await app.listen({ host: '127.0.0.1', port: 0 })
     port = (app.server.address() as AddressInfo).port
   })
