@@ -19,15 +19,19 @@ const slabChunks = 4
 const dataOffset = 4096 - 16
 /** Free chunks kept after a burst has ended (one slab's worth). */
 const keepWhenIdle = slabChunks
-/** Free chunks kept while transfers run (4 MiB). */
-const maxPooled = 64
+/**
+ * Free chunks kept while transfers run (16 MiB, the budget under the chart's limit): what is given back is reused
+ * rather than dropped, since a dropped buffer is only freed by a major collection, which V8 runs late for memory
+ * outside its heap. Trimmed when idle.
+ */
+const maxPooled = 256
 /** How long the pool waits, once nothing is in use, before giving the rest back. */
 const idleTrimMs = 2_000
 
 /** Chunks in a large buffer (512 KiB): one read and one write of it cost what one of a chunk costs. */
 export const largeChunks = 8
-/** Free large buffers kept while transfers run. */
-const maxPooledLarge = 4
+/** Free large buffers kept while transfers run (8 MiB: large buffers use at most half the budget). */
+const maxPooledLarge = 16
 
 const pool: Buffer[] = []
 const largePool: Buffer[] = []
@@ -66,6 +70,14 @@ export function giveBuffer (buffer: Buffer): void {
     trimTimer = setTimeout(trim, idleTrimMs)
     trimTimer.unref()
   }
+}
+
+/**
+ * Forgets a buffer taken with takeBuffer that cannot come back (a socket may still hold it after its response was
+ * destroyed): it is left to the GC, and no longer counts as in use.
+ */
+export function abandonBuffer (buffer: Buffer): void {
+  inUse = Math.max(0, inUse - (buffer.length > chunkSize ? largeChunks : 1))
 }
 
 export interface BufferStats {

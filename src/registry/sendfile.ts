@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { chunkSize, giveBuffer, largeChunks, takeBuffer } from './buffers.ts'
+import { abandonBuffer, chunkSize, giveBuffer, largeChunks, takeBuffer } from './buffers.ts'
 import { endResponse, noop, ResponseWriter, type WriteWatch } from './response.ts'
 
 /** A read failed while sending a file, or the file was shorter than expected; the response is cut short. */
@@ -84,6 +84,8 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
   // the loop awaits a file read, and a rejection nobody listens to at that moment ends the process.
   let pending: Promise<void> = Promise.resolve()
   let written = true
+  /** Why the last write failed (the client went away): the transfer ends with it. */
+  let failure: unknown
   try {
     let position = start
     let i = 0
@@ -91,6 +93,7 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
       const index = i
       const buffer = take(index)
       const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, end - position + 1), position)
+      if (failure !== undefined) throw failure
       if (bytesRead === 0) throw new SendFileError(`file ended at byte ${position}, expected ${end + 1}`)
       if (!written) {
         const stall = new Promise<boolean>((resolve) => { onStall = () => { resolve(true) } })
@@ -112,7 +115,7 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
       free[index] = false
       written = false
       pending = writer.write(buffer.subarray(0, bytesRead))
-      pending.then(() => { free[index] = true; written = true }, () => { free[index] = true; written = true })
+      pending.then(() => { free[index] = true; written = true }, (err: unknown) => { free[index] = true; written = true; failure = err })
     }
     await pending
     await endResponse(res)
@@ -125,7 +128,11 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
     writer.dispose()
     // A buffer whose write never completed may still be referenced by the socket: it is left to the GC (its
     // reservation goes with the lease when the response closes).
-    for (let k = 0; k < 2; k++) if (free[k] === true) drop(k)
+    for (let k = 0; k < 2; k++) {
+      const buffer = slots[k]
+      if (free[k] === true) drop(k)
+      else if (buffer !== undefined) abandonBuffer(buffer)
+    }
   }
 }
 
