@@ -3,17 +3,25 @@
 // from the upstream.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
+import http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, it } from 'node:test'
 import { pino } from 'pino'
 import type { FastifyInstance } from 'fastify'
+import type { ContainerdApi, ContainerdEvent, ContentInfo, ImageInfo, PluginInfo } from '../../../src/containerd/client.ts'
+import { ContainerdStore } from '../../../src/containerd/store.ts'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { HerdMirror, inflightKey } from '../../../src/registry/herd.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
-import { PeerMirror } from '../../../src/registry/mirror.ts'
+import { PeerMirror, type PeerMirrorOptions } from '../../../src/registry/mirror.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
-import { MemoryStore } from '../../../src/store/index.ts'
+import { MemoryStore, NotFoundError, type ContentStore } from '../../../src/store/index.ts'
+import { makeTempDir } from '../../helpers/tmp.ts'
+import { waitFor } from '../../helpers/wait.ts'
 
 const logger = pino({ level: 'silent' })
 const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex')
@@ -24,12 +32,21 @@ interface Node {
   store: MemoryStore
   router: MemoryRouter
   metrics: Metrics
+  mirror: PeerMirror
   herd: HerdMirror
   app: FastifyInstance
 }
 
+interface ClusterOptions {
+  inflightStartWaitMs?: number
+  /** PeerMirror options of every node beyond the 50 ms resolve timeout (the mirror's defaults otherwise). */
+  mirror?: Pick<PeerMirrorOptions, 'stallTimeoutMs' | 'maxResumes'>
+  /** A store that replaces a node's MemoryStore in its registry, by node name (e.g. a ContainerdStore). */
+  stores?: Record<string, ContentStore>
+}
+
 let subnet = 210
-async function cluster (names: string[], options: { inflightStartWaitMs?: number } = {}): Promise<{ nodes: Node[], port: number, close: () => Promise<void> }> {
+async function cluster (names: string[], options: ClusterOptions = {}): Promise<{ nodes: Node[], port: number, close: () => Promise<void> }> {
   const network = new MemoryNetwork()
   const net = subnet++
   const nodes: Node[] = []
@@ -39,16 +56,16 @@ async function cluster (names: string[], options: { inflightStartWaitMs?: number
     const store = new MemoryStore()
     const router = new MemoryRouter(network, { id: name, addresses: [ip] })
     const metrics = new Metrics({ defaultMetrics: false })
-    const mirror = new PeerMirror({ router, registryPort: port, logger, resolveTimeoutMs: 50, metrics })
+    const mirror = new PeerMirror({ router, registryPort: port, logger, resolveTimeoutMs: 50, metrics, ...options.mirror })
     const herd = new HerdMirror({ mirror, router, logger, metrics })
-    const app = createRegistryApp({ store, logger, mirror: herd, metrics, inflightStartWaitMs: options.inflightStartWaitMs ?? 2000 })
+    const app = createRegistryApp({ store: options.stores?.[name] ?? store, logger, mirror: herd, metrics, inflightStartWaitMs: options.inflightStartWaitMs ?? 2000 })
     await app.listen({ host: ip, port })
     if (port === 0) {
       port = (app.server.address() as AddressInfo).port
       // The first mirror learned the port only now.
       ;(mirror as unknown as { init: { registryPort: number } }).init.registryPort = port
     }
-    nodes.push({ name, ip, store, router, metrics, herd, app })
+    nodes.push({ name, ip, store, router, metrics, mirror, herd, app })
   }
   return {
     nodes,
@@ -75,6 +92,70 @@ async function outcomes (n: Node): Promise<Record<string, number>> {
   const out: Record<string, number> = {}
   for (const m of text.matchAll(/^spegel_herd_outcomes_total\{outcome="(\w+)"\} (\d+)/gm)) out[m[1] as string] = Number(m[2])
   return out
+}
+
+/** What a client (containerd) got of a blob GET: the head, the bytes that arrived, and whether the body was complete. */
+interface Received {
+  /** 0 when the connection closed before a response head. */
+  status: number
+  contentLength: number
+  body: Buffer
+  complete: boolean
+  /** From the request to the end of the response (complete or cut short). */
+  ms: number
+}
+
+/**
+ * A GET over node:http, as containerd makes one. `head` resolves when the response head arrives (false: the
+ * connection closed first), `end` when the response ends, complete or cut short.
+ */
+function get (url: string, signal: AbortSignal): { head: Promise<boolean>, end: Promise<Received> } {
+  const started = performance.now()
+  let headed: (arrived: boolean) => void = () => {}
+  const head = new Promise<boolean>((resolve) => { headed = resolve })
+  const end = new Promise<Received>((resolve) => {
+    const req = http.get(url, { agent: false, signal }, (res) => {
+      headed(true)
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => { chunks.push(c) })
+      // A body cut short errors (ECONNRESET, "aborted"); 'close' follows either way.
+      res.on('error', () => {})
+      res.once('close', () => {
+        resolve({ status: res.statusCode ?? 0, contentLength: Number(res.headers['content-length']), body: Buffer.concat(chunks), complete: res.complete, ms: performance.now() - started })
+      })
+    })
+    req.once('error', () => {
+      headed(false)
+      resolve({ status: 0, contentLength: NaN, body: Buffer.alloc(0), complete: false, ms: performance.now() - started })
+    })
+  })
+  return { head, end }
+}
+
+/** containerd as a node whose content store holds nothing complete: its downloads are only in its ingest directory. */
+class EmptyContainerd implements ContainerdApi {
+  async getImage (name: string): Promise<ImageInfo> { throw new NotFoundError(`image ${name} not found`) }
+  async listImages (): Promise<ImageInfo[]> { return [] }
+  async contentInfo (digest: string): Promise<ContentInfo> { throw new NotFoundError(`content ${digest} not found`) }
+  async * listContent (): AsyncGenerator<ContentInfo> {}
+  readContent (): Readable { return new Readable({ read () { this.destroy(new NotFoundError('no content')) } }) }
+  async pluginInfo (): Promise<PluginInfo | undefined> { return undefined }
+  subscribe (): AsyncIterable<ContainerdEvent> { return (async function * () {})() }
+  close (): void {}
+}
+
+/** Starts a download in a containerd content directory as containerd does (ref, total, growing data); returns its data file. */
+async function startIngest (contentPath: string, digest: string, total: number): Promise<string> {
+  const dir = join(contentPath, 'ingest', createHash('sha256').update(digest).digest('hex'))
+  await mkdir(dir, { recursive: true })
+  await writeFile(join(dir, 'ref'), `k8s.io/1/layer-${digest}`)
+  await writeFile(join(dir, 'total'), String(total))
+  await writeFile(join(dir, 'data'), '')
+  return join(dir, 'data')
+}
+
+async function inflightServed (n: Node): Promise<number> {
+  return (await n.metrics.inflightServed.get()).values[0]?.value ?? 0
 }
 
 describe('herd protection', () => {
@@ -162,5 +243,125 @@ describe('herd protection', () => {
     assert.equal(res.status, 200)
     await assert.rejects(res.arrayBuffer())
     await downloading
+  })
+
+  // Small enough to sit in the socket buffers of every hop: what b's registry has sent, destroying the response cannot
+  // take back, so the client must never be handed the last chunk before the digest check. 48 KiB are one chunk of b's
+  // peer client (nothing reaches the client); 160 KiB are three (the first reaches it before the rest arrives).
+  for (const size of [48 * 1024, 160 * 1024]) {
+    it(`never hands a client the last byte of a wrong download of ${size} bytes, small enough to sit in socket buffers`, { timeout: 10_000 }, async (t) => {
+      const c = await cluster(['a', 'b'])
+      const client = new AbortController()
+      t.after(async () => { client.abort(); await c.close() })
+      const [a, b] = c.nodes as [Node, Node]
+      const blob = randomBytes(size)
+      const url = (n: Node): string => `http://${n.ip}:${c.port}/v2/library/app/blobs/${sha(blob)}?ns=docker.io`
+      const first = await fetch(url(a))
+      assert.equal(first.status, 404, 'a claims the blob and downloads it')
+      await first.arrayBuffer()
+      const wrong = Buffer.from(blob)
+      wrong[1000] = (wrong[1000] ?? 0) ^ 1
+      const dl = a.store.startDownload(sha(blob), blob.length)
+      t.after(dl.abort)
+      const flowing = size > 2 * 64 * 1024
+      const cut = flowing ? 140_000 : 4096
+      dl.append(wrong.subarray(0, cut))
+      const response = get(url(b), client.signal)
+      // b streams a's download before the rest arrives (else a would hold it complete, under another digest).
+      await waitFor(async () => await inflightServed(a) === 1, { what: 'a to serve its download to b', timeoutMs: 5000 })
+      if (flowing) assert.equal(await response.head, true, 'b answered before the rest arrived')
+      dl.append(wrong.subarray(cut))
+      const res = await response.end
+      assert.equal((await a.metrics.inflightServedBytes.get()).values[0]?.value, blob.length, 'a sent b every byte')
+      assert.equal((await b.metrics.verificationFailures.get()).values[0]?.value, 1, 'b found them wrong')
+      assert.equal(res.complete, false, 'the response is broken')
+      assert.ok(res.body.length < blob.length, `received ${res.body.length} of ${blob.length} bytes`)
+      if (flowing) {
+        assert.equal(res.status, 200)
+        assert.equal(res.contentLength, blob.length)
+        assert.ok(res.body.length > 0, 'the first chunk reached the client')
+      }
+    })
+  }
+
+  // The same guard where it is kept: b's mirror reading a's wrong download. Through b's registry a chunk handed out too
+  // early still does not arrive (PeerBody.writeTo destroys the response in the tick it wrote the chunk, before node:http
+  // sends a corked write), so only this test sees PeerMirror.stream withhold the last chunk.
+  it('an in-flight stream of a wrong download never hands its reader the last byte', { timeout: 10_000 }, async (t) => {
+    const c = await cluster(['a', 'b'])
+    const reader = new AbortController()
+    t.after(async () => { reader.abort(); await c.close() })
+    const [a, b] = c.nodes as [Node, Node]
+    const blob = randomBytes(48 * 1024)
+    const wrong = Buffer.from(blob)
+    wrong[1000] = (wrong[1000] ?? 0) ^ 1
+    const dl = a.store.startDownload(sha(blob), blob.length)
+    t.after(dl.abort)
+    await a.router.advertise([inflightKey(sha(blob))])
+    dl.append(wrong.subarray(0, 4096))
+    const path = { kind: 'blobs' as const, repository: 'library/app', registry: 'docker.io', digest: sha(blob) }
+    const res = await b.mirror.fetch({ path, method: 'GET', signal: reader.signal }, { lookupKey: inflightKey(sha(blob)), inflight: true })
+    assert.equal(res.status, 200)
+    assert.equal(res.headers['content-length'], String(blob.length))
+    dl.append(wrong.subarray(4096))
+    let received = 0
+    await assert.rejects(async () => {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) received += chunk.length
+    }, /does not match/)
+    assert.ok(received < blob.length, `received ${received} of ${blob.length} bytes`)
+  })
+
+  // Each side ends a stalled stream on its own, with the other side's timeout far longer: b's mirror (its stall
+  // timeout's default, 3 s) when a sends nothing, a's registry (its ingest follower's default, 3 s, through
+  // ContainerdStore) when a's download stops growing. One attempt each (maxResumes: 0): a resume would ask the same
+  // stalled node again and wait as long once more.
+  it('a follower whose peer sends nothing mid-body gives up within seconds, by its own stall timeout', { timeout: 10_000 }, async (t) => {
+    // a's MemoryStore download waits for more bytes for ever: only b's stall timeout can end this.
+    const c = await cluster(['a', 'b'], { mirror: { maxResumes: 0 } })
+    const client = new AbortController()
+    t.after(async () => { client.abort(); await c.close() })
+    const [a, b] = c.nodes as [Node, Node]
+    const blob = randomBytes(256 * 1024)
+    const url = (n: Node): string => `http://${n.ip}:${c.port}/v2/library/app/blobs/${sha(blob)}?ns=docker.io`
+    const first = await fetch(url(a))
+    assert.equal(first.status, 404)
+    await first.arrayBuffer()
+    const dl = a.store.startDownload(sha(blob), blob.length)
+    t.after(dl.abort)
+    // Three of b's chunks and a part: b hands the client the first two, and waits for the rest of the third.
+    dl.append(blob.subarray(0, 200_000))
+    const response = get(url(b), client.signal)
+    assert.equal(await response.head, true)
+    const res = await response.end
+    assert.equal(await inflightServed(a), 1, 'b streamed a\'s download')
+    assert.equal(res.status, 200)
+    assert.equal(res.complete, false)
+    assert.ok(res.body.length > 0 && res.body.length < 200_000, `received ${res.body.length} bytes`)
+    assert.ok(res.ms < 6000, `ended after ${Math.round(res.ms)} ms`)
+  })
+
+  it('a follower of a download that stops growing gets a broken body within seconds, by the serving node\'s stall timeout', { timeout: 10_000 }, async (t) => {
+    const dir = await makeTempDir('spegel-herd-stall')
+    const containerd = new ContainerdStore({ client: new EmptyContainerd(), contentPath: dir.path })
+    // b's mirror would wait a minute for a silent peer: only a's ingest follower can end this.
+    const c = await cluster(['a', 'b'], { mirror: { stallTimeoutMs: 60_000, maxResumes: 0 }, stores: { a: containerd } })
+    const client = new AbortController()
+    t.after(async () => { client.abort(); await c.close(); await dir.cleanup() })
+    const [a, b] = c.nodes as [Node, Node]
+    const blob = randomBytes(256 * 1024)
+    const url = (n: Node): string => `http://${n.ip}:${c.port}/v2/library/app/blobs/${sha(blob)}?ns=docker.io`
+    const first = await fetch(url(a))
+    assert.equal(first.status, 404)
+    await first.arrayBuffer()
+    // a's containerd starts downloading, writes 200 000 bytes and stops.
+    await writeFile(await startIngest(dir.path, sha(blob), blob.length), blob.subarray(0, 200_000))
+    const response = get(url(b), client.signal)
+    assert.equal(await response.head, true)
+    const res = await response.end
+    assert.equal(await inflightServed(a), 1, 'b streamed a\'s download')
+    assert.equal(res.status, 200)
+    assert.equal(res.complete, false)
+    assert.ok(res.body.length > 0 && res.body.length < 200_000, `received ${res.body.length} bytes`)
+    assert.ok(res.ms < 6000, `ended after ${Math.round(res.ms)} ms`)
   })
 })

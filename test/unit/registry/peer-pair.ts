@@ -22,8 +22,11 @@ export interface PeerPair {
   close: () => Promise<void>
 }
 
-/** Starts the pair on 127.0.<subnet>.1 (node) and 127.0.<subnet>.2 (peer); the peer advertises `keys`; `metrics` are the node's. */
-export async function startPeerPair (store: MemoryStore, keys: readonly string[], options: { subnet: number, resolveTimeoutMs?: number, metrics?: Metrics }): Promise<PeerPair> {
+/**
+ * Starts the pair on 127.0.<subnet>.1 (node) and 127.0.<subnet>.2 (peer); the peer advertises `keys`; `metrics` are the
+ * node's, and so is `nodeStore` (default: an empty one).
+ */
+export async function startPeerPair (store: MemoryStore, keys: readonly string[], options: { subnet: number, resolveTimeoutMs?: number, metrics?: Metrics, nodeStore?: MemoryStore }): Promise<PeerPair> {
   const logger = pino({ level: 'silent' })
   const nodeIp = `127.0.${options.subnet}.1`
   const peerIp = `127.0.${options.subnet}.2`
@@ -33,7 +36,7 @@ export async function startPeerPair (store: MemoryStore, keys: readonly string[]
   await peer.listen({ host: peerIp, port: 0 })
   const port = (peer.server.address() as AddressInfo).port
   const mirror = new PeerMirror({ router: new MemoryRouter(network, { id: 'node', addresses: [nodeIp] }), registryPort: port, logger, resolveTimeoutMs: options.resolveTimeoutMs ?? 100 })
-  const node: FastifyInstance = createRegistryApp({ store: new MemoryStore(), logger, mirror, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
+  const node: FastifyInstance = createRegistryApp({ store: options.nodeStore ?? new MemoryStore(), logger, mirror, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
   await node.listen({ host: nodeIp, port })
   return {
     port,

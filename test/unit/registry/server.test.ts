@@ -239,6 +239,45 @@ describe('registry counts the bytes it served (spegel_served_bytes_total)', () =
   })
 })
 
+// The cache hit ratio of Spegel's dashboards: a request this node's containerd sent to peers, by whether a peer served it.
+describe('registry counts mirror requests by registry and outcome (spegel_mirror_requests_total)', () => {
+  const counted = async (metrics: Metrics): Promise<string[]> =>
+    (await metrics.registry.metrics()).split('\n').filter((l) => l.startsWith('spegel_mirror_requests_total{'))
+
+  it('a peer hit as hit, a miss as miss, under the request\'s registry; local content and peers\' requests not at all', async () => {
+    const peerStore = new MemoryStore()
+    const remote = randomBytes(10_000)
+    const remoteDigest = peerStore.addBlob(remote)
+    const nodeStore = new MemoryStore()
+    const localDigest = nodeStore.addBlob(randomBytes(10_000))
+    const metrics = new Metrics({ defaultMetrics: false })
+    const pair = await startPeerPair(peerStore, [remoteDigest], { subnet: 205, resolveTimeoutMs: 50, metrics, nodeStore })
+    try {
+      const get = async (digest: string, ns: string, headers: Record<string, string> = {}): Promise<number> => {
+        const res = await fetch(`${pair.nodeUrl}/v2/library/app/blobs/${digest}?ns=${ns}`, { headers })
+        await res.arrayBuffer()
+        return res.status
+      }
+      assert.deepEqual(await counted(metrics), [])
+      assert.equal(await get(localDigest, 'docker.io'), 200)
+      assert.equal(await get(remoteDigest, 'docker.io', { 'x-spegel-mirrored': 'true' }), 404, 'a peer\'s request is not sent on to peers')
+      assert.deepEqual(await counted(metrics), [], 'nothing was asked of peers')
+      assert.equal(await get(remoteDigest, 'docker.io'), 200)
+      assert.equal(await get(`sha256:${'2'.repeat(64)}`, 'docker.io'), 404)
+      assert.equal(await get(`sha256:${'3'.repeat(64)}`, 'ghcr.io'), 404)
+      assert.deepEqual((await counted(metrics)).sort(), [
+        'spegel_mirror_requests_total{registry="docker.io",cache="hit"} 1',
+        'spegel_mirror_requests_total{registry="docker.io",cache="miss"} 1',
+        'spegel_mirror_requests_total{registry="ghcr.io",cache="miss"} 1',
+      ])
+      const lastSuccess = (await metrics.mirrorLastSuccess.get()).values[0]?.value ?? 0
+      assert.ok(lastSuccess > 0 && lastSuccess <= Date.now() / 1000, 'the hit set the last success time')
+    } finally {
+      await pair.close()
+    }
+  })
+})
+
 describe('registry API rejects bad requests with OCI errors', () => {
   const f = fixture()
   const app = createRegistryApp({ store: f.store, logger, filter: new RequestFilter({ registryFilters: [':latest$'] }) })
