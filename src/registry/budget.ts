@@ -144,6 +144,9 @@ export class TransferBudget {
       get bytes () { return bytes },
       stalled: (yes) => {
         if (released || yes === stalled) return
+        // Stalled transfers are let off the budget up to as much again (what they pin is at most half of what they
+        // reserved: their read-ahead goes back); beyond, they keep counting.
+        if (yes && this.stalledBytes + bytes > this.capacity) return
         stalled = yes
         // A transfer that moves again counts again at once, even past the budget: it holds its chunks already.
         this.reserved += yes ? -bytes : bytes

@@ -20,9 +20,9 @@ const dataOffset = 4096 - 16
 /** Free chunks kept after a burst has ended (one slab's worth). */
 const keepWhenIdle = slabChunks
 /**
- * Free chunks kept while transfers run (16 MiB, the budget under the chart's limit): what is given back is reused
- * rather than dropped, since a dropped buffer is only freed by a major collection, which V8 runs late for memory
- * outside its heap. Trimmed when idle.
+ * Chunks in use and kept free together, beyond which a given-back buffer is dropped (16 MiB, the budget under the
+ * chart's limit): what is given back is reused rather than dropped, since a dropped buffer is only freed by a major
+ * collection, which V8 runs late for memory outside its heap. Trimmed when idle.
  */
 const maxPooled = 256
 /** How long the pool waits, once nothing is in use, before giving the rest back. */
@@ -61,9 +61,11 @@ export function takeBuffer (large = false): Buffer {
 export function giveBuffer (buffer: Buffer): void {
   const large = buffer.length > chunkSize
   inUse = Math.max(0, inUse - (large ? largeChunks : 1))
+  // Kept while buffers in use and kept together stay within a budget's worth (maxPooled chunks).
+  const room = inUse + pool.length + largePool.length * largeChunks + (large ? largeChunks : 1) <= maxPooled
   if (large) {
-    if (largePool.length < maxPooledLarge) largePool.push(buffer)
-  } else if (pool.length < maxPooled) {
+    if (room && largePool.length < maxPooledLarge) largePool.push(buffer)
+  } else if (room) {
     pool.push(buffer)
   }
   if (inUse === 0 && (pool.length > keepWhenIdle || largePool.length > 0) && trimTimer === undefined) {

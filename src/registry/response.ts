@@ -17,22 +17,27 @@ export class ClientGoneError extends Error {
 
 /**
  * How a transfer watches its client: a client that takes no bytes for `stallTimeoutMs` while a write waits is cut
- * off (the response is destroyed, as for a hang-up), and after `stalledAfterMs` `onStalled(true)` says it is stalled
- * (the budget stops counting it), `onStalled(false)` once it takes bytes again.
+ * off (the response is destroyed, as for a hang-up). `onStalled(true)` says it is stalled (the budget stops counting
+ * it) and `onStalled(false)` that it takes bytes again: after `stalledAfterMs` without progress while it has taken
+ * less than `stuckBytes` (a socket that never reads is found fast), after `slowStalledAfterMs` once it has (a slow
+ * client whose reads come in bursts keeps counting).
  */
 export interface WriteWatch {
   stallTimeoutMs: number
+  /** Replaces both thresholds (tests). */
   stalledAfterMs?: number
   onStalled?: (stalled: boolean) => void
   /** Called once when the stall timeout ends the transfer. */
   onTimeout?: () => void
 }
 
-/**
- * Default for a client that takes nothing before it counts as stalled: a client slower than 1 Mbit/s would need longer
- * for one 64 KiB chunk; counting a stalled client again is free the moment it takes bytes.
- */
+/** Default for a client that has taken almost nothing and takes nothing more before it counts as stalled. */
 const defaultStalledAfterMs = 500
+/** For a client that has taken stuckBytes or more. */
+const slowStalledAfterMs = 5_000
+const stuckBytes = 1024 * 1024
+/** How often a watched transfer's progress is looked at (stall times are this precise). */
+const watchTickMs = 100
 
 /**
  * Writes chunks to one response. Each write resolves once the socket has taken the chunk (its buffer may then be
@@ -50,6 +55,9 @@ export class ResponseWriter {
   private progressAt = 0
   private stalled = false
   private timedOut = false
+  /** Bytes the socket has taken, and as many at the watch's last look. */
+  private taken = 0
+  private seen = 0
   private readonly onClose = (): void => {
     if (this.res.writableFinished) return
     this.gone = true
@@ -77,6 +85,8 @@ export class ResponseWriter {
     if (this.gone || this.res.destroyed || this.res.writableEnded) throw new ClientGoneError()
     if (this.watch !== undefined && this.waiting.size === 0) this.arm()
     const last = chunks.length - 1
+    let bytes = 0
+    for (const c of chunks) bytes += c.length
     if (last > 0) this.res.cork()
     for (let k = 0; k < last; k++) this.res.write(chunks[k] as Buffer)
     await new Promise<void>((resolve, reject) => {
@@ -84,7 +94,8 @@ export class ResponseWriter {
       this.res.write(chunks[last] as Buffer, (err) => {
         this.waiting.delete(reject)
         if (err == null) {
-          this.progressed()
+          this.taken += bytes
+          if (this.stalled) this.progressed()
           resolve()
         } else {
           reject(new ClientGoneError('write to client failed', { cause: err }))
@@ -100,48 +111,56 @@ export class ResponseWriter {
     this.stopWatching()
   }
 
+  /**
+   * Starts watching when a write begins to wait after none did. One interval timer per transfer looks at how many
+   * writes completed since its last look; a write costs a counter increment, not a clock read and a timer refresh.
+   */
   private arm (): void {
     this.progressAt = performance.now()
+    this.seen = this.taken
     if (this.timer === undefined) {
-      this.timer = setTimeout(() => { this.check() }, this.watch?.stalledAfterMs ?? defaultStalledAfterMs)
+      this.timer = setInterval(() => { this.check() }, watchTickMs)
       this.timer.unref()
-    } else {
-      this.timer.refresh()
     }
   }
 
   private progressed (): void {
-    if (this.watch === undefined) return
-    this.progressAt = performance.now()
     if (this.stalled) {
       this.stalled = false
-      this.watch.onStalled?.(false)
+      this.watch?.onStalled?.(false)
     }
-    this.timer?.refresh()
   }
 
   private check (): void {
     const watch = this.watch
-    if (watch === undefined || this.gone || this.waiting.size === 0) return
-    const idle = performance.now() - this.progressAt
+    if (watch === undefined || this.gone) return
+    const now = performance.now()
+    if (this.waiting.size === 0 || this.taken !== this.seen) {
+      this.seen = this.taken
+      this.progressAt = now
+      return
+    }
+    const idle = now - this.progressAt
     if (idle >= watch.stallTimeoutMs) {
       this.timedOut = true
       watch.onTimeout?.()
       this.res.destroy()
       return
     }
-    const stalledAfter = watch.stalledAfterMs ?? defaultStalledAfterMs
-    if (!this.stalled && idle >= stalledAfter) {
+    if (!this.stalled && idle >= this.stalledAfter()) {
       this.stalled = true
       watch.onStalled?.(true)
     }
-    const next = this.stalled ? watch.stallTimeoutMs - idle : stalledAfter - idle
-    this.timer = setTimeout(() => { this.check() }, Math.max(1, Math.min(next, stalledAfter)))
-    this.timer.unref()
+  }
+
+  private stalledAfter (): number {
+    const given = this.watch?.stalledAfterMs
+    if (given !== undefined) return given
+    return this.taken < stuckBytes ? defaultStalledAfterMs : slowStalledAfterMs
   }
 
   private stopWatching (): void {
-    clearTimeout(this.timer)
+    clearInterval(this.timer)
     this.timer = undefined
     if (this.stalled) {
       this.stalled = false

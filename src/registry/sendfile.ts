@@ -24,12 +24,12 @@ export interface ChunkAllowance {
 /**
  * Writes bytes [start, end] of an open file to an HTTP response whose headers are set. Two pooled buffers alternate:
  * one is read while the other is being written, and a buffer is reused only once the socket has taken it. They start
- * as one chunk each (64 KiB), which is what the registry reserves for a transfer; once the client has taken a buffer
- * before the next one was read (it is faster than the reads), the transfer moves to large buffers (512 KiB) if the
- * budget (`allowance`) has room: a thread-pool read costs about as much as copying 64 KiB, so small reads would halve
- * a fast client's throughput, while a slow client keeps the transfer at two small chunks. While the client takes
- * nothing at all (the watch says it is stalled) nothing is read ahead: the transfer holds only what the socket has
- * not taken, until it moves again or the stall timeout ends it; it then starts small again. A fresh buffer per read
+ * as one chunk each (64 KiB), which is what the registry reserves for a transfer; while the client takes each buffer
+ * before the next one is read (it is faster than the reads), the transfer uses large buffers (512 KiB) if the budget
+ * (`allowance`) has room, and once it falls behind the reads, small ones again: a thread-pool read costs about as much as
+ * copying 64 KiB, so small reads would halve a fast client's throughput, while a slow client keeps the transfer at
+ * two small chunks. While the client takes nothing at all (the watch says it is stalled) nothing is read ahead: the
+ * transfer holds only what the socket has not taken, until it moves again or the stall timeout ends it. A fresh buffer per read
  * (what fs.ReadStream does) would halve loopback throughput and let RSS grow with every concurrent transfer.
  *
  * Rejects with SendFileError (read failed) or ClientGoneError (response closed, or cut off by the stall timeout);
@@ -84,6 +84,8 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
   // the loop awaits a file read, and a rejection nobody listens to at that moment ends the process.
   let pending: Promise<void> = Promise.resolve()
   let written = true
+  /** Reads in a row that found the previous write still waiting. */
+  let behind = 0
   /** Why the last write failed (the client went away): the transfer ends with it. */
   let failure: unknown
   try {
@@ -96,12 +98,14 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
       if (failure !== undefined) throw failure
       if (bytesRead === 0) throw new SendFileError(`file ended at byte ${position}, expected ${end + 1}`)
       if (!written) {
+        // The client is slower than the reads, eight times in a row: large buffers would only hold memory (they go
+        // back as they come free). Once is not enough: a fast client's socket is briefly full now and then.
+        if (++behind >= 8) large = false
         const stall = new Promise<boolean>((resolve) => { onStall = () => { resolve(true) } })
         const gaveUp = stalled || await Promise.race([pending.then(() => false), stall])
         onStall = undefined
         if (gaveUp) {
-          // The client takes nothing: what was read ahead goes back to the pool, and it starts small again.
-          large = false
+          // The client takes nothing: what was read ahead goes back to the pool.
           drop(index)
           await pending
           continue
@@ -109,6 +113,7 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
       } else if (position > start) {
         // The client took the last buffer before this one was read: it is faster than small reads.
         large = true
+        behind = 0
       }
       position += bytesRead
       i ^= 1
