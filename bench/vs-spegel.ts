@@ -6,6 +6,7 @@
 //
 // Scenarios, each on the same cluster one after the other:
 //   fan-out     node 1 pulls a 3-layer image (from the upstream, through its mirror); nodes 2..N then pull it at once
+//   first       nothing cached anywhere: one node pulls a new image (the mirror's misses, then the upstream)
 //   cold        nothing cached anywhere: every node pulls a new image at once
 //   sequential  node 1 holds a 3-layer image; nodes 2..N pull it one after the other
 //   big         node 1 holds a single-layer image (1 GiB); nodes 2..4 pull it at once (upstream not shaped)
@@ -17,7 +18,7 @@
 //   tar -xzf ../shared/peers/spegel-b8c715a.tar.gz -C /tmp && cd /tmp/spegel-b8c715a && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o /tmp/spegel-go .
 // and containerd 2.x (`bash .ci/setup.sh` builds .tools/bin/containerd-2.1.5).
 //
-//   node bench/vs-spegel.ts --spegel /tmp/spegel-go [--rounds 2] [--nodes 8] [--only fanout,cold,sequential,big]
+//   node bench/vs-spegel.ts --spegel /tmp/spegel-go [--rounds 2] [--nodes 8] [--only fanout,first,cold,sequential,big]
 //     [--image-mib 63] [--seq-mib 180] [--big-mib 1024] [--rate 100mbit] [--memory-limit 0] [--profile DIR]
 //
 // --memory-limit 134217728 puts every daemon under the chart's 128 Mi (0: a cgroup without a useful limit, 8 GiB).
@@ -37,7 +38,7 @@ const { values } = parseArgs({
     containerd: { type: 'string', default: containerd2Binary },
     rounds: { type: 'string', default: '2' },
     nodes: { type: 'string', default: '8' },
-    only: { type: 'string', default: 'fanout,cold,sequential,big' },
+    only: { type: 'string', default: 'fanout,first,cold,sequential,big' },
     'image-mib': { type: 'string', default: '63' },
     'seq-mib': { type: 'string', default: '180' },
     'big-mib': { type: 'string', default: '1024' },
@@ -217,6 +218,11 @@ async function round (impl: Impl, r: number): Promise<RoundResult> {
       await waitServableEverywhere(cluster, rest, image)
       await scenario('fanout', image, rest, async () => await timedPulls(cri, rest, image.ref))
     }
+    if (only.has('first')) {
+      const image = await push(cluster, 'first', [third, third, third])
+      const last = cluster.nodes.at(-1)!
+      await scenario('first', image, [last], async () => await timedPulls(cri, [last], image.ref))
+    }
     if (only.has('cold')) {
       const image = await push(cluster, 'cold', [third, third, third])
       await scenario('cold', image, cluster.nodes, async () => await timedPulls(cri, cluster.nodes, image.ref))
@@ -275,11 +281,12 @@ console.log('| measurement (range over rounds) | spegel-ts | Spegel (Go) | ours 
 console.log('|---|---|---|---|')
 const names: Record<string, string> = {
   fanout: `fan-out: node 1 holds a ${values['image-mib']} MB 3-layer image, nodes 2–${nodeCount} pull at once`,
+  first: `first pull: one node pulls a new ${values['image-mib']} MB image nobody holds (through its mirror, then the upstream)`,
   cold: `cold: every node pulls a new ${values['image-mib']} MB image at once`,
   sequential: `sequential: nodes 2–${nodeCount} one after another pull a ${values['seq-mib']} MB image node 1 holds`,
   big: `big: node 1 holds a ${values['big-mib']} MiB layer, nodes 2–4 pull at once`,
 }
-for (const name of ['fanout', 'cold', 'sequential', 'big']) {
+for (const name of ['fanout', 'first', 'cold', 'sequential', 'big']) {
   if (!only.has(name)) continue
   const row = (what: string, f: (s: ScenarioResult) => number, d = 2, showRatio = true): void => {
     console.log(`| ${what} | ${range(per('ts', name, f), d)} | ${range(per('go', name, f), d)} | ${showRatio ? ratio(name, f) : ''} |`)

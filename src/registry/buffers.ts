@@ -30,26 +30,24 @@ const idleTrimMs = 2_000
 
 /** Chunks in a large buffer (512 KiB): one read and one write of it cost what one of a chunk costs. */
 export const largeChunks = 8
-/** Free large buffers kept while transfers run (8 MiB: large buffers use at most half the budget). */
-const maxPooledLarge = 16
+/**
+ * Large buffers that may exist at all (8 MiB): they are made once and kept, never dropped, so a transfer switching
+ * between small and large buffers leaves no garbage behind (a dropped buffer is only freed by a late major GC).
+ */
+const maxLarge = 16
 
 const pool: Buffer[] = []
 const largePool: Buffer[] = []
+/** Large buffers made so far (at most maxLarge). */
+let largeMade = 0
 /** Chunks handed out (a large buffer counts largeChunks). */
 let inUse = 0
 let trimTimer: NodeJS.Timeout | undefined
 
-/**
- * A chunk-sized buffer (or with `large`, one of largeChunks chunks), from the pool when one is free. Give it back
- * with giveBuffer once nothing refers to it.
- */
-export function takeBuffer (large = false): Buffer {
-  inUse += large ? largeChunks : 1
-  if (trimTimer !== undefined) {
-    clearTimeout(trimTimer)
-    trimTimer = undefined
-  }
-  if (large) return largePool.pop() ?? Buffer.allocUnsafeSlow(dataOffset + largeChunks * chunkSize).subarray(dataOffset)
+/** A chunk-sized buffer, from the pool when one is free. Give it back with giveBuffer once nothing refers to it. */
+export function takeBuffer (): Buffer {
+  inUse++
+  cancelTrim()
   const free = pool.pop()
   if (free !== undefined) return free
   const slab = Buffer.allocUnsafeSlow(dataOffset + slabChunks * chunkSize)
@@ -57,17 +55,26 @@ export function takeBuffer (large = false): Buffer {
   return slab.subarray(dataOffset, dataOffset + chunkSize)
 }
 
-/** Returns a buffer taken with takeBuffer; it is reused, or dropped when the pool is full. */
+/** A buffer of largeChunks chunks, or undefined when all maxLarge of them are in use. */
+export function takeLargeBuffer (): Buffer | undefined {
+  let buffer = largePool.pop()
+  if (buffer === undefined) {
+    if (largeMade >= maxLarge) return undefined
+    largeMade++
+    buffer = Buffer.allocUnsafeSlow(dataOffset + largeChunks * chunkSize).subarray(dataOffset)
+  }
+  inUse += largeChunks
+  cancelTrim()
+  return buffer
+}
+
+/** Returns a buffer taken with takeBuffer or takeLargeBuffer; it is reused, or (a chunk) dropped when the pool is full. */
 export function giveBuffer (buffer: Buffer): void {
   const large = buffer.length > chunkSize
   inUse = Math.max(0, inUse - (large ? largeChunks : 1))
-  // Kept while buffers in use and kept together stay within a budget's worth (maxPooled chunks).
-  const room = inUse + pool.length + largePool.length * largeChunks + (large ? largeChunks : 1) <= maxPooled
-  if (large) {
-    if (room && largePool.length < maxPooledLarge) largePool.push(buffer)
-  } else if (room) {
-    pool.push(buffer)
-  }
+  if (large) largePool.push(buffer)
+  // A chunk is kept while chunks in use and kept together stay within a budget's worth (maxPooled).
+  else if (inUse + pool.length + 1 <= maxPooled) pool.push(buffer)
   if (inUse === 0 && (pool.length > keepWhenIdle || largePool.length > 0) && trimTimer === undefined) {
     trimTimer = setTimeout(trim, idleTrimMs)
     trimTimer.unref()
@@ -79,7 +86,16 @@ export function giveBuffer (buffer: Buffer): void {
  * destroyed): it is left to the GC, and no longer counts as in use.
  */
 export function abandonBuffer (buffer: Buffer): void {
-  inUse = Math.max(0, inUse - (buffer.length > chunkSize ? largeChunks : 1))
+  const large = buffer.length > chunkSize
+  inUse = Math.max(0, inUse - (large ? largeChunks : 1))
+  if (large) largeMade--
+}
+
+function cancelTrim (): void {
+  if (trimTimer !== undefined) {
+    clearTimeout(trimTimer)
+    trimTimer = undefined
+  }
 }
 
 export interface BufferStats {
@@ -103,6 +119,7 @@ export function bufferStats (): BufferStats {
 function trim (): void {
   trimTimer = undefined
   if (inUse !== 0) return
+  largeMade -= largePool.length
   largePool.length = 0
   const slab = pool[pool.length - 1]?.buffer
   const kept = pool.filter((b) => b.buffer === slab).slice(0, keepWhenIdle)

@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { abandonBuffer, chunkSize, giveBuffer, largeChunks, takeBuffer } from './buffers.ts'
+import { abandonBuffer, chunkSize, giveBuffer, largeChunks, takeBuffer, takeLargeBuffer } from './buffers.ts'
 import { endResponse, noop, ResponseWriter, type WriteWatch } from './response.ts'
 
 /** A read failed while sending a file, or the file was shorter than expected; the response is cut short. */
@@ -71,12 +71,26 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
     giveBuffer(buffer)
     if (buffer.length > chunkSize) allowance?.shrink(largeExtra)
   }
+  /** The slot's buffer: large while `large` and one can be had (room in the budget, a large buffer free), else a chunk. */
   const take = (index: number): Buffer => {
     const buffer = slots[index]
-    if (buffer !== undefined && (buffer.length > chunkSize) === large) return buffer
-    drop(index)
-    if (large && !(allowance?.grow(largeExtra) ?? true)) large = false
-    const taken = takeBuffer(large)
+    const isLarge = buffer !== undefined && buffer.length > chunkSize
+    if (buffer !== undefined && isLarge === large) return buffer
+    if (large) {
+      if (allowance?.grow(largeExtra) ?? true) {
+        const bigger = takeLargeBuffer()
+        if (bigger !== undefined) {
+          drop(index)
+          slots[index] = bigger
+          return bigger
+        }
+        allowance?.shrink(largeExtra)
+      }
+      if (buffer !== undefined) return buffer
+    } else {
+      drop(index)
+    }
+    const taken = takeBuffer()
     slots[index] = taken
     return taken
   }
