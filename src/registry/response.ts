@@ -74,34 +74,20 @@ export class ResponseWriter {
   }
 
   async write (chunk: Buffer): Promise<void> {
-    await this.writeMany([chunk])
-  }
-
-  /**
-   * Writes several chunks in one go (corked: one writev); resolves once the socket has taken them all. Writes
-   * complete in order, so one callback, on the last, stands for every chunk.
-   */
-  async writeMany (chunks: readonly Buffer[]): Promise<void> {
     if (this.gone || this.res.destroyed || this.res.writableEnded) throw new ClientGoneError()
     if (this.watch !== undefined && this.waiting.size === 0) this.arm()
-    const last = chunks.length - 1
-    let bytes = 0
-    for (const c of chunks) bytes += c.length
-    if (last > 0) this.res.cork()
-    for (let k = 0; k < last; k++) this.res.write(chunks[k] as Buffer)
     await new Promise<void>((resolve, reject) => {
       this.waiting.add(reject)
-      this.res.write(chunks[last] as Buffer, (err) => {
+      this.res.write(chunk, (err) => {
         this.waiting.delete(reject)
         if (err == null) {
-          this.taken += bytes
+          this.taken += chunk.length
           if (this.stalled) this.progressed()
           resolve()
         } else {
           reject(new ClientGoneError('write to client failed', { cause: err }))
         }
       })
-      if (last > 0) this.res.uncork()
     })
   }
 
@@ -166,16 +152,6 @@ export class ResponseWriter {
       this.stalled = false
       this.watch?.onStalled?.(false)
     }
-  }
-}
-
-/** Resolves once the socket has taken `chunk`; rejects with ClientGoneError if the response closes first. */
-export async function writeChunk (res: ServerResponse, chunk: Buffer): Promise<void> {
-  const writer = new ResponseWriter(res)
-  try {
-    await writer.write(chunk)
-  } finally {
-    writer.dispose()
   }
 }
 

@@ -26,11 +26,12 @@ export interface ChunkAllowance {
  * one is read while the other is being written, and a buffer is reused only once the socket has taken it. They start
  * as one chunk each (64 KiB), which is what the registry reserves for a transfer; while the client takes each buffer
  * before the next one is read (it is faster than the reads), the transfer uses large buffers (512 KiB) if the budget
- * (`allowance`) has room, and once it falls behind the reads, small ones again: a thread-pool read costs about as much as
- * copying 64 KiB, so small reads would halve a fast client's throughput, while a slow client keeps the transfer at
- * two small chunks. While the client takes nothing at all (the watch says it is stalled) nothing is read ahead: the
- * transfer holds only what the socket has not taken, until it moves again or the stall timeout ends it. A fresh buffer per read
- * (what fs.ReadStream does) would halve loopback throughput and let RSS grow with every concurrent transfer.
+ * (`allowance`) has room, and once it falls behind the reads, small ones again: a thread-pool read costs about as
+ * much as copying 64 KiB, so small reads would halve a fast client's throughput, while a slow client keeps the
+ * transfer at two small chunks. While the client takes nothing at all (the watch says it is stalled) nothing is read
+ * ahead: the transfer holds only what the socket has not taken, until it moves again or the stall timeout ends it. A
+ * fresh buffer per read (what fs.ReadStream does) would halve loopback throughput and let RSS grow with every
+ * concurrent transfer.
  *
  * Rejects with SendFileError (read failed) or ClientGoneError (response closed, or cut off by the stall timeout);
  * either way the response has been destroyed, so a partial body never looks complete, and the buffers are back in the
