@@ -44,6 +44,32 @@ let largeMade = 0
 let inUse = 0
 let trimTimer: NodeJS.Timeout | undefined
 
+/** Lets a transfer hold large buffers while it is fast: a Lease of the transfer budget (budget.ts). */
+export interface ChunkAllowance {
+  grow: (bytes: number) => boolean
+  shrink: (bytes: number) => void
+}
+
+/** What a large buffer costs beyond the chunk a transfer's reservation covers. */
+export const largeExtraBytes = (largeChunks - 1) * chunkSize
+
+/**
+ * A large buffer if `allowance` grants its extra bytes and one is free, else undefined (the grant is given back).
+ * Without an allowance, never: large buffers are for transfers the budget knows.
+ */
+export function takeLargeFor (allowance: ChunkAllowance | undefined): Buffer | undefined {
+  if (allowance === undefined || !allowance.grow(largeExtraBytes)) return undefined
+  const buffer = takeLargeBuffer()
+  if (buffer === undefined) allowance.shrink(largeExtraBytes)
+  return buffer
+}
+
+/** Gives back a buffer taken with takeBuffer or takeLargeFor, and a large one's grant. */
+export function giveBufferFor (buffer: Buffer, allowance: ChunkAllowance | undefined): void {
+  if (buffer.length > chunkSize) allowance?.shrink(largeExtraBytes)
+  giveBuffer(buffer)
+}
+
 /** A chunk-sized buffer, from the pool when one is free. Give it back with giveBuffer once nothing refers to it. */
 export function takeBuffer (): Buffer {
   inUse++
@@ -56,7 +82,7 @@ export function takeBuffer (): Buffer {
 }
 
 /** A buffer of largeChunks chunks, or undefined when all maxLarge of them are in use. */
-export function takeLargeBuffer (): Buffer | undefined {
+function takeLargeBuffer (): Buffer | undefined {
   let buffer = largePool.pop()
   if (buffer === undefined) {
     if (largeMade >= maxLarge) return undefined

@@ -9,6 +9,7 @@ import type { Peer, Router } from '../routing/types.ts'
 import { RegistryError } from './errors.ts'
 import { identifier, type DistributionPath } from './path.ts'
 import { ConnectTimeoutError, PeerBusyError, PeerConnection, PeerResponseError, StallError, type BodyChunk } from './peer-client.ts'
+import type { ChunkAllowance } from './buffers.ts'
 import { LatencyTracker, PeerSource } from './peers.ts'
 import { defaultResolveRetries, defaultResolveTimeoutMs } from './constants.ts'
 import { contentRange, resolveRange } from './range.ts'
@@ -61,6 +62,12 @@ export class DigestMismatchError extends Error {
 }
 
 export { PeerResponseError }
+
+/** What every request of one fetch shares: extra headers, and what its peer connections may hold beyond a chunk. */
+interface RequestScope {
+  headers?: Record<string, string>
+  allowance?: ChunkAllowance
+}
 
 /** A response's head (status and headers) and its body, from node:http or from our own peer client. */
 interface PeerReply {
@@ -119,7 +126,12 @@ export class PeerMirror implements Mirror {
    */
   async fetch (request: MirrorRequest, options: { lookupKey?: string, inflight?: boolean, resolveTimeoutMs?: number } = {}): Promise<MirrorResponse> {
     const { path, method } = request
-    const extra = options.inflight === true ? { [Header.spegelInflight]: 'accept' } : undefined
+    const extra: RequestScope = {
+      ...(options.inflight === true ? { headers: { [Header.spegelInflight]: 'accept' } } : {}),
+      // A download in progress comes at the upstream's pace: chunks flow as they fill, large buffers would hold
+      // its bytes back.
+      ...(request.allowance !== undefined && options.inflight !== true ? { allowance: request.allowance } : {}),
+    }
     // Destroying the body (the client went away) cancels the peer requests, as the caller's signal does.
     const cancel = new AbortController()
     const signal = AbortSignal.any([request.signal, cancel.signal])
@@ -187,7 +199,7 @@ export class PeerMirror implements Mirror {
    * as a peer is known; another starts when a request fails, or when the ones in flight are slower than the recent
    * 90th percentile (hedging). Losers are cancelled.
    */
-  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean, extra?: Record<string, string>, resolveTimeoutMs = this.init.resolveTimeoutMs): Promise<Attempt> {
+  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean, extra: RequestScope, resolveTimeoutMs = this.init.resolveTimeoutMs): Promise<Attempt> {
     type Outcome = { id: number, ok: true, attempt: Attempt } | { id: number, ok: false, peer: Peer, err: unknown }
     const inflight = new Map<number, { promise: Promise<Outcome>, ac: AbortController }>()
     let attempts = 0
@@ -255,7 +267,7 @@ export class PeerMirror implements Mirror {
   }
 
   /** Sends one request to one peer, trying its addresses in turn, and validates the response headers. */
-  private async request (peer: Peer, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, extra?: Record<string, string>): Promise<Attempt> {
+  private async request (peer: Peer, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, extra: RequestScope): Promise<Attempt> {
     let lastError: unknown
     for (const address of peer.addresses) {
       signal.throwIfAborted()
@@ -279,13 +291,14 @@ export class PeerMirror implements Mirror {
   }
 
   /** Blob GETs: our own client reads into reused buffers (see peer-client.ts); the bulk of all bytes goes this way. */
-  private async sendRaw (address: string, path: DistributionPath, rangeHeader: string | undefined, signal: AbortSignal, extra?: Record<string, string>): Promise<PeerReply> {
+  private async sendRaw (address: string, path: DistributionPath, rangeHeader: string | undefined, signal: AbortSignal, extra: RequestScope): Promise<PeerReply> {
     const conn = await PeerConnection.open({
       host: address,
       port: this.init.registryPort,
       target: target(path),
-      headers: this.requestHeaders(path, rangeHeader, extra),
+      headers: this.requestHeaders(path, rangeHeader, extra.headers),
       connectTimeoutMs: this.init.connectTimeoutMs,
+      ...(extra.allowance !== undefined ? { allowance: extra.allowance } : {}),
       stallTimeoutMs: this.init.stallTimeoutMs,
       signal,
     })
@@ -311,14 +324,14 @@ export class PeerMirror implements Mirror {
   }
 
   /** HEAD requests and manifests (small, latency-bound): node:http with a keep-alive agent. */
-  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, extra?: Record<string, string>): Promise<PeerReply> {
+  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, extra: RequestScope): Promise<PeerReply> {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = http.request({
         host: address,
         port: this.init.registryPort,
         method,
         path: target(path),
-        headers: this.requestHeaders(path, rangeHeader, extra),
+        headers: this.requestHeaders(path, rangeHeader, extra.headers),
         agent: this.agent,
         signal,
       })
@@ -363,7 +376,7 @@ export class PeerMirror implements Mirror {
    * breaks, continues with a range request to another (or the same) peer from the byte reached. Everything is hashed
    * and the last chunk of the window is withheld until the digest matches, so wrong content is always cut short.
    */
-  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, window: { start: number, end: number }, signal: AbortSignal, extra?: Record<string, string>): AsyncGenerator<BodyChunk> {
+  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, window: { start: number, end: number }, signal: AbortSignal, extra: RequestScope): AsyncGenerator<BodyChunk> {
     let attempt = first
     let offset = first.start
     const end = first.size - 1

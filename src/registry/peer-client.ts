@@ -1,5 +1,5 @@
 import net from 'node:net'
-import { giveBuffer, takeBuffer } from './buffers.ts'
+import { giveBufferFor, takeBuffer, takeLargeFor, type ChunkAllowance } from './buffers.ts'
 import { Header } from '../util/http.ts'
 
 /**
@@ -71,6 +71,8 @@ export interface PeerGetOptions {
   connectTimeoutMs: number
   stallTimeoutMs: number
   signal: AbortSignal
+  /** Grants large buffers (512 KiB, a tenth of the per-chunk work) while the transfer budget has room. */
+  allowance?: ChunkAllowance
 }
 
 /**
@@ -107,7 +109,7 @@ export class PeerConnection {
   private constructor (init: PeerGetOptions, head: { resolve: () => void, reject: (e: Error) => void }) {
     this.init = init
     this.head = head
-    this.current = takeBuffer()
+    this.current = this.take()
     this.socket = net.connect({
       host: init.host,
       port: init.port,
@@ -243,7 +245,7 @@ export class PeerConnection {
     this.flush()
     if (this.owned < maxBuffersPerConnection) {
       this.owned++
-      this.current = takeBuffer()
+      this.current = this.take()
       return true
     }
     // The oldest buffer in use is the next to be released (chunks are written in order); read into it once it is.
@@ -268,7 +270,7 @@ export class PeerConnection {
       // Nothing in it (the connection ended or failed): back to the pool. Callers destroy the socket in the same
       // turn, so no read can land in it any more.
       this.owned--
-      giveBuffer(this.current)
+      this.give(this.current)
     } else {
       // Paused: this buffer is still out with the reader and comes back through release().
       this.owned--
@@ -287,12 +289,12 @@ export class PeerConnection {
         this.armStall()
         this.socket.resume()
       } else {
-        giveBuffer(buffer)
+        this.give(buffer)
       }
       return
     }
     this.owned--
-    giveBuffer(buffer)
+    this.give(buffer)
   }
 
   /** The whole body has arrived. */
@@ -318,7 +320,7 @@ export class PeerConnection {
     if (!this.headDone) {
       // The socket is destroyed: nothing can read into the buffer any more.
       this.owned--
-      giveBuffer(this.current)
+      this.give(this.current)
     }
     const head = this.head
     this.head = undefined
@@ -337,6 +339,14 @@ export class PeerConnection {
     this.disarmStall()
     this.init.signal.removeEventListener('abort', this.onAbort)
     this.socket.destroy()
+  }
+
+  private take (): Buffer {
+    return takeLargeFor(this.init.allowance) ?? takeBuffer()
+  }
+
+  private give (buffer: Buffer): void {
+    giveBufferFor(buffer, this.init.allowance)
   }
 
   private armStall (): void {

@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { abandonBuffer, chunkSize, giveBuffer, largeChunks, takeBuffer, takeLargeBuffer } from './buffers.ts'
+import { abandonBuffer, chunkSize, giveBufferFor, takeBuffer, takeLargeFor, type ChunkAllowance } from './buffers.ts'
 import { endResponse, noop, ResponseWriter, type WriteWatch } from './response.ts'
 
 /** A read failed while sending a file, or the file was shorter than expected; the response is cut short. */
@@ -14,12 +14,6 @@ export class SendFileError extends Error {
 
 /** Bodies up to this size are read into one buffer of their own size instead of pooled chunks. */
 export const smallBodyBytes = 64 * 1024
-
-/** Lets a transfer hold more chunks while it is fast: a Lease of the transfer budget (budget.ts). */
-export interface ChunkAllowance {
-  grow: (bytes: number) => boolean
-  shrink: (bytes: number) => void
-}
 
 /**
  * Writes bytes [start, end] of an open file to an HTTP response whose headers are set. Two pooled buffers alternate:
@@ -62,15 +56,12 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
   const slots: Array<Buffer | undefined> = [undefined, undefined]
   /** Per slot: false while a write of it may still be in the socket (it must then not go back to the pool). */
   const free = [true, true]
-  /** What a large buffer costs beyond the chunk the reservation covers. */
-  const largeExtra = (largeChunks - 1) * chunkSize
   let large = false
   const drop = (index: number): void => {
     const buffer = slots[index]
     if (buffer === undefined) return
     slots[index] = undefined
-    giveBuffer(buffer)
-    if (buffer.length > chunkSize) allowance?.shrink(largeExtra)
+    giveBufferFor(buffer, allowance)
   }
   /** The slot's buffer: large while `large` and one can be had (room in the budget, a large buffer free), else a chunk. */
   const take = (index: number): Buffer => {
@@ -78,14 +69,11 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
     const isLarge = buffer !== undefined && buffer.length > chunkSize
     if (buffer !== undefined && isLarge === large) return buffer
     if (large) {
-      if (allowance?.grow(largeExtra) ?? true) {
-        const bigger = takeLargeBuffer()
-        if (bigger !== undefined) {
-          drop(index)
-          slots[index] = bigger
-          return bigger
-        }
-        allowance?.shrink(largeExtra)
+      const bigger = takeLargeFor(allowance)
+      if (bigger !== undefined) {
+        drop(index)
+        slots[index] = bigger
+        return bigger
       }
       if (buffer !== undefined) return buffer
     } else {

@@ -156,7 +156,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         triedPeers = true
         const signal = closedSignal(reply)
         const lease = method === 'GET' && path.kind === 'blobs' ? await reserve(options.budget, reply, proxiedReserveBytes, requester, 'peer', path, signal) : undefined
-        const res = await options.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal })
+        const res = await options.mirror.fetch({ path, method, ...(range !== undefined ? { range } : {}), signal, ...(lease !== undefined ? { allowance: lease } : {}) })
         if (path.registry !== '') reply.header(Header.ociNamespace, path.registry)
         const peerPath = path
         reply.raw.once('close', () => {

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream'
 import type { ByteRangeSpec } from './range.ts'
 import type { DistributionPath } from './path.ts'
+import type { ChunkAllowance } from './buffers.ts'
 
 /** A response obtained from elsewhere (a peer) for a distribution request. */
 export interface MirrorResponse {
@@ -17,6 +18,8 @@ export interface MirrorRequest {
   method: 'GET' | 'HEAD'
   range?: ByteRangeSpec
   signal: AbortSignal
+  /** Lets the peer connections use large buffers while the transfer budget has room (the request's lease). */
+  allowance?: ChunkAllowance
 }
 
 /**
