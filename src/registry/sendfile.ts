@@ -34,18 +34,11 @@ export const smallBodyBytes = 64 * 1024
 export async function sendFileRange (file: FileHandle, start: number, end: number, res: ServerResponse, watch?: WriteWatch, allowance?: ChunkAllowance): Promise<void> {
   const length = end - start + 1
   if (length <= smallBodyBytes) {
-    const writer = new ResponseWriter(res, watch)
-    try {
+    await writeBody(res, watch, async (writer) => {
       const buffer = Buffer.allocUnsafe(length)
       await readFully(file, buffer, start)
       await writer.write(buffer)
-      await endResponse(res)
-    } catch (err) {
-      res.destroy()
-      throw err
-    } finally {
-      writer.dispose()
-    }
+    })
     return
   }
   let stalled = false
@@ -150,16 +143,26 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
  * response is destroyed (a partial body must not look complete) and the error rethrown; the stream is always closed.
  */
 export async function sendStream (body: Readable, res: ServerResponse, watch?: WriteWatch): Promise<void> {
+  try {
+    await writeBody(res, watch, async (writer) => {
+      for await (const chunk of body as AsyncIterable<Buffer>) await writer.write(chunk)
+    })
+  } finally {
+    body.destroy()
+  }
+}
+
+/** Writes a body with `write`, then ends the response; on failure destroys it (never a partial body that looks whole). */
+async function writeBody (res: ServerResponse, watch: WriteWatch | undefined, write: (writer: ResponseWriter) => Promise<void>): Promise<void> {
   const writer = new ResponseWriter(res, watch)
   try {
-    for await (const chunk of body as AsyncIterable<Buffer>) await writer.write(chunk)
+    await write(writer)
     await endResponse(res)
   } catch (err) {
     res.destroy()
     throw err
   } finally {
     writer.dispose()
-    body.destroy()
   }
 }
 

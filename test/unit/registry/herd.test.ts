@@ -158,6 +158,17 @@ async function inflightServed (n: Node): Promise<number> {
   return (await n.metrics.inflightServed.get()).values[0]?.value ?? 0
 }
 
+/** A follow of a's download that stalls after 200 000 bytes: b answers 200, hands some bytes, and cuts the body within seconds. */
+async function brokenWithinSeconds (response: ReturnType<typeof get>, a: Node): Promise<void> {
+  assert.equal(await response.head, true)
+  const res = await response.end
+  assert.equal(await inflightServed(a), 1, 'b streamed a\'s download')
+  assert.equal(res.status, 200)
+  assert.equal(res.complete, false)
+  assert.ok(res.body.length > 0 && res.body.length < 200_000, `received ${res.body.length} bytes`)
+  assert.ok(res.ms < 6000, `ended after ${Math.round(res.ms)} ms`)
+}
+
 describe('herd protection', () => {
   it('nodes that miss the same blob at once: one downloads, the others stream its download', async (t) => {
     const c = await cluster(['a', 'b', 'c'])
@@ -330,14 +341,7 @@ describe('herd protection', () => {
     t.after(dl.abort)
     // Three of b's chunks and a part: b hands the client the first two, and waits for the rest of the third.
     dl.append(blob.subarray(0, 200_000))
-    const response = get(url(b), client.signal)
-    assert.equal(await response.head, true)
-    const res = await response.end
-    assert.equal(await inflightServed(a), 1, 'b streamed a\'s download')
-    assert.equal(res.status, 200)
-    assert.equal(res.complete, false)
-    assert.ok(res.body.length > 0 && res.body.length < 200_000, `received ${res.body.length} bytes`)
-    assert.ok(res.ms < 6000, `ended after ${Math.round(res.ms)} ms`)
+    await brokenWithinSeconds(get(url(b), client.signal), a)
   })
 
   it('a follower of a download that stops growing gets a broken body within seconds, by the serving node\'s stall timeout', { timeout: 10_000 }, async (t) => {
@@ -355,13 +359,6 @@ describe('herd protection', () => {
     await first.arrayBuffer()
     // a's containerd starts downloading, writes 200 000 bytes and stops.
     await writeFile(await startIngest(dir.path, sha(blob), blob.length), blob.subarray(0, 200_000))
-    const response = get(url(b), client.signal)
-    assert.equal(await response.head, true)
-    const res = await response.end
-    assert.equal(await inflightServed(a), 1, 'b streamed a\'s download')
-    assert.equal(res.status, 200)
-    assert.equal(res.complete, false)
-    assert.ok(res.body.length > 0 && res.body.length < 200_000, `received ${res.body.length} bytes`)
-    assert.ok(res.ms < 6000, `ended after ${Math.round(res.ms)} ms`)
+    await brokenWithinSeconds(get(url(b), client.signal), a)
   })
 })
