@@ -2,8 +2,8 @@
  * The transfer buffers every blob byte passes through (local files read by sendfile.ts, peer responses read by
  * peer-client.ts): one process-wide pool of small fixed-size chunks. A transfer holds two to three of them, so a
  * hundred transfers fit in a few MiB; the kernel's socket buffers do the buffering ahead, and the transfer budget
- * (budget.ts) counts the chunks of the transfers that are moving. A local transfer whose client is fast may use
- * large buffers (largeChunks chunks each) while the budget has room. The pool keeps freed buffers for reuse, so a
+ * (budget.ts) counts the chunks of the transfers that are moving. A transfer whose client is fast may use large
+ * buffers (largeChunks chunks each) while its lease grants them. The pool keeps freed buffers for reuse, so a
  * steady load allocates nothing, and after a burst it gives all but a few back.
  */
 

@@ -126,7 +126,7 @@ export class PeerMirror implements Mirror {
    */
   async fetch (request: MirrorRequest, options: { lookupKey?: string, inflight?: boolean, resolveTimeoutMs?: number } = {}): Promise<MirrorResponse> {
     const { path, method } = request
-    const extra: RequestScope = {
+    const scope: RequestScope = {
       ...(options.inflight === true ? { headers: { [Header.spegelInflight]: 'accept' } } : {}),
       // A download in progress comes at the upstream's pace: chunks flow as they fill, large buffers would hold
       // its bytes back.
@@ -148,7 +148,7 @@ export class PeerMirror implements Mirror {
       // Peers are always asked for the whole content, never for the client's range: a range is cut out here, after
       // the size is known, and the bytes before and after it are read and hashed too, so a range is verified
       // against the digest like a whole blob (re-reading the rest from a peer is cheap next to the upstream).
-      const first = await this.race(source, path, method, undefined, signal, false, extra, options.resolveTimeoutMs)
+      const first = await this.race(source, path, method, undefined, signal, false, scope, options.resolveTimeoutMs)
       const size = first.size
       let window = { start: 0, end: size - 1 }
       if (request.range !== undefined) {
@@ -174,7 +174,7 @@ export class PeerMirror implements Mirror {
         first.res.discard()
         return { status: partial ? 206 : 200, headers, peer: first.peer.id }
       }
-      const body = new PeerBody(this.stream(source, path, first, window, signal, extra), cancel)
+      const body = new PeerBody(this.stream(source, path, first, window, signal, scope), cancel)
       handedOver = true
       return { status: partial ? 206 : 200, headers, body, peer: first.peer.id }
     } finally {
@@ -199,7 +199,7 @@ export class PeerMirror implements Mirror {
    * as a peer is known; another starts when a request fails, or when the ones in flight are slower than the recent
    * 90th percentile (hedging). Losers are cancelled.
    */
-  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean, extra: RequestScope, resolveTimeoutMs = this.init.resolveTimeoutMs): Promise<Attempt> {
+  private async race (source: PeerSource, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, allowReuse: boolean, scope: RequestScope, resolveTimeoutMs = this.init.resolveTimeoutMs): Promise<Attempt> {
     type Outcome = { id: number, ok: true, attempt: Attempt } | { id: number, ok: false, peer: Peer, err: unknown }
     const inflight = new Map<number, { promise: Promise<Outcome>, ac: AbortController }>()
     let attempts = 0
@@ -209,7 +209,7 @@ export class PeerMirror implements Mirror {
       const id = ++attempts
       const ac = new AbortController()
       const started = performance.now()
-      const promise = this.request(peer, path, method, rangeHeader, AbortSignal.any([signal, ac.signal]), extra)
+      const promise = this.request(peer, path, method, rangeHeader, AbortSignal.any([signal, ac.signal]), scope)
         .then((attempt): Outcome => {
           this.latency.record(performance.now() - started)
           return { id, ok: true, attempt }
@@ -267,14 +267,14 @@ export class PeerMirror implements Mirror {
   }
 
   /** Sends one request to one peer, trying its addresses in turn, and validates the response headers. */
-  private async request (peer: Peer, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, extra: RequestScope): Promise<Attempt> {
+  private async request (peer: Peer, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, scope: RequestScope): Promise<Attempt> {
     let lastError: unknown
     for (const address of peer.addresses) {
       signal.throwIfAborted()
       try {
         const res = method === 'GET' && path.kind === 'blobs'
-          ? await this.sendRaw(address, path, rangeHeader, signal, extra)
-          : await this.send(address, path, method, rangeHeader, signal, extra)
+          ? await this.sendRaw(address, path, rangeHeader, signal, scope)
+          : await this.send(address, path, method, rangeHeader, signal, scope)
         try {
           return validate(peer, res, path, method, rangeHeader)
         } catch (err) {
@@ -291,14 +291,14 @@ export class PeerMirror implements Mirror {
   }
 
   /** Blob GETs: our own client reads into reused buffers (see peer-client.ts); the bulk of all bytes goes this way. */
-  private async sendRaw (address: string, path: DistributionPath, rangeHeader: string | undefined, signal: AbortSignal, extra: RequestScope): Promise<PeerReply> {
+  private async sendRaw (address: string, path: DistributionPath, rangeHeader: string | undefined, signal: AbortSignal, scope: RequestScope): Promise<PeerReply> {
     const conn = await PeerConnection.open({
       host: address,
       port: this.init.registryPort,
       target: target(path),
-      headers: this.requestHeaders(path, rangeHeader, extra.headers),
+      headers: this.requestHeaders(path, rangeHeader, scope.headers),
       connectTimeoutMs: this.init.connectTimeoutMs,
-      ...(extra.allowance !== undefined ? { allowance: extra.allowance } : {}),
+      ...(scope.allowance !== undefined ? { allowance: scope.allowance } : {}),
       stallTimeoutMs: this.init.stallTimeoutMs,
       signal,
     })
@@ -324,14 +324,14 @@ export class PeerMirror implements Mirror {
   }
 
   /** HEAD requests and manifests (small, latency-bound): node:http with a keep-alive agent. */
-  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, extra: RequestScope): Promise<PeerReply> {
+  private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, scope: RequestScope): Promise<PeerReply> {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = http.request({
         host: address,
         port: this.init.registryPort,
         method,
         path: target(path),
-        headers: this.requestHeaders(path, rangeHeader, extra.headers),
+        headers: this.requestHeaders(path, rangeHeader, scope.headers),
         agent: this.agent,
         signal,
       })
@@ -376,7 +376,7 @@ export class PeerMirror implements Mirror {
    * breaks, continues with a range request to another (or the same) peer from the byte reached. Everything is hashed
    * and the last chunk of the window is withheld until the digest matches, so wrong content is always cut short.
    */
-  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, window: { start: number, end: number }, signal: AbortSignal, extra: RequestScope): AsyncGenerator<BodyChunk> {
+  private async * stream (source: PeerSource, path: DistributionPath, first: Attempt, window: { start: number, end: number }, signal: AbortSignal, scope: RequestScope): AsyncGenerator<BodyChunk> {
     let attempt = first
     let offset = first.start
     const end = first.size - 1
@@ -416,7 +416,7 @@ export class PeerMirror implements Mirror {
           // The same peer may be asked again (it may hold the only copy), but others are tried first.
           source.demote(attempt.peer)
           this.init.logger.info({ peer: attempt.peer.id, offset, err: (err as Error).message, digest: first.digest }, 'peer stream broke, resuming elsewhere')
-          attempt = await this.race(source, path, 'GET', `bytes=${offset}-${end}`, signal, true, extra)
+          attempt = await this.race(source, path, 'GET', `bytes=${offset}-${end}`, signal, true, scope)
           if (attempt.start !== offset || attempt.size !== first.size) throw new PeerResponseError(`peer ${attempt.peer.id} resumed at ${attempt.start} of ${attempt.size}, want ${offset} of ${first.size}`)
           contributors.add(attempt.peer.id)
         }

@@ -42,8 +42,8 @@ const watchTickMs = 100
 /**
  * Writes chunks to one response. Each write resolves once the socket has taken the chunk (its buffer may then be
  * reused) and rejects with ClientGoneError once the response has closed; one 'close' listener serves every write, so
- * the cost per chunk is one promise. With a WriteWatch, a client that stops taking bytes is noticed (one timer,
- * refreshed as writes complete, running only while a write waits) and cut off after the stall timeout.
+ * the cost per chunk is one promise. With a WriteWatch, a client that stops taking bytes is noticed (one interval per
+ * transfer compares the bytes taken between its looks while a write waits) and cut off after the stall timeout.
  */
 export class ResponseWriter {
   private readonly res: ServerResponse
@@ -51,7 +51,7 @@ export class ResponseWriter {
   private gone = false
   private readonly watch: WriteWatch | undefined
   private timer: NodeJS.Timeout | undefined
-  /** performance.now() of the last write the socket took (or of the first write since none was waiting). */
+  /** performance.now() of the last look that saw progress (or of the first write since none was waiting). */
   private progressAt = 0
   private stalled = false
   private timedOut = false

@@ -158,6 +158,16 @@ async function inflightServed (n: Node): Promise<number> {
   return (await n.metrics.inflightServed.get()).values[0]?.value ?? 0
 }
 
+/** A new 256 KiB blob that `a` misses first, so it claims it and downloads it (a's containerd gets 404). */
+async function claimedBy (a: Node, port: number): Promise<{ blob: Buffer, url: (n: Node) => string }> {
+  const blob = randomBytes(256 * 1024)
+  const url = (n: Node): string => `http://${n.ip}:${port}/v2/library/app/blobs/${sha(blob)}?ns=docker.io`
+  const first = await fetch(url(a))
+  assert.equal(first.status, 404)
+  await first.arrayBuffer()
+  return { blob, url }
+}
+
 /** A follow of a's download that stalls after 200 000 bytes: b answers 200, hands some bytes, and cuts the body within seconds. */
 async function brokenWithinSeconds (response: ReturnType<typeof get>, a: Node): Promise<void> {
   assert.equal(await response.head, true)
@@ -332,11 +342,7 @@ describe('herd protection', () => {
     const client = new AbortController()
     t.after(async () => { client.abort(); await c.close() })
     const [a, b] = c.nodes as [Node, Node]
-    const blob = randomBytes(256 * 1024)
-    const url = (n: Node): string => `http://${n.ip}:${c.port}/v2/library/app/blobs/${sha(blob)}?ns=docker.io`
-    const first = await fetch(url(a))
-    assert.equal(first.status, 404)
-    await first.arrayBuffer()
+    const { blob, url } = await claimedBy(a, c.port)
     const dl = a.store.startDownload(sha(blob), blob.length)
     t.after(dl.abort)
     // Three of b's chunks and a part: b hands the client the first two, and waits for the rest of the third.
@@ -352,11 +358,7 @@ describe('herd protection', () => {
     const client = new AbortController()
     t.after(async () => { client.abort(); await c.close(); await dir.cleanup() })
     const [a, b] = c.nodes as [Node, Node]
-    const blob = randomBytes(256 * 1024)
-    const url = (n: Node): string => `http://${n.ip}:${c.port}/v2/library/app/blobs/${sha(blob)}?ns=docker.io`
-    const first = await fetch(url(a))
-    assert.equal(first.status, 404)
-    await first.arrayBuffer()
+    const { blob, url } = await claimedBy(a, c.port)
     // a's containerd starts downloading, writes 200 000 bytes and stops.
     await writeFile(await startIngest(dir.path, sha(blob), blob.length), blob.subarray(0, 200_000))
     await brokenWithinSeconds(get(url(b), client.signal), a)
