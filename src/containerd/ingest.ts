@@ -81,7 +81,7 @@ export interface FollowOptions {
   stallTimeoutMs?: number
   /** How often the file's size is checked while waiting for more bytes (default 10 ms). */
   pollMs?: number
-  /** Bytes per read (default 512 KiB). */
+  /** Bytes per read (default 128 KiB: the download arrives at the upstream's pace, a bigger read gains nothing). */
   chunkSize?: number
   signal?: AbortSignal
 }
@@ -90,12 +90,14 @@ export interface FollowOptions {
  * Reads a blob while containerd downloads it, from byte 0 to `total`, as its bytes arrive. Throws
  * DownloadAbandonedError when the download disappears before this reader opened it, stops growing for the stall
  * timeout, or shrinks (restarted from scratch). The bytes are whatever containerd has written: the reader's consumer
- * verifies them against the digest, as it does for any peer's bytes.
+ * verifies them against the digest, as it does for any peer's bytes. Every chunk is a view of one buffer, read once
+ * for the whole follow: it is valid until the next chunk is asked for (copy it to keep it). A fresh buffer per read
+ * left hundreds of them for the garbage collector in a cold rollout.
  */
 export async function * followDownload (download: ActiveDownload, options: FollowOptions = {}): AsyncGenerator<Buffer> {
   const stallTimeoutMs = options.stallTimeoutMs ?? 3_000
   const pollMs = options.pollMs ?? 10
-  const chunkSize = options.chunkSize ?? 512 * 1024
+  const chunkSize = options.chunkSize ?? 128 * 1024
   let file
   try {
     file = await open(join(download.dir, 'data'), 'r')
@@ -104,6 +106,7 @@ export async function * followDownload (download: ActiveDownload, options: Follo
     throw err
   }
   try {
+    const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(chunkSize, download.total)))
     let offset = 0
     let lastGrowth = performance.now()
     while (offset < download.total) {
@@ -118,13 +121,12 @@ export async function * followDownload (download: ActiveDownload, options: Follo
         continue
       }
       lastGrowth = performance.now()
-      const want = Math.min(size, download.total) - offset
-      while (offset < Math.min(size, download.total)) {
-        const buffer = Buffer.allocUnsafe(Math.min(chunkSize, want))
-        const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, download.total - offset), offset)
+      const available = Math.min(size, download.total)
+      while (offset < available) {
+        const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, available - offset), offset)
         if (bytesRead === 0) break
         offset += bytesRead
-        yield bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead)
+        yield buffer.subarray(0, bytesRead)
       }
     }
   } finally {

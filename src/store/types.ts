@@ -41,7 +41,7 @@ export interface Download {
   /**
    * Yields the bytes from 0 to `total` as they are written; throws when the download stalls, restarts or is
    * abandoned. The bytes are not verified: whoever serves them must check them against the digest, or let the
-   * receiver do so.
+   * receiver do so. A chunk may be a view of a buffer the reader reuses: it is valid until the next one is asked for.
    */
   read: (options?: StoreOptions) => AsyncGenerator<Buffer>
 }

@@ -28,7 +28,8 @@ async function contentDir (t: { after: (fn: () => Promise<void>) => void }): Pro
 
 async function collect (chunks: AsyncIterable<Buffer>): Promise<Buffer> {
   const parts: Buffer[] = []
-  for await (const c of chunks) parts.push(c)
+  // A chunk is valid until the next one is asked for (the follower reuses its buffer): keep copies.
+  for await (const c of chunks) parts.push(Buffer.from(c))
   return Buffer.concat(parts)
 }
 
@@ -64,6 +65,24 @@ describe('containerd downloads in progress', () => {
     const read = await collect(followDownload(download, { pollMs: 2 }))
     await writer
     assert.deepEqual(read, blob)
+  })
+
+  it('are read into one buffer for the whole follow, not a fresh one per read', async (t) => {
+    const c = await contentDir(t)
+    const blob = randomBytes(1024 * 1024 + 7)
+    const { dir, digest } = await c.start(blob)
+    await appendFile(join(dir, 'data'), blob)
+    const memories = new Set<ArrayBufferLike>()
+    const hash = createHash('sha256')
+    let chunks = 0
+    for await (const chunk of followDownload({ digest, total: blob.length, dir }, { chunkSize: 64 * 1024 })) {
+      memories.add(chunk.buffer)
+      hash.update(chunk)
+      chunks++
+    }
+    assert.equal('sha256:' + hash.digest('hex'), digest)
+    assert.equal(chunks, 17, 'read in 64 KiB pieces')
+    assert.equal(memories.size, 1, 'every chunk is a view of the same buffer')
   })
 
   it('are abandoned when they stall, shrink or are gone before being opened', async (t) => {
