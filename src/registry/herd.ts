@@ -107,7 +107,11 @@ export class HerdMirror implements Mirror {
     const self = this.options.router.peerId
     this.claim(digest, key)
     await sleep(this.options.electionWindowMs, undefined, { signal: request.signal }).catch(() => {})
-    const rivals = await this.claimants(key, request.signal)
+    // Two rounds of asks, the second once the first has come back: a rival whose miss came a little later claims a
+    // little later, and on a loaded machine the asks themselves are slow. The second round stretches the window in
+    // which its claim still counts by the asks' own latency, so both sides see each other (one round in a fixed
+    // window let two nodes win the same blob when the asks took longer than the window).
+    const rivals = unique([...await this.claimants(key, request.signal), ...await this.claimants(key, request.signal)])
     const winner = [self, ...rivals.map((p) => p.id)].sort()[0]
     if (winner === self) {
       // (3) This node downloads: its containerd goes upstream; peers stream the download from here.
@@ -167,4 +171,8 @@ export class HerdMirror implements Mirror {
     this.claims.delete(digest)
     this.options.router.withdraw([key]).catch((err: unknown) => { this.options.logger.debug({ err, key }, 'herd: claim not withdrawn') })
   }
+}
+
+function unique (peers: Peer[]): Peer[] {
+  return [...new Map(peers.map((p) => [p.id, p])).values()]
 }

@@ -115,31 +115,41 @@ test('a one-node cluster is ready: empty static list, or a DNS name that resolve
   await waitFor(() => selfListed.ready(), { timeoutMs: 3_000, what: 'self-listed alone ready' })
 })
 
-test('local-first lookups: a small cluster answers from the records it holds; without one it asks the DHT', async (t) => {
+test('local-first lookups: a small cluster answers from the records it holds; without one it asks every peer directly', async (t) => {
   const started: Libp2pRouter[] = []
   t.after(async () => { await closeAll(started) })
   const routers = await startCluster(4, { lookupCacheTtlMs: 0, exploreAfterJoinMs: [] }, started)
   const [a, , c] = routers as [Libp2pRouter, Libp2pRouter, Libp2pRouter]
   await waitFor(allReady(routers), { timeoutMs: 10_000, what: 'all routers ready' })
-  // Counts the DHT queries c starts (reaching into the router: the behaviour is about which path is taken).
-  const dht = (c as unknown as { dht: { findProviders: (...args: unknown[]) => unknown, providers: { removeProvider: (cid: unknown, peer: unknown) => Promise<void> } } }).dht
+  // Counts the DHT queries and the direct asks c starts (reaching into the router: the behaviour is about which path
+  // is taken).
+  const internals = c as unknown as { askPeers: (...args: unknown[]) => AsyncGenerator<unknown>, dht: { findProviders: (...args: unknown[]) => unknown, providers: { removeProvider: (cid: unknown, peer: unknown) => Promise<void> } } }
+  const { dht } = internals
   let queries = 0
-  const original = dht.findProviders.bind(dht)
-  dht.findProviders = (...args: unknown[]) => { queries++; return original(...args) }
+  let asks = 0
+  const originalQuery = dht.findProviders.bind(dht)
+  dht.findProviders = (...args: unknown[]) => { queries++; return originalQuery(...args) }
+  const originalAsk = internals.askPeers.bind(c)
+  internals.askPeers = (...args: unknown[]) => { asks++; return originalAsk(...args) }
   await a.advertise(['held'])
   await a.idle()
   const found = await lookupUntil(c, 'held', atLeast(1), { timeoutMs: 5_000 })
   assert.deepEqual(found.map((p) => p.id), [a.peerId])
   queries = 0
+  asks = 0
   assert.deepEqual((await collect(c, 'held', 3)).map((p) => p.id), [a.peerId])
-  assert.equal(queries, 0, 'a record held locally in a cluster smaller than k needs no DHT query')
-  // Without a local record (c joined after the publish, say), the DHT is asked and finds it on the other nodes. A
-  // Kademlia query only follows peers closer to the key than the one that answered, so it needs c's routing table
-  // filled (exploration is off here): wait until c knows every other node.
+  assert.equal(queries + asks, 0, 'a record held locally in a cluster smaller than k needs no question to anyone')
+  // Without a local record (c joined after the publish, say), every peer in c's routing table is asked at once, and
+  // a's answer names a. Wait until c knows every other node (exploration is off here).
   await waitFor(() => c.status().routingTableSize === routers.length - 1, { timeoutMs: 10_000, what: 'c knows every node' })
   await dht.providers.removeProvider(keyToCid('held'), peerIdFromString(a.peerId))
   assert.deepEqual((await collect(c, 'held', 3)).map((p) => p.id), [a.peerId])
-  assert.equal(queries, 1)
+  assert.equal(asks, 1, 'one direct ask')
+  assert.equal(queries, 0, 'no Kademlia query in a cluster smaller than k')
+  // Nobody holds it: the answer (none) comes as soon as every peer has said so, not after a query's timeout.
+  const before = performance.now()
+  assert.deepEqual(await collect(c, 'sha256:' + '9'.repeat(64), 3), [])
+  assert.ok(performance.now() - before < 2_000, `a miss answered in ${Math.round(performance.now() - before)} ms`)
 })
 
 test('holders share the load: the providers a node knows come in random order, not the same first one every time', async (t) => {

@@ -2,13 +2,16 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { encodeAddProvider } from '../../../src/routing/kad-message.ts'
+import { decodeProviders, encodeAddProvider, encodeGetProviders, FrameReader, KadMessageError } from '../../../src/routing/kad-message.ts'
 import { keyToCid } from '../../../src/routing/keys.ts'
 
 // kad-dht's own protobuf codec (not exported by the package): what every js-libp2p node decodes our records with.
 const { Message, MessageType } = await import(new URL('../../../node_modules/@libp2p/kad-dht/dist/src/message/dht.js', import.meta.url).href) as {
-  Message: { decode: (bytes: Uint8Array) => { type: number, key?: Uint8Array, providers: Array<{ id: Uint8Array, multiaddrs: Uint8Array[] }>, closer: unknown[] } }
-  MessageType: { ADD_PROVIDER: number }
+  Message: {
+    decode: (bytes: Uint8Array) => { type: number, key?: Uint8Array, providers: Array<{ id: Uint8Array, multiaddrs: Uint8Array[] }>, closer: unknown[] }
+    encode: (message: { type: number, key?: Uint8Array, clusterLevel?: number, providers: Array<{ id: Uint8Array, multiaddrs: Uint8Array[] }>, closer: Array<{ id: Uint8Array, multiaddrs: Uint8Array[] }> }) => Uint8Array
+  }
+  MessageType: { ADD_PROVIDER: number, GET_PROVIDERS: number, FIND_NODE: number }
 }
 
 /** Splits length-prefixed messages (unsigned varint lengths), as a DHT stream reader does. */
@@ -51,3 +54,57 @@ test('ADD_PROVIDER records decode with kad-dht\'s codec, several on one stream',
   assert.equal(frames(big).length, 1)
   assert.equal(Message.decode(frames(big)[0]!).providers[0]!.multiaddrs.length, 20)
 })
+
+test('GET_PROVIDERS requests decode with kad-dht\'s codec, and its answers decode here', () => {
+  const key = keyToCid('sha256:' + 'b'.repeat(64)).multihash.bytes
+  const [request] = frames(encodeGetProviders(key))
+  const decoded = Message.decode(request!)
+  assert.equal(decoded.type, MessageType.GET_PROVIDERS)
+  assert.deepEqual(Buffer.from(decoded.key ?? []), Buffer.from(key))
+
+  const a = peerIdFromString('12D3KooWD6CKgJ1yU1VfTxwoi3V2x1bThgup7aGcZrf7QguHoS2U')
+  const b = peerIdFromString('12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK')
+  const addrs = [multiaddr('/ip4/10.0.0.1/tcp/5001'), multiaddr('/ip6/fd00::2/tcp/5001')]
+  const answer = Message.encode({
+    type: MessageType.GET_PROVIDERS,
+    key,
+    clusterLevel: 3,
+    closer: [{ id: b.toMultihash().bytes, multiaddrs: [addrs[0]!.bytes] }],
+    providers: [{ id: a.toMultihash().bytes, multiaddrs: addrs.map((x) => x.bytes) }, { id: b.toMultihash().bytes, multiaddrs: [] }],
+  })
+  const providers = decodeProviders(answer)
+  assert.equal(providers.length, 2, 'providers only, not the closer peers')
+  assert.deepEqual(Buffer.from(providers[0]!.id), Buffer.from(a.toMultihash().bytes))
+  assert.deepEqual(providers[0]!.multiaddrs.map((x) => multiaddr(x).toString()), addrs.map(String))
+  assert.deepEqual(providers[1]!.multiaddrs, [])
+  assert.deepEqual(decodeProviders(Message.encode({ type: MessageType.GET_PROVIDERS, key, closer: [], providers: [] })), [])
+
+  assert.throws(() => decodeProviders(Message.encode({ type: MessageType.FIND_NODE, key, closer: [], providers: [] })), KadMessageError)
+  assert.throws(() => decodeProviders(answer.subarray(0, answer.length - 3)), KadMessageError)
+  assert.throws(() => decodeProviders(Uint8Array.from([0x0b])), KadMessageError, 'a group (wire type 3)')
+})
+
+test('a frame reader returns one message once its bytes have all come, however they are split', () => {
+  const message = Message.encode({ type: MessageType.GET_PROVIDERS, key: new Uint8Array(300).fill(7), closer: [], providers: [] })
+  const framed = encodeLengthPrefixed(message)
+  assert.ok(framed.length - message.length === 2, 'a two-byte length')
+  for (const cut of [1, 2, 3, 150, framed.length - 1]) {
+    const reader = new FrameReader()
+    assert.equal(reader.push(framed.subarray(0, cut)), undefined, `nothing after ${cut} bytes`)
+    assert.deepEqual(Buffer.from(reader.push(framed.subarray(cut)) ?? []), Buffer.from(message), `whole after ${cut} + the rest`)
+  }
+  assert.deepEqual(Buffer.from(new FrameReader().push(Buffer.concat([framed, framed])) ?? []), Buffer.from(message), 'the first of two')
+  assert.throws(() => new FrameReader().push(Uint8Array.from([0x80, 0x80, 0x80, 0x04])), KadMessageError, 'a length of 8 MiB')
+  assert.throws(() => new FrameReader().push(new Uint8Array(9).fill(0xff)), KadMessageError, 'a length prefix of 9 bytes')
+})
+
+function encodeLengthPrefixed (message: Uint8Array): Uint8Array {
+  const prefix: number[] = []
+  let n = message.length
+  while (n >= 0x80) {
+    prefix.push((n & 0x7f) | 0x80)
+    n >>>= 7
+  }
+  prefix.push(n)
+  return Buffer.concat([Uint8Array.from(prefix), message])
+}
