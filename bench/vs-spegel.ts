@@ -22,20 +22,26 @@
 //     [--image-mib 63] [--seq-mib 180] [--big-mib 1024] [--rate 100mbit] [--memory-limit 0] [--profile DIR]
 //
 // --memory-limit 134217728 puts every daemon under the chart's 128 Mi (0: a cgroup without a useful limit, 8 GiB).
-// --profile DIR writes a CPU profile of each of our daemons (node --cpu-prof) into DIR. Prints markdown.
+// --profile DIR writes a CPU profile of each of our daemons (node --cpu-prof) into DIR. --impls picks the sides
+// (default ts,go); --baseline REF adds a side `base`, our daemon built from git revision REF (bench/baseline.ts), so a
+// change of ours is measured against the tree before it in the same run: `--impls ts,base --baseline HEAD~1`.
+// Prints markdown.
+import { rmSync } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { parseArgs } from 'node:util'
-import { containerd2Binary } from '../test/helpers/containerd.ts'
+import { testContainerd } from '../test/helpers/containerd.ts'
 import { CriImages } from '../test/helpers/cri-images.ts'
 import { buildImage, pushLargeBlobImage, pushLayout, type PushedImage } from '../test/helpers/images.ts'
 import { requireNetnsSupport } from '../test/helpers/netns.ts'
 import { metricsPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
+import { buildBaselineBundle, type DaemonBundle } from './baseline.ts'
 import { median } from './stats.ts'
 
 const { values } = parseArgs({
   options: {
     spegel: { type: 'string' },
-    containerd: { type: 'string', default: containerd2Binary },
+    containerd: { type: 'string', default: testContainerd().binary },
     rounds: { type: 'string', default: '2' },
     nodes: { type: 'string', default: '8' },
     only: { type: 'string', default: 'fanout,first,cold,sequential,big' },
@@ -46,11 +52,14 @@ const { values } = parseArgs({
     'memory-limit': { type: 'string', default: '0' },
     profile: { type: 'string' },
     impls: { type: 'string', default: 'ts,go' },
+    baseline: { type: 'string' },
   },
 })
 const MiB = 1024 * 1024
 const howToBuild = 'build one outside the repository: tar -xzf ../shared/peers/spegel-b8c715a.tar.gz -C /tmp && cd /tmp/spegel-b8c715a && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o /tmp/spegel-go . (then --spegel /tmp/spegel-go)'
-const impls = values.impls.split(',') as Array<'ts' | 'go'>
+const impls = values.impls.split(',') as Impl[]
+for (const impl of impls) if (!['ts', 'go', 'base'].includes(impl)) fail(`--impls: unknown side ${impl} (ts, go, base)`)
+if (impls.includes('base') && values.baseline === undefined) fail('--impls base needs --baseline REF (a git revision of this repository)')
 if (impls.includes('go')) {
   if (values.spegel === undefined) fail(`--spegel PATH (a Go Spegel binary) is required: ${howToBuild}`)
   await access(values.spegel).catch(() => fail(`${values.spegel} does not exist: ${howToBuild}`))
@@ -67,8 +76,12 @@ function fail (message: string): never {
   process.exit(2)
 }
 
-type Impl = 'ts' | 'go'
-const label = (impl: Impl): string => impl === 'ts' ? 'spegel-ts' : 'Spegel (Go)'
+type Impl = 'ts' | 'go' | 'base'
+const label = (impl: Impl): string => impl === 'ts' ? 'spegel-ts' : impl === 'go' ? 'Spegel (Go)' : `spegel-ts at ${values.baseline}`
+// The baseline's tree, extracted and bundled once; each of its rounds bundles it again from there, as ours does.
+const baseline: DaemonBundle | undefined = impls.includes('base') ? await buildBaselineBundle(values.baseline) : undefined
+// Deleted when the rounds are done; an interrupted run deletes it too (exit handlers cannot wait for an async rm).
+process.once('exit', () => { if (baseline !== undefined) rmSync(dirname(dirname(baseline.cli)), { recursive: true, force: true }) })
 
 interface Usage {
   /** CPU seconds of every daemon together. */
@@ -182,7 +195,8 @@ async function round (impl: Impl, r: number): Promise<RoundResult> {
     bootstrap: 'http',
     image: {
       memoryLimitBytes: limit,
-      ...(values.profile !== undefined && impl === 'ts' ? { extraNodeFlags: ['--cpu-prof', `--cpu-prof-dir=${values.profile}`, `--cpu-prof-name=r${r}-\${pid}.cpuprofile`] } : {}),
+      ...(impl === 'base' ? { root: dirname(dirname(baseline!.cli)) } : {}),
+      ...(values.profile !== undefined && impl !== 'go' ? { extraNodeFlags: ['--cpu-prof', `--cpu-prof-dir=${values.profile}`, `--cpu-prof-name=r${r}-\${pid}.cpuprofile`] } : {}),
     },
     ...(impl === 'go' ? { goSpegelBinary: values.spegel! } : {}),
   })
@@ -262,6 +276,7 @@ for (let r = 0; r < rounds; r++) {
     results.push(await round(impl, r))
   }
 }
+await baseline?.cleanup()
 
 // ---- report ----
 const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
@@ -269,16 +284,17 @@ const fmt = (x: number, d = 2): string => Number.isFinite(x) ? x.toFixed(d) : '�
 const range = (xs: number[], d = 2): string => xs.length === 0 ? '–' : Math.min(...xs) === Math.max(...xs) ? fmt(xs[0]!, d) : `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)}`
 const of = (impl: Impl): RoundResult[] => results.filter((x) => x.impl === impl)
 const per = (impl: Impl, name: string, f: (s: ScenarioResult) => number): number[] => of(impl).flatMap((x) => { const s = x.scenarios.get(name); return s === undefined ? [] : [f(s)] })
-const ratio = (name: string, f: (s: ScenarioResult) => number): string => {
-  const a = median(per('ts', name, f))
-  const b = median(per('go', name, f))
-  return fmt(a / b) + '×'
-}
+/** Ours ÷ `other`, medians over rounds. */
+const ratio = (other: Impl, name: string, f: (s: ScenarioResult) => number): string => fmt(median(per('ts', name, f)) / median(per(other, name, f))) + '×'
+// Columns: every side measured, ours first; then ours ÷ each other side.
+const sides = (['ts', 'base', 'go'] as const).filter((i) => impls.includes(i))
+const others = sides.filter((i) => i !== 'ts' && impls.includes('ts'))
 const gib = 1024 * MiB
 console.log(`${rounds} rounds, ${nodeCount} nodes, containerd ${values.containerd}, CRI pulls, upstream ${values.rate}, memory limit per daemon ${limit >= 8 * gib ? 'none (8 GiB cgroup)' : `${limit / MiB} MiB`}, node ${process.version}`)
 console.log('')
-console.log('| measurement (range over rounds) | spegel-ts | Spegel (Go) | ours ÷ Go (medians) |')
-console.log('|---|---|---|---|')
+const ratioName = (other: Impl): string => other === 'go' ? 'ours ÷ Go (medians)' : `ours ÷ ${values.baseline} (medians)`
+console.log(`| measurement (range over rounds) | ${sides.map(label).join(' | ')} | ${others.map(ratioName).join(' | ')} |`)
+console.log(`|---|${sides.map(() => '---|').join('')}${others.map(() => '---|').join('')}`)
 const names: Record<string, string> = {
   fanout: `fan-out: node 1 holds a ${values['image-mib']} MB 3-layer image, nodes 2–${nodeCount} pull at once`,
   first: `first pull: one node pulls a new ${values['image-mib']} MB image nobody holds (through its mirror, then the upstream)`,
@@ -289,7 +305,7 @@ const names: Record<string, string> = {
 for (const name of ['fanout', 'first', 'cold', 'sequential', 'big']) {
   if (!only.has(name)) continue
   const row = (what: string, f: (s: ScenarioResult) => number, d = 2, showRatio = true): void => {
-    console.log(`| ${what} | ${range(per('ts', name, f), d)} | ${range(per('go', name, f), d)} | ${showRatio ? ratio(name, f) : ''} |`)
+    console.log(`| ${what} | ${sides.map((i) => range(per(i, name, f), d)).join(' | ')} | ${others.map((o) => showRatio ? ratio(o, name, f) : '').join(' | ')} |`)
   }
   row(`${names[name]}: mean s`, (s) => mean(s.pulls) / 1000)
   row('… slowest s', (s) => Math.max(...s.pulls) / 1000)
@@ -301,6 +317,9 @@ for (const name of ['fanout', 'first', 'cold', 'sequential', 'big']) {
   row('… transfers refused (429/404 for want of memory)', (s) => s.rejections, 0, false)
 }
 const idle = (impl: Impl, f: (x: RoundResult) => number): number[] => of(impl).map(f)
-console.log(`| idle RSS of a daemon after start, MiB (highest) | ${range(idle('ts', (x) => x.idleRss), 0)} | ${range(idle('go', (x) => x.idleRss), 0)} | |`)
-console.log(`| idle RssAnon, MiB | ${range(idle('ts', (x) => x.idleAnon), 0)} | ${range(idle('go', (x) => x.idleAnon), 0)} | |`)
-console.log(`| CPU s of all daemons from start to settled (5 s) | ${range(idle('ts', (x) => x.startCpu))} | ${range(idle('go', (x) => x.startCpu))} | |`)
+const idleRow = (what: string, f: (x: RoundResult) => number, d: number): void => {
+  console.log(`| ${what} | ${sides.map((i) => range(idle(i, f), d)).join(' | ')} | ${others.map(() => '').join(' | ')} |`)
+}
+idleRow('idle RSS of a daemon after start, MiB (highest)', (x) => x.idleRss, 0)
+idleRow('idle RssAnon, MiB', (x) => x.idleAnon, 0)
+idleRow('CPU s of all daemons from start to settled (5 s)', (x) => x.startCpu, 2)
