@@ -3,7 +3,7 @@
 import { execFile, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, openSync, readFileSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -27,7 +27,7 @@ export interface StartContainerdOptions {
    * namespace; import with --no-unpack or expect unpacking to be invisible to the host.
    */
   prefix?: string[]
-  /** The containerd binary (default `containerd` on PATH, Debian's 1.6); e.g. containerd2Binary. */
+  /** The containerd binary (default testContainerd()'s: SPEGEL_TEST_CONTAINERD picks it). */
   binary?: string
 }
 
@@ -61,11 +61,51 @@ export interface ContainerdInstance {
 
 const namespace = 'k8s.io'
 
-/** containerd 2.1.5 (what current Talos releases ship), built from its Go module by .ci/setup.d/40-containerd2.sh. */
-export const containerd2Binary = fileURLToPath(new URL('../../.tools/bin/containerd-2.1.5', import.meta.url))
+/**
+ * The containerds the tests run on, by the name `SPEGEL_TEST_CONTAINERD` takes: Debian's 1.6 (on PATH), and the 2.x
+ * versions that .ci/setup.d/40-containerd2.sh builds from their Go modules into .tools/bin (each `test/go/containerd2*`
+ * module pins one: 2.1, what current Talos releases ship, and the newest 2.x the module proxy serves).
+ */
+export interface TestContainerd {
+  /** `1.6`, `2.1`, `2.4`: what SPEGEL_TEST_CONTAINERD names. */
+  name: string
+  /** The full version (`1.6.x` as Debian has it: the binary says). */
+  version: string
+  /** The binary: a path, or `containerd` on PATH. */
+  binary: string
+  /** 1 or 2: the config format and the events differ. */
+  major: number
+}
+
+const toolsBin = fileURLToPath(new URL('../../.tools/bin/', import.meta.url))
+const goModules = fileURLToPath(new URL('../go/', import.meta.url))
+
+/** Every containerd the tests know, oldest first. */
+export function knownContainerds (): TestContainerd[] {
+  const built = readdirSync(goModules).filter((d) => d.startsWith('containerd2')).map((d) => {
+    const mod = readFileSync(join(goModules, d, 'go.mod'), 'utf8')
+    const version = /^require github\.com\/containerd\/containerd\/v2 v(\S+)$/m.exec(mod)?.[1]
+    if (version === undefined) throw new Error(`test/go/${d}/go.mod pins no github.com/containerd/containerd/v2 version`)
+    return { name: version.split('.').slice(0, 2).join('.'), version, binary: join(toolsBin, `containerd-${version}`), major: 2 }
+  })
+  return [{ name: '1.6', version: '1.6', binary: 'containerd', major: 1 }, ...built.sort((a, b) => a.version.localeCompare(b.version, 'en', { numeric: true }))]
+}
+
+/** The default when SPEGEL_TEST_CONTAINERD is unset: what current Talos releases ship. */
+export const defaultTestContainerd = '2.1'
+
+/** The containerd this test run uses: SPEGEL_TEST_CONTAINERD (1.6, 2.1, 2.4), else defaultTestContainerd. */
+export function testContainerd (): TestContainerd {
+  const wanted = process.env.SPEGEL_TEST_CONTAINERD ?? defaultTestContainerd
+  const known = knownContainerds()
+  const found = known.find((c) => c.name === wanted)
+  if (found === undefined) throw new Error(`SPEGEL_TEST_CONTAINERD=${wanted}: not one of ${known.map((c) => c.name).join(', ')}`)
+  return found
+}
 
 export async function startContainerd (options: StartContainerdOptions = {}): Promise<ContainerdInstance> {
-  await ensureInstalled(options.binary)
+  const binary = options.binary ?? testContainerd().binary
+  await ensureInstalled(binary)
   // Short prefix: the socket path must fit in sun_path (108 bytes).
   const dir = await mkdtemp(join(tmpdir(), 'spegel-ctrd-'))
   const root = join(dir, 'root')
@@ -102,7 +142,7 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
   const start = async (): Promise<void> => {
     const logFd = openSync(logPath, 'a')
     try {
-      const argv = [...(options.prefix ?? []), options.binary ?? 'containerd', '--config', configFile]
+      const argv = [...(options.prefix ?? []), binary, '--config', configFile]
       child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', logFd, logFd] })
     } finally {
       closeSync(logFd)
@@ -173,8 +213,8 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
   return instance
 }
 
-async function ensureInstalled (binary: string | undefined): Promise<void> {
-  if (binary !== undefined) await access(binary).catch(() => { throw new Error(`${binary} is missing: bash .ci/setup.sh builds it`) })
+async function ensureInstalled (binary: string): Promise<void> {
+  if (binary.includes('/')) await access(binary).catch(() => { throw new Error(`${binary} is missing: bash .ci/setup.sh builds it`) })
   for (const bin of ['containerd', 'ctr']) {
     const found = await Promise.any((process.env.PATH ?? '').split(':').filter(Boolean).map(async (p) => {
       await access(join(p, bin))

@@ -118,7 +118,7 @@ export interface StartSpegelClusterOptions {
   onOutput?: (node: SpegelNode, line: string, stream: 'stdout' | 'stderr') => void
   /** Run each daemon as the container image does (bundle, ENTRYPOINT flags, image env, memory cgroup). */
   image?: ImageRuntimeOptions
-  /** The containerd binary of every node (default Debian's 1.6 on PATH; containerd2Binary for 2.x). */
+  /** The containerd binary of every node (default testContainerd()'s: SPEGEL_TEST_CONTAINERD picks it). */
   containerdBinary?: string
   /**
    * Run another implementation instead of ours: a Go Spegel binary, for side-by-side benchmarks (same flags, minus

@@ -1,5 +1,5 @@
-// Issue 15: "a budget is never the reason a node stops serving". Eight network-namespace nodes, each with containerd
-// 2.1 (what Talos runs) and the daemon as the image runs it (bundle, ENTRYPOINT flags, image environment) inside a
+// Issue 15: "a budget is never the reason a node stops serving". Eight network-namespace nodes, each with the containerd
+// SPEGEL_TEST_CONTAINERD names (2.1, what Talos runs, unless told otherwise) and the daemon as the image runs it (bundle, ENTRYPOINT flags, image environment) inside a
 // real 128 MiB memory cgroup (the chart's limit); pulls through CRI PullImage as the kubelet does; one docker-registry
 // upstream whose access log counts the blob bytes it sends.
 //
@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { requireMemoryCgroupV1 } from '../../helpers/cgroup.ts'
-import { containerd2Binary } from '../../helpers/containerd.ts'
+import { testContainerd } from '../../helpers/containerd.ts'
 import { CriImages } from '../../helpers/cri-images.ts'
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
@@ -75,7 +75,7 @@ async function servable (cluster: SpegelCluster, nodes: readonly SpegelNode[], i
   }))
 }
 
-describe('serving under the chart\'s 128 MiB limit, containerd 2.1', { timeout: 600_000 }, () => {
+describe(`serving under the chart's 128 MiB limit, containerd ${testContainerd().version}`, { timeout: 600_000 }, () => {
   let cluster: SpegelCluster
   let cri: Map<SpegelNode, CriImages>
   before(async () => {
@@ -85,7 +85,6 @@ describe('serving under the chart\'s 128 MiB limit, containerd 2.1', { timeout: 
     cluster = await startSpegelCluster({
       nodes: nodeCount,
       prefix: 'limits',
-      containerdBinary: containerd2Binary,
       image: { memoryLimitBytes: 128 * MiB },
       daemonArgs: [`--stall-timeout=${stallTimeoutS}s`],
     })
