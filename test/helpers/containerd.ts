@@ -1,13 +1,13 @@
 // Starts a real containerd in a private temporary directory for integration tests, and builds small OCI archives that
 // `ctr images import` loads without any network.
-import { execFile, spawn } from 'node:child_process'
+import { execFile, execFileSync, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
-import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { gzipSync } from 'node:zlib'
 import { waitFor } from './wait.ts'
@@ -29,6 +29,14 @@ export interface StartContainerdOptions {
   prefix?: string[]
   /** The containerd binary (default testContainerd()'s: SPEGEL_TEST_CONTAINERD picks it). */
   binary?: string
+  /**
+   * Configure containerd as Talos does (containerd 2.x only): config version 3 whose `imports` are Talos's own base
+   * part (`discard_unpacked_layers = true` and `config_path` under `io.containerd.cri.v1.images`) and then, in name
+   * order, every `/etc/cri/conf.d/*.part` among `files`: the machine files of a Talos machine config (`machine.files`:
+   * path and content), written under the instance's directory (`talosRoot`). Files elsewhere are written but not
+   * imported, as on Talos. `omitConfigPath` and `extraConfig` do not apply.
+   */
+  talos?: { files: ReadonlyArray<{ path: string, content: string }> }
 }
 
 export interface ContainerdInstance {
@@ -41,6 +49,8 @@ export interface ContainerdInstance {
   contentPath: string
   /** Hosts directory given to the CRI plugin (`config_path`). */
   configPath: string
+  /** With the `talos` option: the directory standing for the node's root, where the machine files are. */
+  talosRoot?: string
   namespace: string
   /** PID of the running daemon, undefined while stopped. */
   readonly pid: number | undefined
@@ -88,7 +98,20 @@ export function knownContainerds (): TestContainerd[] {
     if (version === undefined) throw new Error(`test/go/${d}/go.mod pins no github.com/containerd/containerd/v2 version`)
     return { name: version.split('.').slice(0, 2).join('.'), version, binary: join(toolsBin, `containerd-${version}`), major: 2 }
   })
-  return [{ name: '1.6', version: '1.6', binary: 'containerd', major: 1 }, ...built.sort((a, b) => a.version.localeCompare(b.version, 'en', { numeric: true }))]
+  return [{ name: '1.6', version: debianVersion(), binary: 'containerd', major: 1 }, ...built.sort((a, b) => a.version.localeCompare(b.version, 'en', { numeric: true }))]
+}
+
+let debian: string | undefined
+/** What Debian's containerd says it is (`containerd github.com/containerd/containerd 1.6.20~ds1 …` → 1.6.20). */
+function debianVersion (): string {
+  if (debian !== undefined) return debian
+  try {
+    const out = execFileSync('containerd', ['--version'], { encoding: 'utf8', timeout: 10_000 })
+    debian = /\s(1\.\d+\.\d+)/.exec(out)?.[1] ?? '1.6'
+  } catch {
+    debian = '1.6 (not installed: apt-get install -y containerd)'
+  }
+  return debian
 }
 
 /** The default when SPEGEL_TEST_CONTAINERD is unset: what current Talos releases ship. */
@@ -131,7 +154,8 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
     options.extraConfig ?? '',
   ].join('\n') + '\n'
   const configFile = join(dir, 'config.toml')
-  await writeFile(configFile, config)
+  const talosRoot = options.talos !== undefined ? join(dir, 'talos') : undefined
+  await writeFile(configFile, options.talos !== undefined ? await talosConfig(talosRoot!, { root, state, socket, configPath }, options.talos.files) : config)
 
   let child: ChildProcess | undefined
   let stopped = false
@@ -181,6 +205,7 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
     root,
     contentPath: join(root, 'io.containerd.content.v1.content'),
     configPath,
+    ...(talosRoot !== undefined ? { talosRoot } : {}),
     namespace,
     get pid () { return child?.pid },
     ctr: async (args) => await run('ctr', ['--address', socket, '-n', namespace, ...args]),
@@ -211,6 +236,42 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
     throw err
   }
   return instance
+}
+
+/** Talos's base part: what it sets for every node before the machine config's own parts. */
+export function talosBasePart (configPath: string): string {
+  return [
+    '[plugins."io.containerd.cri.v1.images"]',
+    '  discard_unpacked_layers = true',
+    '[plugins."io.containerd.cri.v1.images".registry]',
+    `  config_path = ${JSON.stringify(configPath)}`,
+  ].join('\n') + '\n'
+}
+
+/** Writes the machine files and the base part under `talosRoot` and returns the version 3 config importing the parts. */
+async function talosConfig (talosRoot: string, at: { root: string, state: string, socket: string, configPath: string }, files: ReadonlyArray<{ path: string, content: string }>): Promise<string> {
+  const partsDir = join(talosRoot, 'etc/cri/conf.d')
+  await mkdir(partsDir, { recursive: true })
+  await writeFile(join(partsDir, '00-base.part'), talosBasePart(at.configPath))
+  for (const file of files) {
+    if (!file.path.startsWith('/')) throw new Error(`machine file path ${file.path} is not absolute`)
+    const path = join(talosRoot, file.path)
+    await mkdir(dirname(path), { recursive: true })
+    await writeFile(path, file.content)
+  }
+  const parts = (await readdir(partsDir)).filter((n) => n.endsWith('.part')).sort().map((n) => join(partsDir, n))
+  return [
+    'version = 3',
+    `root = ${JSON.stringify(at.root)}`,
+    `state = ${JSON.stringify(at.state)}`,
+    `imports = ${JSON.stringify(parts)}`,
+    '[grpc]',
+    `  address = ${JSON.stringify(at.socket)}`,
+    '[ttrpc]',
+    `  address = ${JSON.stringify(at.socket + '.ttrpc')}`,
+    '[metrics]',
+    '  address = ""',
+  ].join('\n') + '\n'
 }
 
 async function ensureInstalled (binary: string): Promise<void> {

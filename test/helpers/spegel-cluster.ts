@@ -120,6 +120,8 @@ export interface StartSpegelClusterOptions {
   image?: ImageRuntimeOptions
   /** The containerd binary of every node (default testContainerd()'s: SPEGEL_TEST_CONTAINERD picks it). */
   containerdBinary?: string
+  /** Configure every node's containerd as Talos does, with these machine files (StartContainerdOptions.talos). */
+  talos?: { files: ReadonlyArray<{ path: string, content: string }> }
   /**
    * Run another implementation instead of ours: a Go Spegel binary, for side-by-side benchmarks (same flags, minus
    * those only spegel-ts has). With `image`, it runs in the same kind of memory cgroup.
@@ -277,7 +279,7 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
     if (first === undefined) throw new Error('the cluster has no node')
     const bootstrap = `/ip4/${first.ip}/tcp/${routerPort}`
     for (const [i, member] of net.nodes.entries()) {
-      const containerd = await startContainerd({ prefix: [requireKnownTool('ip'), 'netns', 'exec', member.netns], ...(options.containerdBinary !== undefined ? { binary: options.containerdBinary } : {}) })
+      const containerd = await startContainerd({ prefix: [requireKnownTool('ip'), 'netns', 'exec', member.netns], ...(options.containerdBinary !== undefined ? { binary: options.containerdBinary } : {}), ...(options.talos !== undefined ? { talos: options.talos } : {}) })
       let image: NodeInit['image']
       if (options.image !== undefined) {
         const cgroup = await createMemoryCgroup({ limitBytes: options.image.memoryLimitBytes, prefix: `${options.prefix ?? 'spegel'}-n${i + 1}` })

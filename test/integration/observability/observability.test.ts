@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { makeImage, type ContainerdInstance, type TestImage } from '../../helpers/containerd.ts'
+import { makeImage, testContainerd, type ContainerdInstance, type TestImage } from '../../helpers/containerd.ts'
 import { startProcess, type ProcessHandle } from '../../helpers/process.ts'
 import { freePort } from '../../helpers/ports.ts'
 import { waitFor } from '../../helpers/wait.ts'
@@ -59,7 +59,7 @@ async function promtoolCheck (text: string): Promise<{ code: number | null, outp
   })
 }
 
-describe('observability: Prometheus, promtool, gauges, debug page in Chromium, doctor', { timeout: 300_000 }, () => {
+describe(`observability: Prometheus, promtool, gauges, debug page in Chromium, doctor (containerd ${testContainerd().version})`, { timeout: 300_000 }, () => {
   let a: ContainerdInstance
   let b: ContainerdInstance
   let spegelA: SpegelRegistry
@@ -187,8 +187,11 @@ describe('observability: Prometheus, promtool, gauges, debug page in Chromium, d
     const verbose = await fetch(`${spegelB.url}/readyz?verbose`)
     assert.equal(verbose.status, 200)
     const text = await verbose.text()
+    // containerd 2.x no longer reports its CRI image settings: those two checks say they are skipped, and why.
+    const unreported = testContainerd().major >= 2 ? ['config-path', 'discard-unpacked-layers'] : []
     for (const check of ['containerd', 'config-path', 'discard-unpacked-layers', 'missing-layers', 'hosts-toml', 'mirror-traffic']) {
-      assert.match(text, new RegExp(`^\\[\\+\\]doctor ${check}: ok$`, 'm'), text)
+      const status = unreported.includes(check) ? 'skipped \\(containerd does not report .* \\(containerd 2\\.x\\).*\\)' : 'ok'
+      assert.match(text, new RegExp(`^\\[\\+\\]doctor ${check}: ${status}$`, 'm'), text)
     }
     const { samples } = await scrape(spegelB)
     assert.equal(samples.filter((s) => s.name === 'spegel_doctor_findings').length, 6)
