@@ -153,7 +153,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       },
     })
     servers.push(registry)
-    doctoring = runDoctorLoop(doctor, logger.child({ component: 'doctor' }), background.signal)
+    doctoring = runDoctorLoop(doctor, logger.child({ component: 'doctor' }), background.signal, { changes: (signal) => store.changes(signal) })
     const registryUrl = `http://${registryAddr.host === '' || registryAddr.host === '0.0.0.0' || registryAddr.host === '::' ? '127.0.0.1' : registryAddr.host.includes(':') ? `[${registryAddr.host}]` : registryAddr.host}:${registryAddr.port}`
     const metricsApp = createMetricsApp({
       metrics,

@@ -1,9 +1,14 @@
-// Running the doctor inside `spegel registry`: at startup and then periodically, with findings in the logs, the
-// spegel_doctor_findings metric (set by Doctor.run) and the `/readyz?verbose` text (readyzDetail, the registry app's
-// readinessDetail). Findings never make the daemon unready: a misconfigured node still serves its peers, and failing
-// readiness would hide it instead of explaining it.
+// Running the doctor inside `spegel registry`: at startup, periodically, and a few seconds after containerd reports an
+// image created or updated, with findings in the logs, the spegel_doctor_findings metric (set by Doctor.run) and the
+// `/readyz?verbose` text (readyzDetail, the registry app's readinessDetail). Findings never make the daemon unready: a
+// misconfigured node still serves its peers, and failing readiness would hide it instead of explaining it.
+//
+// Why image events: a node whose containerd discards unpacked layers (Talos's default, or a patch that never reached
+// containerd) loses the layers of every image it pulls a moment after the pull. A check at start finds nothing (no
+// image yet) and the next one comes ten minutes later; looking again just after the first pulls names the cause while
+// the user is still watching the rollout.
 import type { Logger } from '../log/index.ts'
-import type { StoreOptions } from '../store/types.ts'
+import type { StoreChange, StoreOptions } from '../store/types.ts'
 import type { DoctorReport } from './types.ts'
 import { pause } from '../util/backoff.ts'
 
@@ -12,10 +17,29 @@ export interface DoctorRunner {
   run (options?: StoreOptions): Promise<DoctorReport>
 }
 
-/** Runs the doctor now and every intervalMs until the signal aborts. Never throws. */
-export async function runDoctorLoop (doctor: DoctorRunner, logger: Logger, signal: AbortSignal, intervalMs = 10 * 60_000): Promise<void> {
+export interface DoctorLoopOptions {
+  /** Time between runs when nothing happens (default 10 min). */
+  intervalMs?: number
+  /** The store's changes (ContentStore.changes): an image created or updated brings the next run forward. */
+  changes?: (signal: AbortSignal) => AsyncIterable<StoreChange>
+  /** How long after the last image change the run comes, so a burst of pulls is looked at once (default 5 s). */
+  afterChangeMs?: number
+  /** Least time between two runs brought forward by changes (default 30 s): a rollout does not run it non-stop. */
+  minChangeGapMs?: number
+}
+
+/** Runs the doctor now, every intervalMs, and soon after image changes, until the signal aborts. Never throws. */
+export async function runDoctorLoop (doctor: DoctorRunner, logger: Logger, signal: AbortSignal, options: DoctorLoopOptions = {}): Promise<void> {
+  const intervalMs = options.intervalMs ?? 10 * 60_000
+  const afterChangeMs = options.afterChangeMs ?? 5_000
+  const minChangeGapMs = options.minChangeGapMs ?? 30_000
+  let changedAt: number | undefined
+  let wake: (() => void) | undefined
+  const watching = options.changes !== undefined ? watchImages(options.changes, logger, signal, () => { changedAt = performance.now(); wake?.() }) : Promise.resolve()
   let previous = ''
   while (!signal.aborted) {
+    const lastRun = performance.now()
+    changedAt = undefined
     try {
       const report = await doctor.run({ signal })
       // Logged when the outcome changes, not every run.
@@ -26,10 +50,38 @@ export async function runDoctorLoop (doctor: DoctorRunner, logger: Logger, signa
       }
       previous = key === '' ? 'clean' : key
     } catch (err) {
-      if (signal.aborted) return
+      if (signal.aborted) break
       logger.warn({ err }, 'doctor run failed')
     }
-    await pause(intervalMs, signal, { ref: false })
+    // Until the interval is up, or an image changed (then afterChangeMs after the last change, minChangeGapMs after
+    // the last run at the earliest).
+    while (!signal.aborted) {
+      const now = performance.now()
+      const due = changedAt === undefined
+        ? lastRun + intervalMs
+        : Math.min(lastRun + intervalMs, Math.max(changedAt + afterChangeMs, lastRun + minChangeGapMs))
+      if (now >= due) break
+      const woken = new AbortController()
+      wake = () => { woken.abort() }
+      await pause(due - now, AbortSignal.any([signal, woken.signal]), { ref: false })
+      wake = undefined
+    }
+  }
+  await watching
+}
+
+/** Calls `onChange` for every image created, updated or deleted (not per blob), resubscribing when the feed breaks. */
+async function watchImages (changes: (signal: AbortSignal) => AsyncIterable<StoreChange>, logger: Logger, signal: AbortSignal, onChange: () => void): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      for await (const change of changes(signal)) {
+        if (change.created === undefined) onChange()
+      }
+    } catch (err) {
+      if (signal.aborted) return
+      logger.debug({ err }, 'doctor: store changes feed ended; resubscribing')
+    }
+    await pause(1_000, signal, { ref: false })
   }
 }
 
