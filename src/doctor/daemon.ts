@@ -37,8 +37,13 @@ export async function runDoctorLoop (doctor: DoctorRunner, logger: Logger, signa
   let wake: (() => void) | undefined
   const watching = options.changes !== undefined ? watchImages(options.changes, logger, signal, () => { changedAt = performance.now(); wake?.() }) : Promise.resolve()
   let previous = ''
+  // When the last run brought forward by a change started (the gap is between those; the start and the periodic runs
+  // do not delay a change's).
+  let lastChangeRun = -Infinity
+  let byChange = false
   while (!signal.aborted) {
     const lastRun = performance.now()
+    if (byChange) lastChangeRun = lastRun
     changedAt = undefined
     try {
       const report = await doctor.run({ signal })
@@ -53,13 +58,13 @@ export async function runDoctorLoop (doctor: DoctorRunner, logger: Logger, signa
       if (signal.aborted) break
       logger.warn({ err }, 'doctor run failed')
     }
-    // Until the interval is up, or an image changed (then afterChangeMs after the last change, minChangeGapMs after
-    // the last run at the earliest).
+    // Until the interval is up, or an image changed (then afterChangeMs after the last change, and minChangeGapMs
+    // after the last run a change brought forward at the earliest).
     while (!signal.aborted) {
       const now = performance.now()
-      const due = changedAt === undefined
-        ? lastRun + intervalMs
-        : Math.min(lastRun + intervalMs, Math.max(changedAt + afterChangeMs, lastRun + minChangeGapMs))
+      const periodic = lastRun + intervalMs
+      const due = changedAt === undefined ? periodic : Math.min(periodic, Math.max(changedAt + afterChangeMs, lastChangeRun + minChangeGapMs))
+      byChange = due < periodic
       if (now >= due) break
       const woken = new AbortController()
       wake = () => { woken.abort() }
