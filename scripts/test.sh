@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian 12 machine, as root: installs what is missing first (Debian packages,
-# Node 24, npm packages, helm, the Go test peers; skipped when present), then `npm test` (typecheck, lint, import-cycle check, every test). Extra arguments go to
-# `node --test` (a file, a directory or a glob, or a --test-name-pattern).
+# Node 24, npm packages, helm, the Go test peers and containerd 2.x builds; skipped when present), then `npm test`
+# (typecheck, lint, import-cycle check, every test on containerd 2.1, then every containerd-backed test again on
+# containerd 1.6 and on the newest 2.x: scripts/run-tests.ts). Extra arguments go to `node --test` (a file, a
+# directory or a glob, or a --test-name-pattern), on the containerd SPEGEL_TEST_CONTAINERD names (default 2.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh
