@@ -106,6 +106,18 @@ export class Advertiser {
     await feed
   }
 
+  /**
+   * A peer was sent here for `digest` (this node advertises it) and the store no longer has it: containerd's garbage
+   * collector removes content without an event (layers discarded after unpacking, the content of a removed image).
+   * The images that held it are walked again and what is gone is withdrawn, so peers stop being sent here for it.
+   * Digests this node does not advertise are ignored, so a peer asking for anything cannot make it do work.
+   */
+  missing (digest: string): void {
+    if (!this.advertised.has(digest)) return
+    for (const [top, digests] of this.walks) if (top === digest || digests.includes(digest)) this.walks.delete(top)
+    this.changed()
+  }
+
   /** Marks the state stale; the run loop makes a pass after the debounce window. */
   changed (): void {
     if (this.dirty) return

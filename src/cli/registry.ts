@@ -147,6 +147,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       ready: () => routerRef.ready(),
       readinessDetail: () => readyzDetail(doctor.lastReport),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
+      onPeerMiss: (digest) => { advertiser.missing(digest) },
       onRequest: (record) => {
         recent.record(record)
         if (record.requester === 'node') nodeRequests++

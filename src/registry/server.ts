@@ -39,6 +39,8 @@ export interface RegistryOptions {
   basicAuth?: { username: string, password: string }
   /** Called once per answered /v2/ request. */
   onRequest?: (record: RequestRecord) => void
+  /** A peer asked for a blob or manifest by digest and this node does not hold it (the advertiser re-checks it). */
+  onPeerMiss?: (digest: string) => void
   metrics?: Metrics
   /** Bounds the memory blob transfers may hold; without it, transfers are not limited. */
   budget?: TransferBudget
@@ -145,11 +147,15 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
         // download may not have started yet when the peer asks: wait for it, briefly (see waitForDownload).
         const signal = closedSignal(reply)
         const found = await waitForDownload(options.store, path.digest, options.inflightStartWaitMs ?? 2_000, signal)
-        if (found === undefined) throw notFound(path, 'not found, and not being downloaded')
+        if (found === undefined) {
+          options.onPeerMiss?.(path.digest)
+          throw notFound(path, 'not found, and not being downloaded')
+        }
         source = 'local'
         if ('total' in found) await serveDownload(options, reply, path, found, method, range, signal)
         else await serveLocal(options, reply, path, found, method, range, requester)
       } else if (mirrored || options.mirror === undefined) {
+        if (mirrored && path.digest !== undefined) options.onPeerMiss?.(path.digest)
         throw notFound(path, 'not found')
       } else {
         source = 'peer'

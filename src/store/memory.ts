@@ -33,6 +33,11 @@ export class MemoryStore implements ContentStore {
     if (this.blobs.delete(digest)) this.emit({ contentDeleted: true })
   }
 
+  /** Deletes content without a change, as containerd's garbage collector does (layers discarded after unpacking). */
+  collectBlob (digest: string): void {
+    this.blobs.delete(digest)
+  }
+
   addImage (name: string, digest: string): void {
     parseImageName(name)
     this.images.set(name, digest)

@@ -113,6 +113,37 @@ describe('advertiser', () => {
     }
   })
 
+  it('withdraws a digest a peer was sent here for once it is gone without an event, and ignores digests it never advertised', async () => {
+    const network = new MemoryNetwork()
+    const self = new MemoryRouter(network, { id: 'self' })
+    const other = new MemoryRouter(network, { id: 'other' })
+    const store = new MemoryStore()
+    const image = addImage(store, 'docker.io/library/app:1', 'gc')
+    const advertiser = new Advertiser({ store, router: self, logger, debounceMs: 5, resyncIntervalMs: 60_000 })
+    const ac = new AbortController()
+    const running = advertiser.run(ac.signal)
+    try {
+      await waitFor(async () => (await providers(other, image.layer)).length === 1, { what: 'layer advertised' })
+      // containerd's garbage collector removes the layer: no event.
+      const withdrawals: string[][] = []
+      const withdraw = self.withdraw.bind(self)
+      self.withdraw = async (keys, options) => { withdrawals.push(keys); await withdraw(keys, options) }
+      store.collectBlob(image.layer)
+      advertiser.missing('sha256:' + '0'.repeat(64))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      assert.deepEqual(withdrawals, [], 'a digest never advertised changes nothing')
+      assert.deepEqual(await providers(other, image.layer), ['self'], 'without a miss the cached walk still advertises it')
+      advertiser.missing(image.layer)
+      await waitFor(async () => (await providers(other, image.layer)).length === 0, { what: 'the gone layer withdrawn' })
+      assert.deepEqual(withdrawals, [[image.layer]])
+      assert.deepEqual(await providers(other, image.top), ['self'], 'the manifest, still here, stays advertised')
+      assert.deepEqual(await providers(other, 'docker.io/library/app:1'), ['self'], 'and so does the tag')
+    } finally {
+      ac.abort()
+      await running
+    }
+  })
+
   it('does not lose a change that arrives while a pass is running', async () => {
     const network = new MemoryNetwork()
     const self = new MemoryRouter(network, { id: 'self' })

@@ -186,6 +186,27 @@ describe('registry reports each request with who asked (the doctor counts the no
   })
 })
 
+describe('registry tells the advertiser when a peer was sent here for content it does not hold', () => {
+  it('calls onPeerMiss for a peer\'s request of a missing digest, not for its node\'s own or for content it holds', async () => {
+    const f = fixture()
+    const misses: string[] = []
+    const app = createRegistryApp({ store: f.store, logger, onPeerMiss: (d) => { misses.push(d) } })
+    try {
+      const gone = `sha256:${'0'.repeat(64)}`
+      const peer = { 'x-spegel-mirrored': 'true' }
+      assert.equal((await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${f.layerDigest}`, headers: peer })).statusCode, 200)
+      assert.equal((await app.inject({ method: 'GET', url: `/v2/library/app/blobs/${gone}` })).statusCode, 404)
+      assert.equal((await app.inject({ method: 'GET', url: '/v2/library/app/manifests/nope', headers: peer })).statusCode, 404)
+      assert.deepEqual(misses, [], 'held content, the node\'s own request and a tag are not misses')
+      assert.equal((await app.inject({ method: 'HEAD', url: `/v2/library/app/blobs/${gone}`, headers: peer })).statusCode, 404)
+      assert.equal((await app.inject({ method: 'GET', url: `/v2/library/app/manifests/${gone}`, headers: peer })).statusCode, 404)
+      assert.deepEqual(misses, [gone, gone])
+    } finally {
+      await app.close()
+    }
+  })
+})
+
 // Over a real socket: the body paths write their headers with writeHead, which app.inject() records but a real
 // response does not keep for getHeader().
 describe('registry counts the bytes it served (spegel_served_bytes_total)', () => {
