@@ -12,7 +12,8 @@
 //     nothing from the upstream: node 1 serves every blob.
 //   with the old guide's patch: node 1's layers are gone after the pull, so node 2 must fetch them from the upstream;
 //     node 1's daemon says why within seconds of the pull (/readyz?verbose, spegel_doctor_findings), without waiting
-//     for its periodic check, and `spegel doctor` on node 1 names the cause and the fix.
+//     for its periodic check, `spegel doctor` on node 1 names the cause and the fix, and once a peer was sent to node
+//     1 for the layers in vain, node 1 stops advertising them.
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { after, before, describe, it } from 'node:test'
@@ -140,6 +141,13 @@ describe(`Talos-shaped containerd ${containerd.version}: the machine patch`, { t
       await cluster.upstream.waitForQuiet({ quietMs: 500 })
       const layerBytes = image.children.filter((c) => layersOf(image).includes(c.digest)).reduce((n, c) => n + c.size, 0)
       assert.ok(cluster.upstream.blobBytesServed({ repository: image.repository }) - before >= layerBytes, 'the upstream sent node 2 the layers node 1 no longer had')
+      // Node 2 was sent to node 1 for the layers and got 404: node 1 withdraws them (containerd removed them without
+      // an event), so peers stop being sent there. Its manifest and config stay advertised.
+      await waitFor(async () => {
+        const metrics = await (await fetch(`http://${n1.ip}:${metricsPort}/metrics`)).text()
+        const line = metrics.split('\n').find((l) => l.startsWith('spegel_advertised_content_digests{'))
+        return line !== undefined && Number(line.split(' ').at(-1)) === image.children.length - layersOf(image).length + 1
+      }, { timeoutMs: 10_000, what: 'node 1 to withdraw the layers it no longer has' })
     })
   })
 })
