@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises'
 import type { FastifyInstance } from 'fastify'
 import { Advertiser } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
@@ -12,6 +13,7 @@ import { PeerMirror } from '../registry/mirror.ts'
 import { HerdMirror } from '../registry/herd.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
+import { parseSwarmKey, SwarmKeyError } from '../routing/psk.ts'
 import type { Router } from '../routing/types.ts'
 import type { Logger } from '../log/index.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
@@ -70,6 +72,23 @@ export function transferMemory (value: string, limit = process.constrainedMemory
   }
 }
 
+/** The key of `--router-psk-file`, or undefined without one; a file that is missing or not a swarm key is refused. */
+export async function routerPsk (path: string): Promise<Uint8Array | undefined> {
+  if (path === '') return undefined
+  let file: Buffer
+  try {
+    file = await readFile(path)
+  } catch (err) {
+    throw new ConfigurationError(`--router-psk-file=${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`)
+  }
+  try {
+    return parseSwarmKey(file)
+  } catch (err) {
+    if (err instanceof SwarmKeyError) throw new ConfigurationError(`--router-psk-file=${path} is not a swarm key file: ${err.message} (make one with: printf '/key/swarm/psk/1.0.0/\\n/base16/\\n%s\\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')")`)
+    throw err
+  }
+}
+
 /** `spegel registry`: serve the node's containerd content to containerd and to peers until SIGTERM. */
 export async function registryCommand (ctx: CommandContext<RegistryConfig>): Promise<number> {
   const { config, logger, signal } = ctx
@@ -78,6 +97,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   const filter = new RequestFilter({ mirroredRegistries: config.mirroredRegistries, registryFilters: config.registryFilters })
   const bootstrapper = bootstrapperFrom(config)
   const transferBytes = transferMemory(config.transferMemory)
+  const psk = await routerPsk(config.routerPskFile)
   const basicAuth = await readBasicAuth(ctx.env.SPEGEL_BASIC_AUTH_DIR ?? basicAuthDir)
 
   const metrics = new Metrics()
@@ -118,6 +138,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       logger,
       listenAddr: config.routerAddr,
       ...(dataDir !== '' ? { dataDir } : {}),
+      ...(psk !== undefined ? { psk } : {}),
       // Only for tests on one host: production peers can never reach a loopback address.
       allowLoopback: ctx.env.SPEGEL_ALLOW_LOOPBACK === 'true',
     })

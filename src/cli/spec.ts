@@ -54,6 +54,10 @@ const registry = {
     containerdContentPath,
     { name: 'data-dir', kind: 'string', env: 'DATA_DIR', default: '', help: 'Directory for persistent state (the peer identity private.key); empty: none.' },
     { name: 'router-addr', kind: 'string', env: 'ROUTER_ADDR', default: defaultRouterAddr, help: 'Listen address of the P2P router.' },
+    {
+      name: 'router-psk-file', kind: 'string', env: 'ROUTER_PSK_FILE', default: '',
+      help: 'Swarm key file (/key/swarm/psk/1.0.0/, /base16/, 64 hex digits) of a private DHT: only nodes with the same key can connect. Empty: an open DHT, as Spegel.',
+    },
     { name: 'registry-addr', kind: 'string', env: 'REGISTRY_ADDR', default: ':5000', help: 'Listen address of the registry; its port is also every peer\'s registry port.' },
     mirroredRegistries,
     { name: 'registry-filters', kind: 'list', env: 'REGISTRY_FILTERS', help: 'Regular expressions matched against registry/repository[:tag]; a match is not mirrored.' },

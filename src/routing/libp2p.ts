@@ -8,6 +8,7 @@ import { kadDHT } from '@libp2p/kad-dht'
 import type { KadDHT, QueryEvent } from '@libp2p/kad-dht'
 import { peerIdFromMultihash, peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
 import type { Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -32,6 +33,7 @@ import { BootstrapError, RouterClosedError } from './errors.ts'
 import { loadIdentity } from './identity.ts'
 import { decodeProviders, encodeAddProvider, encodeGetProviders, FrameReader, KadMessageError, type WirePeer } from './kad-message.ts'
 import { keyToCid } from './keys.ts'
+import { formatSwarmKey } from './psk.ts'
 import { LookupCache } from './lookup-cache.ts'
 import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions, RouterStatus } from './types.ts'
 
@@ -42,6 +44,11 @@ export interface Libp2pRouterOptions {
   listenAddr?: string
   /** `--data-dir`: holds `private.key` so the peer id survives restarts. Unset ⇒ new identity per start. */
   dataDir?: string
+  /**
+   * The pre-shared key of a private network (`--router-psk-file`, parsed by parseSwarmKey): every connection is
+   * encrypted with it before Noise, so only nodes with the same key can connect (go-libp2p's private networks alike).
+   */
+  psk?: Uint8Array
   /** Identity to use instead of `dataDir` (tests). */
   privateKey?: PrivateKey
   /** Accept and announce loopback addresses. Only for tests: in production other nodes cannot use them. */
@@ -171,6 +178,7 @@ export class Libp2pRouter implements Router {
       // yamux keep-alives and failed queries; in a large cluster the pings were most of an idle node's CPU.
       connectionMonitor: { pingInterval: connectionPingIntervalMs },
       transports: [tcp()],
+      ...(init.psk !== undefined ? { connectionProtector: preSharedKey({ psk: formatSwarmKey(init.psk) }) } : {}),
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       connectionManager: {

@@ -1,0 +1,45 @@
+// A private DHT (--router-psk-file): members share a swarm key; a node with another key, or with none, cannot connect
+// to them, so it can neither join their DHT nor put provider records into it nor find theirs.
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { test } from 'node:test'
+import { StaticBootstrapper } from '../../../src/routing/bootstrap.ts'
+import type { Libp2pRouter } from '../../../src/routing/libp2p.ts'
+import { closeAll, loopbackIp, startRouter, tcpPort } from '../../helpers/routing.ts'
+import { waitFor } from '../../helpers/wait.ts'
+import { atLeast, collect, lookupUntil } from '../../routing/conformance.ts'
+
+test('only nodes with the same swarm key join a private DHT and see its records', async (t) => {
+  const started: Libp2pRouter[] = []
+  t.after(async () => { await closeAll(started) })
+  const key = randomBytes(32)
+  const start = async (i: number, psk: Uint8Array | undefined, seed: string[]): Promise<Libp2pRouter> => {
+    const r = await startRouter(loopbackIp(i), new StaticBootstrapper(seed), { exploreAfterJoinMs: [], lookupCacheTtlMs: 0, ...(psk !== undefined ? { psk } : {}) })
+    started.push(r)
+    return r
+  }
+  const a = await start(0, key, [])
+  const seed = [`/ip4/${loopbackIp(0)}/tcp/${tcpPort(a)}`]
+  const member = await start(1, key, seed)
+  const stranger = await start(2, randomBytes(32), seed)
+  const open = await start(3, undefined, seed)
+
+  await waitFor(() => member.status().routingTableSize === 1 && a.status().routingTableSize === 1, { timeoutMs: 15_000, what: 'the member and a to know each other' })
+  await a.advertise(['sha256:' + 'a'.repeat(64)])
+  await stranger.advertise(['sha256:' + 'b'.repeat(64)])
+  await open.advertise(['sha256:' + 'c'.repeat(64)])
+  await a.idle()
+  assert.deepEqual((await lookupUntil(member, 'sha256:' + 'a'.repeat(64), atLeast(1), { timeoutMs: 10_000 })).map((p) => p.id), [a.peerId], 'a member finds a member\'s record')
+
+  // The outsiders keep trying (bootstrap retries with backoff) and never get in.
+  await sleep(3_000)
+  for (const outsider of [stranger, open]) {
+    assert.equal(outsider.status().routingTableSize, 0, 'an outsider has nobody in its routing table')
+    assert.equal(outsider.ready(), false, 'an outsider with candidates it cannot reach is not ready')
+    assert.deepEqual(await collect(outsider, 'sha256:' + 'a'.repeat(64), 3), [], 'an outsider finds no member\'s record')
+  }
+  assert.equal(a.status().routingTableSize, 1, 'a knows only the member')
+  assert.deepEqual(a.peers().map((p) => p.id), [member.peerId], 'and is connected to nobody else')
+  for (const k of ['b', 'c']) assert.deepEqual(await collect(member, 'sha256:' + k.repeat(64), 3), [], `an outsider's record (${k}) never reaches a member`)
+})
