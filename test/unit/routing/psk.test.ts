@@ -35,7 +35,7 @@ describe('swarm key files (--router-psk-file)', () => {
       [`/key/swarm/psk/1.0.0/\n/base16/\n${hex.slice(2)}\n`, /31 bytes, not 32/],
       [`/key/swarm/psk/1.0.0/\n/base16/\n${hex}00\n`, /33 bytes, not 32/],
       [`/key/swarm/psk/1.0.0/\n/base16/\n${hex.slice(0, -1)}g\n`, /not hexadecimal/],
-      [`/key/swarm/psk/1.0.0/\n/base64/\n***\n`, /not base64/],
+      ['/key/swarm/psk/1.0.0/\n/base64/\n***\n', /not base64/],
       [`/key/swarm/psk/1.0.0/\n/base16/\n${hex}\nmore\n`, /text after the key line/],
     ]
     for (const [text, message] of cases) assert.throws(() => parseSwarmKey(file(text)), (err: unknown) => err instanceof SwarmKeyError && message.test(err.message), JSON.stringify(text))
