@@ -116,3 +116,10 @@ Where the peer identity is kept: spegel.persistence (Spegel v0.7.0 to v0.7.4), o
 {{- $d = mergeOverwrite $d (deepCopy (.Values.spegel.dataDir | default dict)) -}}
 {{- toYaml $d -}}
 {{- end }}
+
+{{/*
+The Secret holding the router's swarm key (spegel.routerPsk): the user's, or the chart's own.
+*/}}
+{{- define "spegel.routerPskSecret" -}}
+{{- default (printf "%s-router-psk" (include "spegel.fullname" .)) .Values.spegel.routerPsk.existingSecret }}
+{{- end }}

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { parseCommandLine } from '../../../src/cli/args.ts'
 import type { ParsedCommand } from '../../../src/cli/args.ts'
 import { commands, globalFlags } from '../../../src/cli/spec.ts'
+import { parseSwarmKey } from '../../../src/routing/psk.ts'
 import { chartDir, chartValues, findObject, HelmError, lintChart, readYaml, renderChart, renderNotes, repoRoot, templateFiles } from './chart.ts'
 import type { K8sObject, Rendered, RenderOptions, Values } from './chart.ts'
 
@@ -272,10 +273,10 @@ const fullValues: Values = {
 describe('chart rendered with default values', () => {
   const r = renderChart()
 
-  it('renders the DaemonSet, three Services, the ServiceAccount and the post-delete hook, and nothing opt-in', () => {
+  it('renders the DaemonSet, three Services, the ServiceAccount, the router key Secret and the post-delete hook, and nothing opt-in', () => {
     const names = r.objects.map((o) => `${o.kind}/${o.metadata.name}`).sort()
     assert.deepEqual(names, [
-      'DaemonSet/spegel', 'DaemonSet/spegel-cleanup', 'Pod/spegel-cleanup-wait', 'Service/spegel', 'Service/spegel-bootstrap',
+      'DaemonSet/spegel', 'DaemonSet/spegel-cleanup', 'Pod/spegel-cleanup-wait', 'Secret/spegel-router-psk', 'Service/spegel', 'Service/spegel-bootstrap',
       'Service/spegel-cleanup', 'Service/spegel-registry', 'ServiceAccount/spegel',
     ])
     for (const o of r.objects) assert.equal(o.metadata.namespace, 'spegel', `${o.kind}/${o.metadata.name}`)
@@ -311,7 +312,7 @@ describe('chart rendered with default values', () => {
   })
 
   it('mounts the containerd socket, the content store read-only, the config dir and the data dir from the host', () => {
-    const volumes = Object.fromEntries(podSpec(r).volumes.map((v: K8sObject) => [v.name, v.hostPath]))
+    const volumes = Object.fromEntries(podSpec(r).volumes.filter((v: K8sObject) => v.hostPath !== undefined).map((v: K8sObject) => [v.name, v.hostPath]))
     assert.deepEqual(volumes, {
       'spegel-data': { path: '/var/lib/spegel', type: 'DirectoryOrCreate' },
       'containerd-sock': { path: '/run/containerd/containerd.sock', type: 'Socket' },
@@ -319,6 +320,7 @@ describe('chart rendered with default values', () => {
       'containerd-config': { path: '/etc/containerd/certs.d', type: 'DirectoryOrCreate' },
     })
     assert.deepEqual(container(r, 'registry').volumeMounts, [
+      { name: 'router-psk', mountPath: '/etc/secrets/router-psk', readOnly: true },
       { name: 'containerd-sock', mountPath: '/run/containerd/containerd.sock' },
       { name: 'containerd-content', mountPath: '/var/lib/containerd/io.containerd.content.v1.content', readOnly: true },
       { name: 'spegel-data', mountPath: '/var/lib/spegel' },
@@ -425,7 +427,7 @@ describe('chart rendered with non-default values', () => {
     assert.equal(pr.values.get('debug-web-enabled'), false)
     assert.equal(pr.values.get('data-dir'), '', 'no --data-dir: the CLI default (no persistence)')
     assert.ok(!containerArgs(reg).some((a) => a.startsWith('--containerd-content-path')))
-    assert.deepEqual(podSpec(r).volumes.map((v: K8sObject) => v.name), ['containerd-sock', 'containerd-config'])
+    assert.deepEqual(podSpec(r).volumes.map((v: K8sObject) => v.name), ['router-psk', 'containerd-sock', 'containerd-config'])
   })
 
   it('a Spegel values file setting most keys: names, ports, paths and lists reach the objects and the args', () => {
@@ -480,6 +482,28 @@ describe('chart rendered with non-default values', () => {
     const flag = (r: Rendered): string | undefined => containerArgs(container(r, 'registry')).find((a) => a.startsWith('--herd-protection='))
     assert.equal(flag(renderChart()), '--herd-protection=true')
     assert.equal(flag(renderChart({ values: { spegel: { herdProtection: false } } })), '--herd-protection=false')
+  })
+
+  it('spegel.routerPsk: a swarm key Secret of the chart\'s (new at each render without a cluster), or the user\'s, mounted and passed as --router-psk-file; off: neither', () => {
+    const psk = (r: Rendered): { arg: string | undefined, mount: unknown, volume: unknown, secret: K8sObject | undefined } => ({
+      arg: containerArgs(container(r, 'registry')).find((a) => a.startsWith('--router-psk-file')),
+      mount: container(r, 'registry').volumeMounts.find((m: K8sObject) => m.name === 'router-psk'),
+      volume: podSpec(r).volumes.find((v: K8sObject) => v.name === 'router-psk'),
+      secret: r.objects.find((o) => o.kind === 'Secret'),
+    })
+    const keyOf = (secret: K8sObject | undefined): Buffer => Buffer.from(parseSwarmKey(Buffer.from(String(secret?.data?.['swarm.key']), 'base64')))
+    const own = psk(renderChart())
+    assert.equal(own.arg, '--router-psk-file=/etc/secrets/router-psk/swarm.key')
+    assert.deepEqual(own.mount, { name: 'router-psk', mountPath: '/etc/secrets/router-psk', readOnly: true })
+    assert.deepEqual(own.volume, { name: 'router-psk', secret: { secretName: 'spegel-router-psk' } })
+    assert.equal(keyOf(own.secret).length, 32, 'the Secret holds a swarm key file the daemon reads')
+    assert.notDeepEqual(keyOf(own.secret), keyOf(psk(renderChart()).secret), 'a fresh key per render without a cluster (helm lookup finds the installed one)')
+    const theirs = psk(renderChart({ values: { spegel: { routerPsk: { existingSecret: 'my-swarm-key' } } } }))
+    assert.equal(theirs.arg, '--router-psk-file=/etc/secrets/router-psk/swarm.key')
+    assert.deepEqual(theirs.volume, { name: 'router-psk', secret: { secretName: 'my-swarm-key' } })
+    assert.equal(theirs.secret, undefined, 'no Secret of the chart\'s')
+    const off = psk(renderChart({ values: { spegel: { routerPsk: { enabled: false } } } }))
+    assert.deepEqual(off, { arg: undefined, mount: undefined, volume: undefined, secret: undefined })
   })
 
   it('spegel.dataDir (later Spegel charts\' name for spegel.persistence) overrides it key by key', () => {
