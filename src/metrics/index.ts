@@ -11,11 +11,28 @@ export interface TransferState {
 }
 
 /**
+ * Distinct values the `registry` label of spegel_mirror_requests_total takes; requests for further registries count
+ * under `other`. The value comes from the client (`?ns=`) and each new one is kept for the life of the process: without
+ * a bound, a client cycling through made-up names grows the daemon's memory without end.
+ */
+export const maxRegistryLabels = 64
+
+/**
  * The daemon's Prometheus metrics. Names, types and labels are Spegel's (spegel-behaviour.md §7) so existing
  * dashboards and alerts keep working.
  */
 export class Metrics {
   readonly registry = new Registry()
+  private readonly registryLabels = new Set<string>()
+
+  /** The `registry` label for a request naming `registry`: itself, or `other` once maxRegistryLabels are in use. */
+  registryLabel (registry: string): string {
+    if (this.registryLabels.has(registry)) return registry
+    if (this.registryLabels.size >= maxRegistryLabels) return 'other'
+    this.registryLabels.add(registry)
+    return registry
+  }
+
   readonly mirrorRequests = new Counter({ name: 'spegel_mirror_requests_total', help: 'Total number of mirror requests.', labelNames: ['registry', 'cache'] as const, registers: [this.registry] })
   readonly mirrorLastSuccess = new Gauge({ name: 'spegel_mirror_last_success_timestamp_seconds', help: 'The timestamp of the last successful mirror request.', registers: [this.registry] })
   readonly resolveDuration = new Histogram({ name: 'spegel_resolve_duration_seconds', help: 'The duration for router to resolve a peer.', labelNames: ['router'] as const, registers: [this.registry] })

@@ -191,7 +191,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     } finally {
       if (triedPeers && path !== undefined && options.metrics !== undefined) {
         const hit = source === 'peer'
-        options.metrics.mirrorRequests.inc({ registry: path.registry, cache: hit ? 'hit' : 'miss' })
+        options.metrics.mirrorRequests.inc({ registry: options.metrics.registryLabel(path.registry), cache: hit ? 'hit' : 'miss' })
         if (hit) options.metrics.mirrorLastSuccess.set(Date.now() / 1000)
       }
     }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { describe, it, before, after } from 'node:test'
 import { pino } from 'pino'
-import { Metrics } from '../../../src/metrics/index.ts'
+import { maxRegistryLabels, Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { RequestFilter } from '../../../src/oci/filter.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
@@ -293,6 +293,25 @@ describe('registry counts mirror requests by registry and outcome (spegel_mirror
       ])
       const lastSuccess = (await metrics.mirrorLastSuccess.get()).values[0]?.value ?? 0
       assert.ok(lastSuccess > 0 && lastSuccess <= Date.now() / 1000, 'the hit set the last success time')
+    } finally {
+      await pair.close()
+    }
+  })
+
+  it('the registry label takes at most maxRegistryLabels values: made-up ?ns= names beyond count as other', async () => {
+    const store = new MemoryStore()
+    const metrics = new Metrics({ defaultMetrics: false })
+    const pair = await startPeerPair(new MemoryStore(), [], { subnet: 206, resolveTimeoutMs: 10, metrics, nodeStore: store })
+    try {
+      const missing = `sha256:${'4'.repeat(64)}`
+      for (let i = 0; i < maxRegistryLabels + 40; i++) {
+        const res = await fetch(`${pair.nodeUrl}/v2/library/app/blobs/${missing}?ns=made-up-${i}.example`)
+        await res.arrayBuffer()
+        assert.equal(res.status, 404)
+      }
+      const lines = await counted(metrics)
+      assert.equal(lines.length, maxRegistryLabels + 1, 'one series per registry up to the bound, then other')
+      assert.ok(lines.includes('spegel_mirror_requests_total{registry="other",cache="miss"} 40'), lines.filter((l) => l.includes('other')).join('\n'))
     } finally {
       await pair.close()
     }
