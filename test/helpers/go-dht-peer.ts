@@ -18,8 +18,8 @@ export interface GoPeerInfo {
 }
 
 export interface StartGoDhtPeerOptions {
-  /** Network namespace to run in. */
-  netns: string
+  /** Network namespace to run in (default: this process's, e.g. for loopback addresses). */
+  netns?: string
   /** Router listen address `IP:PORT` (Spegel's --router-addr). */
   listen: string
   /** Control API address `IP:PORT`, reachable from this process. */
@@ -28,6 +28,8 @@ export interface StartGoDhtPeerOptions {
   bootstrap?: readonly string[]
   /** Keys to provide from the start. */
   provide?: readonly string[]
+  /** Swarm key file of a private network (-psk-file; spegel-ts's --router-psk-file). */
+  pskFile?: string
   name?: string
   /** Also append the peer's output to this file. */
   logFile?: string
@@ -74,9 +76,10 @@ export async function startGoDhtPeer (options: StartGoDhtPeerOptions): Promise<G
   const args = ['-listen', options.listen, '-control', options.control]
   for (const b of options.bootstrap ?? []) args.push('-bootstrap', b)
   for (const k of options.provide ?? []) args.push('-provide', k)
+  if (options.pskFile !== undefined) args.push('-psk-file', options.pskFile)
   const records: Array<Record<string, unknown>> = []
   const proc = await startProcess(binary, args, {
-    netns: options.netns,
+    ...(options.netns !== undefined ? { netns: options.netns } : {}),
     name: options.name ?? 'dhtpeer',
     ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
     ...(options.env !== undefined ? { env: options.env } : {}),

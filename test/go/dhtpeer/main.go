@@ -5,7 +5,8 @@
 // spegel-ts and Go Spegel nodes can share one DHT.
 //
 // It listens on -listen, bootstraps from -bootstrap multiaddrs (with `/p2p/<id>`, or without one as Spegel's DNS
-// bootstrapper produces them), provides the -provide keys, and answers a small HTTP control API on -control:
+// bootstrapper produces them), provides the -provide keys, joins only the private network of -psk-file's swarm key
+// when given one, and answers a small HTTP control API on -control:
 //
 //	GET  /id                          {"id": "...", "addrs": ["/ip4/…/tcp/…/p2p/…"]}
 //	GET  /ready                       200 when Spegel's Ready() would be true (routing table not empty, provider online)
@@ -49,6 +50,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/sec"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
@@ -82,12 +84,25 @@ func main() {
 	var bootstrap, provide listFlag
 	flag.Var(&bootstrap, "bootstrap", "bootstrap multiaddr, with or without /p2p/<id> (repeatable)")
 	flag.Var(&provide, "provide", "key to provide from the start (repeatable)")
+	pskFile := flag.String("psk-file", "", "swarm key file of a private network (go-libp2p's pnet format), as spegel-ts's --router-psk-file")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *listen, *control, bootstrap, provide); err != nil {
+	var psk pnet.PSK
+	if *pskFile != "" {
+		f, err := os.Open(*pskFile)
+		if err == nil {
+			psk, err = pnet.DecodeV1PSK(f)
+			f.Close()
+		}
+		if err != nil {
+			log.Error("exiting", "err", fmt.Sprintf("-psk-file %s: %v", *pskFile, err))
+			os.Exit(1)
+		}
+	}
+	if err := run(ctx, log, *listen, *control, bootstrap, provide, psk); err != nil {
 		log.Error("exiting", "err", err.Error())
 		os.Exit(1)
 	}
@@ -104,7 +119,7 @@ type node struct {
 	protocols []ma.Multiaddr
 }
 
-func run(ctx context.Context, log *slog.Logger, listen, control string, bootstrap, provide []string) error {
+func run(ctx context.Context, log *slog.Logger, listen, control string, bootstrap, provide []string, psk pnet.PSK) error {
 	listenAddrs, err := listenMultiaddrs(listen)
 	if err != nil {
 		return err
@@ -126,6 +141,8 @@ func run(ctx context.Context, log *slog.Logger, listen, control string, bootstra
 			return out
 		}),
 		libp2p.ChainOptions(libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport)),
+		// nil: an open network.
+		libp2p.PrivateNetwork(psk),
 	)
 	if err != nil {
 		return fmt.Errorf("could not create host: %w", err)
