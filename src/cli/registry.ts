@@ -11,6 +11,8 @@ import { defaultTransferBudget, TransferBudget } from '../registry/budget.ts'
 import { InvalidSizeError, parseByteSize } from '../util/size.ts'
 import { PeerMirror } from '../registry/mirror.ts'
 import { HerdMirror } from '../registry/herd.ts'
+import { TagConfirmer } from '../registry/upstream.ts'
+import { parseMirroredRegistries } from '../hosts/url.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
 import { parseSwarmKey, SwarmKeyError } from '../routing/psk.ts'
@@ -151,6 +153,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       resolveRetries: config.mirrorResolveRetries,
       metrics,
       ...(basicAuth !== undefined ? { basicAuth } : {}),
+      ...(config.confirmTags ? { tags: new TagConfirmer({ registries: parseMirroredRegistries(config.mirroredRegistries) }) } : {}),
     })
     const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: (signal) => store.changes(signal) })
     advertising = advertiser.run(background.signal)

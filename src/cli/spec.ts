@@ -72,6 +72,10 @@ const registry = {
       help: 'A client that takes no bytes of a blob for this long has its transfer ended (a stalled client holds no budget meanwhile).',
     },
     {
+      name: 'confirm-tags', kind: 'bool', env: 'CONFIRM_TAGS', default: 'true',
+      help: 'Answer a tag resolved by peers only when its upstream registry names the same digest for it (a HEAD, with an anonymous token if asked), or cannot be reached at all; otherwise 404 and containerd resolves the tag itself. false: trust peers, as Spegel.',
+    },
+    {
       name: 'herd-protection', kind: 'bool', env: 'HERD_PROTECTION', default: 'true',
       help: 'When several nodes miss the same blob at once (a rollout), one downloads it from the upstream and the others stream it from that node. false: every node downloads, as Spegel.',
     },

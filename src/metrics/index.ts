@@ -34,6 +34,7 @@ export class Metrics {
   }
 
   readonly mirrorRequests = new Counter({ name: 'spegel_mirror_requests_total', help: 'Total number of mirror requests.', labelNames: ['registry', 'cache'] as const, registers: [this.registry] })
+  readonly tagChecks = new Counter({ name: 'spegel_tag_confirmations_total', help: 'Tags resolved by peers, by what the upstream registry said of them (confirmed, differs, unconfirmable, unreachable).', labelNames: ['outcome'] as const, registers: [this.registry] })
   readonly mirrorLastSuccess = new Gauge({ name: 'spegel_mirror_last_success_timestamp_seconds', help: 'The timestamp of the last successful mirror request.', registers: [this.registry] })
   readonly resolveDuration = new Histogram({ name: 'spegel_resolve_duration_seconds', help: 'The duration for router to resolve a peer.', labelNames: ['router'] as const, registers: [this.registry] })
   readonly advertisedImageTags = new Gauge({ name: 'spegel_advertised_image_tags', help: 'Number of advertised image tags.', labelNames: ['registry'] as const, registers: [this.registry] })

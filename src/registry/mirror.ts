@@ -4,7 +4,9 @@ import { Readable } from 'node:stream'
 import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { parseDigest } from '../oci/digest.ts'
+import { tagReference } from '../oci/reference.ts'
 import { manifestAccept, MediaType } from '../oci/mediatypes.ts'
+import type { TagConfirmer } from './upstream.ts'
 import type { Peer, Router } from '../routing/types.ts'
 import { RegistryError } from './errors.ts'
 import { identifier, type DistributionPath } from './path.ts'
@@ -51,6 +53,12 @@ export interface PeerMirrorOptions {
   badPeerTtlMs?: number
   basicAuth?: { username: string, password: string }
   metrics?: Metrics
+  /**
+   * Confirms a tag a peer resolved with the upstream registry before it is answered (--confirm-tags): a digest the
+   * upstream does not name for the tag, or will not name, is answered 404 (containerd then resolves the tag itself,
+   * with its own credentials); only an unreachable upstream leaves the peers' answer standing.
+   */
+  tags?: TagConfirmer
 }
 
 /** A peer sent bytes that do not hash to the digest they were asked for. */
@@ -96,7 +104,7 @@ interface Attempt {
  * while streaming so a bad peer can never hand containerd a blob that verifies wrong.
  */
 export class PeerMirror implements Mirror {
-  private readonly init: Required<Omit<PeerMirrorOptions, 'basicAuth' | 'metrics'>> & Pick<PeerMirrorOptions, 'basicAuth' | 'metrics'>
+  private readonly init: Required<Omit<PeerMirrorOptions, 'basicAuth' | 'metrics' | 'tags'>> & Pick<PeerMirrorOptions, 'basicAuth' | 'metrics' | 'tags'>
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16, scheduling: 'lifo' })
   private readonly latency = new LatencyTracker()
   private readonly badPeers = new Map<string, number>()
@@ -149,6 +157,7 @@ export class PeerMirror implements Mirror {
       // the size is known, and the bytes before and after it are read and hashed too, so a range is verified
       // against the digest like a whole blob (re-reading the rest from a peer is cheap next to the upstream).
       const first = await this.race(source, path, method, undefined, signal, false, scope, options.resolveTimeoutMs)
+      if (path.kind === 'manifests' && path.tag !== undefined && this.init.tags !== undefined) await this.confirmTag(path, path.tag, first, signal)
       const size = first.size
       let window = { start: 0, end: size - 1 }
       if (request.range !== undefined) {
@@ -184,6 +193,27 @@ export class PeerMirror implements Mirror {
 
   close (): void {
     this.agent.destroy()
+  }
+
+  /** Throws 404 unless the upstream names `first`'s digest for the tag, or cannot be reached at all. */
+  private async confirmTag (path: DistributionPath, tag: string, first: Attempt, signal: AbortSignal): Promise<void> {
+    const check = path.registry === ''
+      ? { outcome: 'unconfirmable' as const, status: 0 }
+      : await this.init.tags!.check(path.registry, path.repository, tag, first.digest, signal)
+    this.init.metrics?.tagChecks.inc({ outcome: check.outcome })
+    if (check.outcome === 'confirmed') return
+    const what = `${tagReference(path.registry, path.repository, tag)} (${first.digest} from peer ${first.peer.id})`
+    if (check.outcome === 'unreachable') {
+      this.init.logger.info({ tag: what, reason: check.reason }, 'the upstream cannot be reached to confirm a tag: the peer\'s answer is used')
+      return
+    }
+    first.res.destroy()
+    if (check.outcome === 'differs') {
+      this.init.logger.warn({ tag: what, upstream: check.upstream }, 'a peer answered a tag with a digest the upstream does not name for it: not served')
+      throw new RegistryError(404, 'MANIFEST_UNKNOWN', `manifest ${tagReference(path.registry, path.repository, tag)}: the upstream names another digest for this tag than the peers`)
+    }
+    this.init.logger.debug({ tag: what, status: check.status }, 'the upstream would not confirm a tag: containerd resolves it itself')
+    throw new RegistryError(404, 'MANIFEST_UNKNOWN', `manifest ${tagReference(path.registry, path.repository, tag)}: the upstream did not confirm this tag (${check.status === 0 ? 'no registry named' : `HTTP ${check.status}`})`)
   }
 
   private isBad (peer: Peer): boolean {

@@ -27,10 +27,12 @@ function keysOf (image: PushedImage, registryHost: string): string[] {
   return [`${registryHost}/${image.repository}:${image.tag}`, image.digest, ...image.children.map((c) => c.digest)]
 }
 
-async function push (registryHost: string, repository: string, layerSizes: number[]): Promise<PushedImage> {
+/** Pushes one new image to each registry (the same digests everywhere); returns it as pushed to the first. */
+async function push (registryHosts: readonly string[], repository: string, layerSizes: number[]): Promise<PushedImage> {
   const built = await buildImage({ layers: layerSizes.map((sizeBytes) => ({ sizeBytes })), tag: 'v1' })
   try {
-    return await pushLayout(built, registryHost, repository, 'v1')
+    const pushed = await Promise.all(registryHosts.map(async (host) => await pushLayout(built, host, repository, 'v1')))
+    return pushed[0]!
   } finally {
     await built.cleanup()
   }
@@ -89,10 +91,13 @@ describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel
     ;[n1, n2, n3] = cluster.nodes as [SpegelNode, SpegelNode, SpegelNode]
     goNet = await addClusterMember(cluster.net, 'go', 50)
     goRegistry = await startRegistry({ host: goNet.ip, port: registryPort, netns: goNet.netns })
-    held = await push(cluster.upstreamHost, 'interop/held', [300_000, 100_000])
-    fromGo = await push(goRegistry.host, 'interop/from-go', [1_000_000, 200_000])
-    fromGoDns = await push(goRegistry.host, 'interop/from-go-dns', [500_000])
-    localOnly = await push(goRegistry.host, 'interop/local-only', [700_000])
+    held = await push([cluster.upstreamHost], 'interop/held', [300_000, 100_000])
+    // The Go peer's host serves these as a Spegel node would. The upstream has the two pulled by tag as well: a tag
+    // resolved by peers is confirmed with the upstream (--confirm-tags); their bytes must still come from the Go peer.
+    fromGo = await push([goRegistry.host, cluster.upstreamHost], 'interop/from-go', [1_000_000, 200_000])
+    fromGoDns = await push([goRegistry.host, cluster.upstreamHost], 'interop/from-go-dns', [500_000])
+    localOnly = await push([goRegistry.host], 'interop/local-only', [700_000])
+    cluster.upstream.resetAccessLog()
     goRegistry.resetAccessLog()
   })
 
@@ -161,7 +166,8 @@ describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel
           assert.deepEqual(answer.providers.map((p) => [p.id, p.ips]), [[peer.id, [goNet!.ip]]], `${node.name}'s record of ${key}`)
         }
       }
-      // Through node 3's mirror, as containerd asks it: `ns` names the upstream, which does not have this image.
+      // Through node 3's mirror, as containerd asks it: `ns` names the upstream, which confirms the tag; every blob
+      // comes from the Go peer's registry, none from the upstream.
       const ns = encodeURIComponent(cluster!.upstreamHost)
       await cluster!.waitServable(n3, fromGo.repository, 'manifests', 'v1')
       const manifest = await fetch(`${n3.mirrorUrl}/v2/${fromGo.repository}/manifests/v1?ns=${ns}`, { headers: { accept: fromGo.mediaType } })
@@ -181,6 +187,8 @@ describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel
         assert.ok(fromN3.some((e) => e.path === `/v2/${fromGo.repository}/blobs/${blob.digest}` && e.status === 200), `node 3 fetched ${blob.digest} from the Go peer's registry`)
       }
       assert.ok(n3.logs().some((r) => r.msg === 'served from peer' && r.peer === peer.id), 'node 3 logged content served from the Go peer')
+      await cluster!.upstream.waitForQuiet()
+      assert.equal(cluster!.upstream.blobBytesServed({ repository: fromGo.repository }), 0, 'the upstream sent no blob')
     })
     it('answers a spegel-ts node asking for the providers of a record only it holds', async () => {
       const peer = go!
@@ -235,7 +243,8 @@ describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel
       const connected = n3.logs().slice(since).filter((r) => r.msg === 'bootstrap peer connected')
       assert.ok(connected.some((r) => r.peer === peer.id && r.addr === `/ip4/${goNet!.ip}/tcp/${routerPort}`), `node 3 bootstrapped through the Go peer: ${JSON.stringify(connected)}`)
 
-      // containerd on node 3 pulls through its mirror; the upstream has no such image, the Go peer's host has.
+      // containerd on node 3 pulls through its mirror; the Go peer's host serves the blobs (the upstream only confirms
+      // the tag).
       const ref = `${cluster!.upstreamHost}/${fromGoDns.repository}:v1`
       await cluster!.waitServable(n3, fromGoDns.repository, 'manifests', 'v1')
       const pulled = n3.logs().length
@@ -243,6 +252,8 @@ describe('a Go libp2p node (go-libp2p-kad-dht, Spegel\'s settings) in the spegel
       assert.equal(await n3.imageDigest(ref), fromGoDns.digest)
       const held3 = await n3.contentDigests()
       for (const digest of [fromGoDns.digest, ...fromGoDns.children.map((c) => c.digest)]) assert.ok(held3.has(digest), `node 3 holds ${digest}`)
+      await cluster!.upstream.waitForQuiet()
+      assert.equal(cluster!.upstream.blobBytesServed({ repository: fromGoDns.repository }), 0, 'the upstream sent no blob')
 
       // Node 3 now advertises the image too, and the Go peer finds it.
       await waitFor(() => n3.logs().slice(pulled).some((r) => r.msg === 'advertisements updated'), { timeoutMs: 30_000, what: 'node 3 to advertise' })

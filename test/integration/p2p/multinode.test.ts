@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { makeImage, writeOciArchive } from '../../helpers/containerd.ts'
 import { CriImages } from '../../helpers/cri-images.ts'
-import { pushLargeBlobImage, pushTestImages, type PushedImage, type TestImageSet } from '../../helpers/images.ts'
+import { buildImage, pushLargeBlobImage, pushLayout, pushTestImages, type PushedImage, type TestImageSet } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
 import { run } from '../../helpers/process.ts'
 import { waitFor } from '../../helpers/wait.ts'
@@ -100,23 +100,28 @@ describe('Spegel across three network-namespace nodes', { timeout: 300_000 }, ()
     }
   })
 
-  it('serves the kubelet\'s way of pulling: CRI PullImage on node 3 of an image only node 1 holds', async (t) => {
-    // Not on the upstream at all: the pull can only succeed through node 3's mirror.
-    const image = makeImage(`${cluster.upstreamHost}/cri/app:v1`, { layerSizes: [3 * MiB, 200_000] })
-    const archive = join(n1.containerd.dir, 'cri-app.tar')
-    await writeOciArchive(archive, [image])
-    await n1.ctr(['images', 'import', archive])
-    await cluster.waitServable(n3, 'cri/app', 'manifests', 'v1')
+  it('serves the kubelet\'s way of pulling: CRI PullImage on node 3 of an image node 1 holds, without a blob from the upstream', async (t) => {
+    // On the upstream too, as tags are: node 3's mirror confirms the tag with the upstream (--confirm-tags, a HEAD of
+    // the manifest), and every blob must come from node 1.
+    const built = await buildImage({ layers: [{ sizeBytes: 3 * MiB }, { sizeBytes: 200_000 }], tag: 'v1' })
+    let image: PushedImage
+    try {
+      image = await pushLayout(built, cluster.upstreamHost, 'cri/app', 'v1')
+    } finally {
+      await built.cleanup()
+    }
+    await n1.pull(image.ref)
+    for (const c of image.children) await cluster.waitServable(n3, 'cri/app', 'blobs', c.digest)
     cluster.upstream.resetAccessLog()
     const cri = new CriImages(n3.containerd.socket)
     t.after(() => { cri.close() })
-    const ref = await cri.pull(image.name, 120_000)
+    const ref = await cri.pull(image.ref, 120_000)
     assert.match(ref, /^sha256:[0-9a-f]{64}$/)
-    assert.equal(await n3.imageDigest(image.name), image.top.digest)
+    assert.equal(await n3.imageDigest(image.ref), image.digest)
     const held = await n3.contentDigests()
-    for (const blob of image.blobs) assert.ok(held.has(blob.digest), `node 3 holds ${blob.digest}`)
+    for (const c of image.children) assert.ok(held.has(c.digest), `node 3 holds ${c.digest}`)
     assert.equal(cluster.upstream.blobBytesServed(), 0)
-    assert.ok(n3.logs().some((r) => r.msg === 'served from peer' && r.key === image.blobs.at(-1)?.digest), 'node 3 logged a layer served from a peer')
+    assert.ok(n3.logs().some((r) => r.msg === 'served from peer' && r.key === image.children.at(-1)?.digest), 'node 3 logged a layer served from a peer')
   })
 
   it('completes a large blob transfer from another holder when the serving node is killed mid-way', async (t) => {

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Metrics } from '../../../src/metrics/index.ts'
 import { createRegistryApp } from '../../../src/registry/index.ts'
 import { PeerMirror } from '../../../src/registry/mirror.ts'
+import type { TagConfirmer } from '../../../src/registry/upstream.ts'
 import { MemoryNetwork, MemoryRouter } from '../../../src/routing/memory.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 
@@ -24,9 +25,9 @@ export interface PeerPair {
 
 /**
  * Starts the pair on 127.0.<subnet>.1 (node) and 127.0.<subnet>.2 (peer); the peer advertises `keys`; `metrics` are the
- * node's, and so is `nodeStore` (default: an empty one).
+ * node's, and so are `nodeStore` (default: an empty one) and `tags` (the node's mirror confirms tags with it).
  */
-export async function startPeerPair (store: MemoryStore, keys: readonly string[], options: { subnet: number, resolveTimeoutMs?: number, metrics?: Metrics, nodeStore?: MemoryStore }): Promise<PeerPair> {
+export async function startPeerPair (store: MemoryStore, keys: readonly string[], options: { subnet: number, resolveTimeoutMs?: number, metrics?: Metrics, nodeStore?: MemoryStore, tags?: TagConfirmer }): Promise<PeerPair> {
   const logger = pino({ level: 'silent' })
   const nodeIp = `127.0.${options.subnet}.1`
   const peerIp = `127.0.${options.subnet}.2`
@@ -35,7 +36,14 @@ export async function startPeerPair (store: MemoryStore, keys: readonly string[]
   const peer: FastifyInstance = createRegistryApp({ store, logger })
   await peer.listen({ host: peerIp, port: 0 })
   const port = (peer.server.address() as AddressInfo).port
-  const mirror = new PeerMirror({ router: new MemoryRouter(network, { id: 'node', addresses: [nodeIp] }), registryPort: port, logger, resolveTimeoutMs: options.resolveTimeoutMs ?? 100 })
+  const mirror = new PeerMirror({
+    router: new MemoryRouter(network, { id: 'node', addresses: [nodeIp] }),
+    registryPort: port,
+    logger,
+    resolveTimeoutMs: options.resolveTimeoutMs ?? 100,
+    ...(options.tags !== undefined ? { tags: options.tags } : {}),
+    ...(options.metrics !== undefined ? { metrics: options.metrics } : {}),
+  })
   const node: FastifyInstance = createRegistryApp({ store: options.nodeStore ?? new MemoryStore(), logger, mirror, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
   await node.listen({ host: nodeIp, port })
   return {

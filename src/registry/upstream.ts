@@ -1,0 +1,139 @@
+import { manifestAccept } from '../oci/mediatypes.ts'
+import { serverForRegistry } from '../hosts/toml.ts'
+import type { RegistryUrl } from '../hosts/url.ts'
+import { Header } from '../util/http.ts'
+
+/**
+ * What the upstream registry says of a tag a peer answered:
+ * - `confirmed`: the upstream resolves the tag to the same digest;
+ * - `differs`: it resolves it to another digest (a peer answered with an image of its own, or the tag moved);
+ * - `unconfirmable`: it answered but would not say (401/403 after an anonymous token: a private repository; 404: the
+ *   upstream does not have the tag);
+ * - `unreachable`: no answer at all (the upstream is down, or this node cannot reach it).
+ */
+export type TagCheck =
+  | { outcome: 'confirmed' }
+  | { outcome: 'differs', upstream: string }
+  | { outcome: 'unconfirmable', status: number }
+  | { outcome: 'unreachable', reason: string }
+
+export interface TagConfirmerOptions {
+  /** --mirrored-registries: the scheme of a listed registry is used (http for a plain-HTTP registry). */
+  registries: readonly RegistryUrl[]
+  /** Longest wait for the upstream's answers, token included (default 5 s). */
+  timeoutMs?: number
+  /** Answers kept for this long per registry, repository, tag and digest (default 10 s). */
+  cacheTtlMs?: number
+  /** For tests: the fetch to use. */
+  fetch?: typeof fetch
+}
+
+/** Bearer challenges larger than this are not a registry's. */
+const maxTokenBytes = 64 * 1024
+
+/**
+ * Asks a tag's upstream registry which digest the tag names, as containerd itself would before a pull: a HEAD of the
+ * manifest, with an anonymous bearer token when the registry asks for one (Docker Hub, GHCR, most registries; Docker
+ * Hub does not count HEADs against its rate limit). Used before a tag that a peer resolved is handed to containerd, so
+ * a node in the DHT cannot make others run its image under a name it does not own.
+ */
+export class TagConfirmer {
+  private readonly options: Required<Omit<TagConfirmerOptions, 'fetch'>> & { fetch: typeof fetch }
+  private readonly cache = new Map<string, { check: TagCheck, until: number }>()
+
+  constructor (options: TagConfirmerOptions) {
+    this.options = { timeoutMs: 5_000, cacheTtlMs: 10_000, fetch: globalThis.fetch, ...options }
+  }
+
+  async check (registry: string, repository: string, tag: string, digest: string, signal: AbortSignal): Promise<TagCheck> {
+    const key = `${registry}/${repository}:${tag}@${digest}`
+    const now = performance.now()
+    const cached = this.cache.get(key)
+    if (cached !== undefined && cached.until > now) return cached.check
+    const check = await this.ask(registry, repository, tag, digest, AbortSignal.any([signal, AbortSignal.timeout(this.options.timeoutMs)]))
+    signal.throwIfAborted()
+    // Only answers are kept: an unreachable upstream is asked again next time.
+    if (check.outcome !== 'unreachable') {
+      if (this.cache.size > 1000) this.cache.clear()
+      this.cache.set(key, { check, until: now + this.options.cacheTtlMs })
+    }
+    return check
+  }
+
+  /** `scheme://host` of the registry's API (Docker Hub's is registry-1.docker.io). */
+  base (registry: string): string {
+    const listed = this.options.registries.find((r) => !r.wildcard && r.host === registry)
+    return serverForRegistry(listed ?? { wildcard: false, scheme: 'https', host: registry, href: `https://${registry}` }) ?? `https://${registry}`
+  }
+
+  private async ask (registry: string, repository: string, tag: string, digest: string, signal: AbortSignal): Promise<TagCheck> {
+    const url = `${this.base(registry)}/v2/${repository}/manifests/${encodeURIComponent(tag)}`
+    try {
+      let res = await this.head(url, undefined, signal)
+      if (res.status === 401) {
+        const token = await this.token(res.headers.get('www-authenticate'), repository, signal)
+        if (token === undefined) return { outcome: 'unconfirmable', status: 401 }
+        res = await this.head(url, `Bearer ${token}`, signal)
+      }
+      if (res.status >= 500) return { outcome: 'unreachable', reason: `the upstream answered ${res.status}` }
+      if (res.status !== 200) return { outcome: 'unconfirmable', status: res.status }
+      const upstream = res.headers.get(Header.dockerContentDigest)
+      if (upstream === null || upstream === '') return { outcome: 'unconfirmable', status: res.status }
+      return upstream === digest ? { outcome: 'confirmed' } : { outcome: 'differs', upstream }
+    } catch (err) {
+      if (signal.aborted && (signal.reason as Error | undefined)?.name !== 'TimeoutError') throw err
+      return { outcome: 'unreachable', reason: err instanceof Error ? err.message : String(err) }
+    }
+  }
+
+  private async head (url: string, authorization: string | undefined, signal: AbortSignal): Promise<Response> {
+    const res = await this.options.fetch(url, {
+      method: 'HEAD',
+      headers: { [Header.accept]: manifestAccept, ...(authorization !== undefined ? { authorization } : {}) },
+      redirect: 'follow',
+      signal,
+    })
+    await res.body?.cancel()
+    return res
+  }
+
+  /** An anonymous pull token from the realm a `WWW-Authenticate: Bearer …` challenge names; undefined if none is given. */
+  private async token (challenge: string | null, repository: string, signal: AbortSignal): Promise<string | undefined> {
+    const params = parseBearerChallenge(challenge ?? '')
+    if (params === undefined || params.realm === undefined) return undefined
+    let realm: URL
+    try {
+      realm = new URL(params.realm)
+    } catch {
+      return undefined
+    }
+    if (realm.protocol !== 'https:' && realm.protocol !== 'http:') return undefined
+    if (params.service !== undefined) realm.searchParams.set('service', params.service)
+    realm.searchParams.set('scope', params.scope ?? `repository:${repository}:pull`)
+    const res = await this.options.fetch(realm, { signal })
+    if (res.status !== 200) {
+      await res.body?.cancel()
+      return undefined
+    }
+    const text = await res.text()
+    if (text.length > maxTokenBytes) return undefined
+    try {
+      const body = JSON.parse(text) as { token?: unknown, access_token?: unknown }
+      const token = typeof body.token === 'string' && body.token !== '' ? body.token : body.access_token
+      return typeof token === 'string' && token !== '' ? token : undefined
+    } catch {
+      return undefined
+    }
+  }
+}
+
+/** The parameters of a `Bearer realm="…",service="…",scope="…"` challenge; undefined for another scheme. */
+export function parseBearerChallenge (header: string): Record<string, string> | undefined {
+  const match = /^\s*bearer\s+(.*)$/is.exec(header)
+  if (match === null) return undefined
+  const params: Record<string, string> = {}
+  for (const m of (match[1] ?? '').matchAll(/([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/g)) {
+    params[(m[1] ?? '').toLowerCase()] = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : (m[3] ?? '')
+  }
+  return params
+}
