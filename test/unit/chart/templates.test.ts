@@ -484,6 +484,12 @@ describe('chart rendered with non-default values', () => {
     assert.equal(flag(renderChart({ values: { spegel: { herdProtection: false } } })), '--herd-protection=false')
   })
 
+  it('spegel.confirmTags: the daemon\'s default (on) passes nothing; false passes --confirm-tags=false', () => {
+    const flag = (r: Rendered): string | undefined => containerArgs(container(r, 'registry')).find((a) => a.startsWith('--confirm-tags'))
+    assert.equal(flag(renderChart()), undefined)
+    assert.equal(flag(renderChart({ values: { spegel: { confirmTags: false } } })), '--confirm-tags=false')
+  })
+
   it('spegel.routerPsk: a swarm key Secret of the chart\'s (new at each render without a cluster), or the user\'s, mounted and passed as --router-psk-file; off: neither', () => {
     const psk = (r: Rendered): { arg: string | undefined, mount: unknown, volume: unknown, secret: K8sObject | undefined } => ({
       arg: containerArgs(container(r, 'registry')).find((a) => a.startsWith('--router-psk-file')),
