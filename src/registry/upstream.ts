@@ -24,6 +24,11 @@ export interface TagConfirmerOptions {
   timeoutMs?: number
   /** Answers kept for this long per registry, repository, tag and digest (default 10 s). */
   cacheTtlMs?: number
+  /**
+   * After a registry could not be reached, it is taken as unreachable without asking for this long (default 10 s):
+   * during an outage only the first tag of a rollout waits for the timeout, the others are answered from peers at once.
+   */
+  downTtlMs?: number
   /** For tests: the fetch to use. */
   fetch?: typeof fetch
 }
@@ -40,9 +45,11 @@ const maxTokenBytes = 64 * 1024
 export class TagConfirmer {
   private readonly options: Required<Omit<TagConfirmerOptions, 'fetch'>> & { fetch: typeof fetch }
   private readonly cache = new Map<string, { check: TagCheck, until: number }>()
+  /** Registries that could not be reached, until when they are not asked again. */
+  private readonly down = new Map<string, { reason: string, until: number }>()
 
   constructor (options: TagConfirmerOptions) {
-    this.options = { timeoutMs: 5_000, cacheTtlMs: 10_000, fetch: globalThis.fetch, ...options }
+    this.options = { timeoutMs: 5_000, cacheTtlMs: 10_000, downTtlMs: 10_000, fetch: globalThis.fetch, ...options }
   }
 
   async check (registry: string, repository: string, tag: string, digest: string, signal: AbortSignal): Promise<TagCheck> {
@@ -50,13 +57,18 @@ export class TagConfirmer {
     const now = performance.now()
     const cached = this.cache.get(key)
     if (cached !== undefined && cached.until > now) return cached.check
+    const down = this.down.get(registry)
+    if (down !== undefined && down.until > now) return { outcome: 'unreachable', reason: `${down.reason} (not asked again for ${Math.round((down.until - now) / 1000)} s)` }
     const check = await this.ask(registry, repository, tag, digest, AbortSignal.any([signal, AbortSignal.timeout(this.options.timeoutMs)]))
     signal.throwIfAborted()
-    // Only answers are kept: an unreachable upstream is asked again next time.
-    if (check.outcome !== 'unreachable') {
-      if (this.cache.size > 1000) this.cache.clear()
-      this.cache.set(key, { check, until: now + this.options.cacheTtlMs })
+    if (check.outcome === 'unreachable') {
+      if (this.down.size > 1000) this.down.clear()
+      this.down.set(registry, { reason: check.reason, until: performance.now() + this.options.downTtlMs })
+      return check
     }
+    this.down.delete(registry)
+    if (this.cache.size > 1000) this.cache.clear()
+    this.cache.set(key, { check, until: now + this.options.cacheTtlMs })
     return check
   }
 

@@ -71,14 +71,18 @@ describe('confirming a tag with its upstream registry', () => {
     assert.deepEqual(await check('open/app', 'v2', good), { outcome: 'unconfirmable', status: 404 })
   })
 
-  it('calls an upstream that fails or cannot be reached unreachable, and asks again next time', async () => {
-    assert.equal((await check('broken/app', 'v1', good)).outcome, 'unreachable')
-    const down = new TagConfirmer({ registries: [parseRegistryUrl('http://127.0.0.1:1')] })
-    const result = await down.check('127.0.0.1:1', 'a/b', 'v1', good, AbortSignal.timeout(5_000))
-    assert.equal(result.outcome, 'unreachable')
+  it('calls an upstream that fails or cannot be reached unreachable, and does not ask it again for a while', async () => {
+    const local = new TagConfirmer({ registries: [parseRegistryUrl(`http://${host}`)], downTtlMs: 300 })
     requests.length = 0
-    await check('broken/app', 'v1', good)
-    assert.deepEqual(requests, ['HEAD /v2/broken/app/manifests/v1'], 'not cached')
+    assert.equal((await local.check(host, 'broken/app', 'v1', good, AbortSignal.timeout(5_000))).outcome, 'unreachable')
+    const again = await local.check(host, 'public/app', 'v1', good, AbortSignal.timeout(5_000))
+    assert.equal(again.outcome, 'unreachable', 'the registry is taken as down')
+    assert.match(again.outcome === 'unreachable' ? again.reason : '', /not asked again/)
+    assert.deepEqual(requests, ['HEAD /v2/broken/app/manifests/v1'], 'one request while it is down')
+    await new Promise((resolve) => setTimeout(resolve, 350))
+    assert.deepEqual(await local.check(host, 'public/app', 'v1', good, AbortSignal.timeout(5_000)), { outcome: 'confirmed' }, 'asked again afterwards')
+    const down = new TagConfirmer({ registries: [parseRegistryUrl('http://127.0.0.1:1')] })
+    assert.equal((await down.check('127.0.0.1:1', 'a/b', 'v1', good, AbortSignal.timeout(5_000))).outcome, 'unreachable', 'connection refused')
   })
 
   it('keeps an answer for a while: a node asks once per tag and digest', async () => {
