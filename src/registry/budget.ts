@@ -144,11 +144,9 @@ export class TransferBudget {
       get bytes () { return bytes },
       stalled: (yes) => {
         if (released || yes === stalled) return
-        // Stalled transfers are let off the budget up to twice its size: what one pins is at most half of what it
-        // reserved (its read-ahead goes back), so together they pin at most the budget again, the headroom
-        // defaultTransferBudget leaves beside it. Beyond, they keep counting. (Up to the budget's size only, 200
-        // sockets that never read kept 9 MiB of a 16 MiB budget counted, and this node's peers were refused.)
-        if (yes && this.stalledBytes + bytes > 2 * this.capacity) return
+        // Stalled transfers are let off the budget up to as much again (what they pin is at most half of what they
+        // reserved: their read-ahead goes back); beyond, they keep counting.
+        if (yes && this.stalledBytes + bytes > this.capacity) return
         stalled = yes
         // A transfer that moves again counts again at once, even past the budget: it holds its chunks already.
         this.reserved += yes ? -bytes : bytes
