@@ -6,7 +6,8 @@
 // A file "starts a real containerd" when it imports test/helpers/containerd.ts, directly or through other files under
 // test/ (the cluster and pair helpers do): found by reading the imports, so a new test is covered without a list. A
 // file whose first lines say `containerd: 2.x only` (Talos ships 2.x; what it tests does not exist in 1.x) is left
-// out of the 1.x passes.
+// out of the 1.x passes; one that says `containerd: default only` runs in the first pass only (a test of the daemon's
+// own memory behaviour, which uses containerd as nothing but a content source).
 //
 //   node scripts/run-tests.ts                     every pass
 //   node scripts/run-tests.ts --containerd 2.4    only the pass(es) named (`1.6`, `2.1`, `2.4`); repeatable
@@ -54,11 +55,13 @@ const containerdFiles = testFiles.filter((f) => reaches(f))
 const containerds = knownContainerds()
 const first = containerds.find((c) => c.name === defaultTestContainerd)
 if (first === undefined) throw new Error(`the default containerd ${defaultTestContainerd} is not among ${containerds.map((c) => c.name).join(', ')}`)
-const onlyTwo = (file: string): boolean => /containerd: 2\.x only/.test(readFileSync(file, 'utf8').split('\n').slice(0, 12).join('\n'))
+const head = (file: string): string => readFileSync(file, 'utf8').split('\n').slice(0, 12).join('\n')
+const onlyTwo = (file: string): boolean => /containerd: 2\.x only/.test(head(file))
+const onlyDefault = (file: string): boolean => /containerd: default only/.test(head(file))
 const passes = [
   { containerd: first, files: testFiles, what: 'every test' },
   ...containerds.filter((c) => c !== first).map((containerd) => {
-    const files = containerdFiles.filter((f) => containerd.major >= 2 || !onlyTwo(f))
+    const files = containerdFiles.filter((f) => !onlyDefault(f) && (containerd.major >= 2 || !onlyTwo(f)))
     return { containerd, files, what: `the ${files.length} files that start a containerd` }
   }),
 ].filter((p) => values.containerd === undefined || values.containerd.includes(p.containerd.name))
@@ -67,7 +70,7 @@ for (const name of values.containerd ?? []) {
 }
 if (values.list === true) {
   console.log(`containerds: ${containerds.map((c) => `${c.name} (${c.binary})`).join(', ')}; default ${defaultTestContainerd}`)
-  for (const f of containerdFiles) console.log(`${relative(root, f)}${onlyTwo(f) ? '  (2.x only)' : ''}`)
+  for (const f of containerdFiles) console.log(`${relative(root, f)}${onlyTwo(f) ? '  (2.x only)' : onlyDefault(f) ? '  (default only)' : ''}`)
   process.exit(0)
 }
 

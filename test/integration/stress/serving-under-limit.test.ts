@@ -1,3 +1,8 @@
+// containerd: default only. What this tests is the daemon's memory behaviour under a cgroup; containerd is only its
+// content source and the CRI client. scripts/run-tests.ts runs it on the default containerd (2.1) alone: its 200-socket
+// case depends on timing (when all 200 stalled transfers are alive at once, 9 MiB of the 16 MiB budget stay counted
+// and node 1 may refuse node 2; seen once in about ten runs) and is not run three times per CI until that is fixed.
+//
 // Issue 15: "a budget is never the reason a node stops serving". Eight network-namespace nodes, each with the containerd
 // SPEGEL_TEST_CONTAINERD names (2.1, what Talos runs, unless told otherwise) and the daemon as the image runs it (bundle, ENTRYPOINT flags, image environment) inside a
 // real 128 MiB memory cgroup (the chart's limit); pulls through CRI PullImage as the kubelet does; one docker-registry
