@@ -150,6 +150,11 @@ export async function startContainerd (options: StartContainerdOptions = {}): Pr
     // The default /opt/containerd is shared with the host's daemon.
     '[plugins."io.containerd.internal.v1.opt"]',
     `  path = ${JSON.stringify(join(dir, 'opt'))}`,
+    // containerd 2.x's NRI plugin listens on the host-wide /var/run/nri/nri.sock: two test daemons starting at once
+    // race for it and one exits ("address already in use"). The tests need no NRI. (1.6 has no such plugin and
+    // ignores the table.)
+    '[plugins."io.containerd.nri.v1.nri"]',
+    '  disable = true',
     ...(options.omitConfigPath === true ? [] : ['[plugins."io.containerd.grpc.v1.cri".registry]', `  config_path = ${JSON.stringify(configPath)}`]),
     options.extraConfig ?? '',
   ].join('\n') + '\n'
@@ -271,6 +276,8 @@ async function talosConfig (talosRoot: string, at: { root: string, state: string
     `  address = ${JSON.stringify(at.socket + '.ttrpc')}`,
     '[metrics]',
     '  address = ""',
+    '[plugins."io.containerd.nri.v1.nri"]',
+    '  disable = true',
   ].join('\n') + '\n'
 }
 
