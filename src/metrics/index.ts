@@ -64,7 +64,7 @@ export class Metrics {
   readonly transferBudget = new Gauge({ name: 'spegel_transfer_budget_bytes', help: 'Memory blob transfers may reserve at once.', registers: [this.registry] })
   /** Transfers refused for lack of memory: `requester` peer (answered 429) or node (its containerd, answered 404). */
   readonly transferRejections = new Counter({ name: 'spegel_transfer_rejections_total', help: 'Transfers refused because the transfer budget was full, by requester, source and reason.', labelNames: ['requester', 'source', 'reason'] as const, registers: [this.registry] })
-  readonly transferStallTimeouts = new Counter({ name: 'spegel_transfer_stall_timeouts_total', help: 'Blob transfers ended because the client took no bytes for the stall timeout.', registers: [this.registry] })
+  readonly transferStallTimeouts = new Counter({ name: 'spegel_transfer_stall_timeouts_total', help: 'Blob transfers ended because the client took no bytes: for the stall timeout, or for 500 ms while stalled transfers already held as much memory as the transfer budget.', registers: [this.registry] })
   readonly transferQueueSeconds = new Histogram({
     name: 'spegel_transfer_queue_duration_seconds',
     help: 'Time requests of this node\'s containerd waited for room in the transfer budget, by outcome.',

@@ -35,8 +35,12 @@ export interface TransferBudgetOptions {
 export interface Lease {
   /** Bytes reserved now (what was admitted, plus what grow() added). */
   readonly bytes: number
-  /** true: the transfer is stalled (its client takes nothing), so it stops counting; false: it moves again. */
-  stalled: (stalled: boolean) => void
+  /**
+   * true: the transfer is stalled (its client takes nothing), so it stops counting; false: it moves again. Returns
+   * false when the stalled transfers already pin as much as the whole budget: the caller must then end this one (it
+   * would otherwise keep counting against the transfers that move).
+   */
+  stalled: (stalled: boolean) => boolean
   /** Reserves `bytes` more while half the budget is free and nobody waits for it (a fast transfer reading ahead). */
   grow: (bytes: number) => boolean
   /** Gives back `bytes` taken with grow(). */
@@ -143,15 +147,17 @@ export class TransferBudget {
     return {
       get bytes () { return bytes },
       stalled: (yes) => {
-        if (released || yes === stalled) return
-        // Stalled transfers are let off the budget up to as much again (what they pin is at most half of what they
-        // reserved: their read-ahead goes back); beyond, they keep counting.
-        if (yes && this.stalledBytes + bytes > this.capacity) return
+        if (released || yes === stalled) return true
+        // Stalled transfers are let off the budget up to as much again; beyond, they are ended rather than counted,
+        // so any number of sockets that never read cannot crowd out the transfers that move, and the memory they pin
+        // stays bounded.
+        if (yes && this.stalledBytes + bytes > this.capacity) return false
         stalled = yes
         // A transfer that moves again counts again at once, even past the budget: it holds its chunks already.
         this.reserved += yes ? -bytes : bytes
         this.stalledBytes += yes ? bytes : -bytes
         if (yes) this.drain()
+        return true
       },
       grow: (more) => {
         // Growth uses only the first half of the budget: the rest stays for admitting new transfers.

@@ -26,8 +26,9 @@ export interface WriteWatch {
   stallTimeoutMs: number
   /** Replaces both thresholds (tests). */
   stalledAfterMs?: number
-  onStalled?: (stalled: boolean) => void
-  /** Called once when the stall timeout ends the transfer. */
+  /** Returns false to have a transfer that just stalled ended at once (see Lease.stalled). */
+  onStalled?: (stalled: boolean) => boolean | void
+  /** Called once when the stall timeout (or onStalled's refusal) ends the transfer. */
   onTimeout?: () => void
 }
 
@@ -134,8 +135,14 @@ export class ResponseWriter {
       return
     }
     if (!this.stalled && idle >= this.stalledAfter()) {
+      if (watch.onStalled?.(true) === false) {
+        // Stalled transfers hold as much as they may: this one ends rather than counting against those that move.
+        this.timedOut = true
+        watch.onTimeout?.()
+        this.res.destroy()
+        return
+      }
       this.stalled = true
-      watch.onStalled?.(true)
     }
   }
 

@@ -45,7 +45,14 @@ export async function sendFileRange (file: FileHandle, start: number, end: numbe
   let onStall: (() => void) | undefined
   const writer = new ResponseWriter(res, watch === undefined
     ? undefined
-    : { ...watch, onStalled: (s) => { stalled = s; watch.onStalled?.(s); if (s) onStall?.() } })
+    : {
+        ...watch,
+        onStalled: (s) => {
+          if (watch.onStalled?.(s) === false) return false
+          stalled = s
+          if (s) onStall?.()
+        },
+      })
   const slots: Array<Buffer | undefined> = [undefined, undefined]
   /** Per slot: false while a write of it may still be in the socket (it must then not go back to the pool). */
   const free = [true, true]

@@ -115,6 +115,26 @@ describe('transfer budget', () => {
     assert.equal(budget.used, 4 * MiB)
   })
 
+  it('lets stalled transfers off up to the size of the budget, and refuses (the caller ends it) beyond', async () => {
+    const budget = new TransferBudget({ bytes: 2 * MiB, queueTimeoutMs: 0, peerQueueTimeoutMs: 0 })
+    const leases = []
+    for (let i = 0; i < 2; i++) {
+      const l = await budget.admit(MiB, 'node', 'local')
+      assert.ok(l !== undefined)
+      assert.equal(l.stalled(true), true)
+      leases.push(l)
+    }
+    assert.equal(budget.stalled, 2 * MiB)
+    const third = await budget.admit(MiB, 'node', 'local')
+    assert.ok(third !== undefined)
+    assert.equal(third.stalled(true), false, 'the stalled ones already hold the whole budget')
+    assert.equal(budget.used, MiB, 'a refused one keeps counting until it is ended')
+    third.release()
+    assert.equal(budget.used, 0)
+    leases[0]!.release()
+    assert.equal(budget.stalled, MiB)
+  })
+
   it('lets a request larger than the whole budget run alone', async () => {
     const budget = new TransferBudget({ bytes: MiB })
     const big = await budget.admit(10 * MiB, 'peer', 'local')
@@ -226,6 +246,49 @@ describe('registry under a full transfer budget', () => {
     } finally {
       holder.destroy()
     }
+  })
+})
+
+describe('registry with stalled transfers that fill the budget', () => {
+  it('ends a transfer that stalls once the stalled ones hold as much as the budget, long before the stall timeout', async (t) => {
+    const store = new MemoryStore()
+    const big = randomBytes(8 * MiB)
+    const digest = store.addBlob(big, MediaType.ociLayerGzip)
+    const metrics = new Metrics({ defaultMetrics: false })
+    const oneTransfer = 2 * chunkSize
+    const budget = new TransferBudget({ bytes: oneTransfer, queueTimeoutMs: 200, peerQueueTimeoutMs: 100, metrics })
+    // Stalled after 300 ms; the stall timeout (60 s) is far beyond this test.
+    const app = createRegistryApp({ store, logger, budget, metrics, stallTimeoutMs: 60_000, stalledAfterMs: 300 })
+    await app.listen({ host: '127.0.0.1', port: 0 })
+    const sockets: net.Socket[] = []
+    t.after(async () => { for (const s of sockets) s.destroy(); await app.close() })
+    const port = (app.server.address() as AddressInfo).port
+    const path = `/v2/library/app/blobs/${digest}`
+    const stuck = async (): Promise<net.Socket> => {
+      const s = await stuckGet(port, path)
+      s.on('error', () => {})
+      sockets.push(s)
+      return s
+    }
+    await stuck()
+    await waitFor(() => budget.stalled === oneTransfer && budget.used === 0, { timeoutMs: 3_000, what: 'the first stuck transfer to count as stalled', context: () => `used ${budget.used}, stalled ${budget.stalled}` })
+    const started = performance.now()
+    const second = await stuck()
+    let closedAt = 0
+    second.once('close', () => { closedAt = performance.now() })
+    // The second one stalls too; the stalled ones already hold the whole budget, so it is ended at once.
+    await waitFor(async () => await counter(metrics, 'spegel_transfer_stall_timeouts_total') === 1, { timeoutMs: 5_000, what: 'the second stuck transfer to be ended' })
+    assert.ok(performance.now() - started < 5_000, 'ended long before the stall timeout')
+    assert.equal(budget.stalled, oneTransfer, 'the first one is still stalled, not ended')
+    assert.equal(budget.used, 0, 'nothing stalled counts against the transfers that move')
+    // Its client sees the connection end once it reads (the FIN waits behind the bytes it never took).
+    second.resume()
+    await waitFor(() => closedAt > 0, { timeoutMs: 5_000, what: 'the second client to see its connection closed' })
+    // A peer is served in full meanwhile.
+    const res = await fetch(`http://127.0.0.1:${port}${path}?ns=docker.io`, { headers: { 'X-Spegel-Mirrored': 'true' } })
+    assert.equal(res.status, 200)
+    assert.equal((await res.arrayBuffer()).byteLength, big.length)
+    assert.equal(await counter(metrics, 'spegel_transfer_rejections_total'), 0)
   })
 })
 
