@@ -2,6 +2,7 @@ import { manifestAccept } from '../oci/mediatypes.ts'
 import { serverForRegistry } from '../hosts/toml.ts'
 import type { RegistryUrl } from '../hosts/url.ts'
 import { Header } from '../util/http.ts'
+import { httpRequest, type HttpReply, type HttpRequest } from '../util/http-client.ts'
 
 /**
  * What the upstream registry says of a tag a peer answered:
@@ -29,8 +30,8 @@ export interface TagConfirmerOptions {
    * during an outage only the first tag of a rollout waits for the timeout, the others are answered from peers at once.
    */
   downTtlMs?: number
-  /** For tests: the fetch to use. */
-  fetch?: typeof fetch
+  /** For tests: how requests are sent. */
+  request?: HttpRequest
 }
 
 /** Bearer challenges larger than this are not a registry's. */
@@ -43,13 +44,13 @@ const maxTokenBytes = 64 * 1024
  * a node in the DHT cannot make others run its image under a name it does not own.
  */
 export class TagConfirmer {
-  private readonly options: Required<Omit<TagConfirmerOptions, 'fetch'>> & { fetch: typeof fetch }
+  private readonly options: Required<TagConfirmerOptions>
   private readonly cache = new Map<string, { check: TagCheck, until: number }>()
   /** Registries that could not be reached, until when they are not asked again. */
   private readonly down = new Map<string, { reason: string, until: number }>()
 
   constructor (options: TagConfirmerOptions) {
-    this.options = { timeoutMs: 5_000, cacheTtlMs: 10_000, downTtlMs: 10_000, fetch: globalThis.fetch, ...options }
+    this.options = { timeoutMs: 5_000, cacheTtlMs: 10_000, downTtlMs: 10_000, request: httpRequest, ...options }
   }
 
   async check (registry: string, repository: string, tag: string, digest: string, signal: AbortSignal): Promise<TagCheck> {
@@ -79,18 +80,18 @@ export class TagConfirmer {
   }
 
   private async ask (registry: string, repository: string, tag: string, digest: string, signal: AbortSignal): Promise<TagCheck> {
-    const url = `${this.base(registry)}/v2/${repository}/manifests/${encodeURIComponent(tag)}`
     try {
+      const url = new URL(`${this.base(registry)}/v2/${repository}/manifests/${encodeURIComponent(tag)}`)
       let res = await this.head(url, undefined, signal)
       if (res.status === 401) {
-        const token = await this.token(res.headers.get('www-authenticate'), repository, signal)
+        const token = await this.token(res.header('www-authenticate'), repository, signal)
         if (token === undefined) return { outcome: 'unconfirmable', status: 401 }
         res = await this.head(url, `Bearer ${token}`, signal)
       }
       if (res.status >= 500) return { outcome: 'unreachable', reason: `the upstream answered ${res.status}` }
       if (res.status !== 200) return { outcome: 'unconfirmable', status: res.status }
-      const upstream = res.headers.get(Header.dockerContentDigest)
-      if (upstream === null || upstream === '') return { outcome: 'unconfirmable', status: res.status }
+      const upstream = res.header(Header.dockerContentDigest)
+      if (upstream === undefined || upstream === '') return { outcome: 'unconfirmable', status: res.status }
       return upstream === digest ? { outcome: 'confirmed' } : { outcome: 'differs', upstream }
     } catch (err) {
       if (signal.aborted && (signal.reason as Error | undefined)?.name !== 'TimeoutError') throw err
@@ -98,19 +99,18 @@ export class TagConfirmer {
     }
   }
 
-  private async head (url: string, authorization: string | undefined, signal: AbortSignal): Promise<Response> {
-    const res = await this.options.fetch(url, {
+  private async head (url: URL, authorization: string | undefined, signal: AbortSignal): Promise<HttpReply> {
+    const res = await this.options.request(url, {
       method: 'HEAD',
       headers: { [Header.accept]: manifestAccept, ...(authorization !== undefined ? { authorization } : {}) },
-      redirect: 'follow',
       signal,
     })
-    await res.body?.cancel()
+    res.discard()
     return res
   }
 
   /** An anonymous pull token from the realm a `WWW-Authenticate: Bearer …` challenge names; undefined if none is given. */
-  private async token (challenge: string | null, repository: string, signal: AbortSignal): Promise<string | undefined> {
+  private async token (challenge: string | undefined, repository: string, signal: AbortSignal): Promise<string | undefined> {
     const params = parseBearerChallenge(challenge ?? '')
     if (params === undefined || params.realm === undefined) return undefined
     let realm: URL
@@ -122,13 +122,13 @@ export class TagConfirmer {
     if (realm.protocol !== 'https:' && realm.protocol !== 'http:') return undefined
     if (params.service !== undefined) realm.searchParams.set('service', params.service)
     realm.searchParams.set('scope', params.scope ?? `repository:${repository}:pull`)
-    const res = await this.options.fetch(realm, { signal })
+    const res = await this.options.request(realm, { method: 'GET', signal })
     if (res.status !== 200) {
-      await res.body?.cancel()
+      res.discard()
       return undefined
     }
-    const text = await res.text()
-    if (text.length > maxTokenBytes) return undefined
+    const text = await res.text(maxTokenBytes)
+    if (text === undefined) return undefined
     try {
       const body = JSON.parse(text) as { token?: unknown, access_token?: unknown }
       const token = typeof body.token === 'string' && body.token !== '' ? body.token : body.access_token

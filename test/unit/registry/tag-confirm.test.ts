@@ -3,6 +3,7 @@ import { describe, it } from 'node:test'
 import { Metrics } from '../../../src/metrics/index.ts'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { TagConfirmer } from '../../../src/registry/upstream.ts'
+import type { HttpRequest } from '../../../src/util/http-client.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 import { startPeerPair } from './peer-pair.ts'
 
@@ -16,34 +17,37 @@ function peerWithTag (): { store: MemoryStore, digest: string } {
 }
 
 /** What the fake upstream answers to a manifest HEAD, and how often it was asked. */
-function upstream (answer: () => Response | Promise<Response>): { fetch: typeof fetch, asked: string[] } {
+function upstream (answer: () => Answer): { request: HttpRequest, asked: string[] } {
   const asked: string[] = []
   return {
     asked,
-    fetch: (async (input: string | URL | Request) => {
-      asked.push(String(input))
-      return await answer()
-    }) as typeof fetch,
+    request: async (url) => {
+      asked.push(String(url))
+      const { status, headers = {} } = answer()
+      return { status, header: (name) => headers[name.toLowerCase()], text: async () => '', discard: () => {} }
+    },
   }
 }
+
+interface Answer { status: number, headers?: Record<string, string> }
 
 const outcomes = async (metrics: Metrics): Promise<Record<string, number>> =>
   Object.fromEntries((await metrics.tagChecks.get()).values.map((v) => [String(v.labels.outcome), v.value]))
 
 describe('a tag resolved by peers is confirmed with the upstream before containerd gets it', () => {
-  const cases: Array<{ name: string, answer: (digest: string) => () => Response | Promise<Response>, status: number, outcome: string }> = [
-    { name: 'the upstream names the same digest: served', answer: (d) => () => new Response(null, { status: 200, headers: { 'docker-content-digest': d } }), status: 200, outcome: 'confirmed' },
-    { name: 'the upstream names another digest: 404', answer: () => () => new Response(null, { status: 200, headers: { 'docker-content-digest': 'sha256:' + 'f'.repeat(64) } }), status: 404, outcome: 'differs' },
-    { name: 'the upstream will not say (401 without a challenge): 404', answer: () => () => new Response(null, { status: 401 }), status: 404, outcome: 'unconfirmable' },
-    { name: 'the upstream does not have the tag: 404', answer: () => () => new Response(null, { status: 404 }), status: 404, outcome: 'unconfirmable' },
-    { name: 'the upstream cannot be reached: the peers\' answer is served', answer: () => () => { throw new TypeError('fetch failed') }, status: 200, outcome: 'unreachable' },
+  const cases: Array<{ name: string, answer: (digest: string) => () => Answer, status: number, outcome: string }> = [
+    { name: 'the upstream names the same digest: served', answer: (d) => () => ({ status: 200, headers: { 'docker-content-digest': d } }), status: 200, outcome: 'confirmed' },
+    { name: 'the upstream names another digest: 404', answer: () => () => ({ status: 200, headers: { 'docker-content-digest': 'sha256:' + 'f'.repeat(64) } }), status: 404, outcome: 'differs' },
+    { name: 'the upstream will not say (401 without a challenge): 404', answer: () => () => ({ status: 401 }), status: 404, outcome: 'unconfirmable' },
+    { name: 'the upstream does not have the tag: 404', answer: () => () => ({ status: 404 }), status: 404, outcome: 'unconfirmable' },
+    { name: 'the upstream cannot be reached: the peers\' answer is served', answer: () => () => { throw new Error('connect ECONNREFUSED') }, status: 200, outcome: 'unreachable' },
   ]
   for (const [i, c] of cases.entries()) {
     it(c.name, async () => {
       const { store, digest } = peerWithTag()
       const metrics = new Metrics({ defaultMetrics: false })
       const fake = upstream(c.answer(digest))
-      const pair = await startPeerPair(store, ['docker.io/library/app:v1', digest], { subnet: 210 + i, metrics, tags: new TagConfirmer({ registries: [], fetch: fake.fetch }) })
+      const pair = await startPeerPair(store, ['docker.io/library/app:v1', digest], { subnet: 210 + i, metrics, tags: new TagConfirmer({ registries: [], request: fake.request }) })
       try {
         for (const method of ['HEAD', 'GET']) {
           const res = await fetch(`${pair.nodeUrl}/v2/library/app/manifests/v1?ns=docker.io`, { method })
@@ -66,10 +70,10 @@ describe('a tag resolved by peers is confirmed with the upstream before containe
 
   it('a tag without a registry (no ?ns=) cannot be confirmed: 404, and the upstream is not asked', async () => {
     const { store, digest } = peerWithTag()
-    const fake = upstream(() => new Response(null, { status: 200, headers: { 'docker-content-digest': digest } }))
+    const fake = upstream(() => ({ status: 200, headers: { 'docker-content-digest': digest } }))
     // What the peer advertises for a tag asked without ?ns=.
     const metrics = new Metrics({ defaultMetrics: false })
-    const pair = await startPeerPair(store, ['/library/app:v1', 'docker.io/library/app:v1'], { subnet: 219, metrics, tags: new TagConfirmer({ registries: [], fetch: fake.fetch }) })
+    const pair = await startPeerPair(store, ['/library/app:v1', 'docker.io/library/app:v1'], { subnet: 219, metrics, tags: new TagConfirmer({ registries: [], request: fake.request }) })
     try {
       const res = await fetch(`${pair.nodeUrl}/v2/library/app/manifests/v1`)
       await res.arrayBuffer()
