@@ -72,6 +72,11 @@ export class Advertiser {
   }
 
   /** What is advertised now, for the debug page. */
+  /** Whether `key` (a digest, or a tag reference `registry/repository:tag`) is advertised now: what this node shares. */
+  has (key: string): boolean {
+    return this.advertised.has(key)
+  }
+
   snapshot (): { images: AdvertisedImage[], keys: number } {
     return { images: this.images, keys: this.advertised.size }
   }
@@ -154,8 +159,16 @@ export class Advertiser {
     const images: AdvertisedImage[] = []
     const seenTops = new Set<string>()
     const perRegistry = new Map<string, { tags: number, images: Set<string>, content: Set<string> }>()
+    /** Content of images this node does not share: content that landed for them is not advertised either. */
+    const unshared = new Set<string>()
     for (const record of records) {
-      if (filter?.rejectsImage(record.registry, record.repository, record.tag) === true) continue
+      if (filter?.rejectsImage(record.registry, record.repository, record.tag) === true) {
+        if (this.loose.size > 0) {
+          for (const d of await this.walk(record, signal)) unshared.add(d)
+          seenTops.add(record.digest)
+        }
+        continue
+      }
       const digests = await this.walk(record, signal)
       seenTops.add(record.digest)
       if (digests.length === 0) continue // top manifest absent: nothing servable
@@ -173,7 +186,8 @@ export class Advertiser {
     }
     for (const top of this.walks.keys()) if (!seenTops.has(top)) this.walks.delete(top)
     for (const digest of this.loose) {
-      if (wanted.has(digest)) { this.loose.delete(digest); continue } // now part of an image
+      // Now part of an image: advertised with it, or not at all.
+      if (wanted.has(digest) || unshared.has(digest)) { this.loose.delete(digest); continue }
       try {
         await store.descriptor(digest, { signal })
         wanted.add(digest)

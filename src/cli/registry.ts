@@ -171,6 +171,8 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       ready: () => routerRef.ready(),
       readinessDetail: () => readyzDetail(doctor.lastReport),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
+      shared: advertiser,
+      ...(herd !== undefined ? { claimed: (digest: string) => herd?.claimed(digest) === true } : {}),
       onPeerMiss: (digest) => { advertiser.missing(digest) },
       onRequest: (record) => {
         recent.record(record)

@@ -130,6 +130,11 @@ export class HerdMirror implements Mirror {
     throw miss
   }
 
+  /** Whether this node claims `digest` now (it won, or is in an election for, the download its peers follow). */
+  claimed (digest: string): boolean {
+    return this.claims.has(digest)
+  }
+
   private record (digest: string, outcome: HerdEvent['outcome'], peer?: string): void {
     this.options.metrics?.herdOutcomes.inc({ outcome })
     this.events.push({ digest, outcome, ...(peer !== undefined ? { peer } : {}), at: Date.now() })

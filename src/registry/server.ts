@@ -39,6 +39,14 @@ export interface RegistryOptions {
   basicAuth?: { username: string, password: string }
   /** Called once per answered /v2/ request. */
   onRequest?: (record: RequestRecord) => void
+  /**
+   * What this node shares (the advertiser's keys: digests and tag references of the images of mirrored registries that
+   * pass the filters). Local content outside it is not served, to peers or to anyone else, whatever `?ns=` names: an
+   * image pulled from a registry that is not mirrored stays on its node. Without it, all local content is served.
+   */
+  shared?: { has: (key: string) => boolean }
+  /** Whether this node's herd claims `digest` (it downloads it for its peers): its download may be served. */
+  claimed?: (digest: string) => boolean
   /** A peer asked for a blob or manifest by digest and this node does not hold it (the advertiser re-checks it). */
   onPeerMiss?: (digest: string) => void
   metrics?: Metrics
@@ -138,13 +146,16 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
       const method = req.method
       const range = path.kind === 'blobs' ? rangeOf(req) : undefined
       const mirrored = requester === 'peer'
-      const local = await findLocal(options.store, path, mirrored, req.log)
+      const local = await findLocal(options.store, path, mirrored, req.log, options.shared)
       if (local !== undefined) {
         source = 'local'
         await serveLocal(options, reply, path, local, method, range, requester)
       } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[Header.spegelInflight] === 'accept' && options.store.download !== undefined) {
         // A peer that takes bytes of a download still in progress (herd protection; Go Spegel never asks this). The
         // download may not have started yet when the peer asks: wait for it, briefly (see waitForDownload).
+        if (options.shared !== undefined && !options.shared.has(path.digest) && options.claimed?.(path.digest) !== true) {
+          throw notFound(path, 'not found, and not being downloaded for peers')
+        }
         const signal = closedSignal(reply)
         const found = await waitForDownload(options.store, path.digest, options.inflightStartWaitMs ?? 2_000, signal)
         if (found === undefined) {
@@ -334,13 +345,19 @@ function rangeOf (req: FastifyRequest): ByteRangeSpec | undefined {
 }
 
 /**
- * Looks the request up in the local store. Returns undefined when it is not here (or the store cannot be asked,
- * unless the request came from a peer: then the store's state is the answer).
+ * Looks the request up in the local store. Returns undefined when it is not here, or not shared (see
+ * RegistryOptions.shared), or the store cannot be asked (unless the request came from a peer: then the store's state
+ * is the answer).
  */
-async function findLocal (store: ContentStore, path: DistributionPath, mirrored: boolean, log: FastifyRequest['log']): Promise<Descriptor | undefined> {
+async function findLocal (store: ContentStore, path: DistributionPath, mirrored: boolean, log: FastifyRequest['log'], shared: RegistryOptions['shared']): Promise<Descriptor | undefined> {
   try {
     let digest = path.digest
-    if (digest === undefined) digest = await resolveTag(store, path)
+    if (digest === undefined) {
+      if (shared !== undefined && path.registry !== '' && !shared.has(tagReference(path.registry, path.repository, path.tag ?? ''))) return undefined
+      digest = await resolveTag(store, path, shared)
+    } else if (shared !== undefined && !shared.has(digest)) {
+      return undefined
+    }
     return await store.descriptor(digest)
   } catch (err) {
     if (err instanceof NotFoundError) return undefined
@@ -353,12 +370,14 @@ async function findLocal (store: ContentStore, path: DistributionPath, mirrored:
 }
 
 /** Tags are qualified by `ns`; without it (skopeo, curl), the tag is looked up in every registry the store holds. */
-async function resolveTag (store: ContentStore, path: DistributionPath): Promise<string> {
+async function resolveTag (store: ContentStore, path: DistributionPath, shared: RegistryOptions['shared']): Promise<string> {
   const tag = path.tag ?? ''
   if (path.registry !== '') return await store.resolve(tagReference(path.registry, path.repository, tag))
   const matches = new Set<string>()
   for (const image of await store.listImages()) {
-    if (image.repository === path.repository && image.tag === tag) matches.add(image.digest)
+    if (image.repository !== path.repository || image.tag !== tag) continue
+    if (shared !== undefined && !shared.has(tagReference(image.registry, image.repository, tag))) continue
+    matches.add(image.digest)
   }
   if (matches.size === 1) return [...matches][0] as string
   if (matches.size === 0) throw new NotFoundError(`no registry holds ${path.repository}:${tag}`)

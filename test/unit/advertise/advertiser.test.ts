@@ -113,6 +113,34 @@ describe('advertiser', () => {
     }
   })
 
+  it('stops advertising content that landed for an image it does not share once that image exists', async () => {
+    const network = new MemoryNetwork()
+    const self = new MemoryRouter(network, { id: 'self' })
+    const other = new MemoryRouter(network, { id: 'other' })
+    const store = new MemoryStore()
+    const changes = feed()
+    const filter = new RequestFilter({ mirroredRegistries: ['https://docker.io'] })
+    const advertiser = new Advertiser({ store, router: self, logger, filter, changes: changes.source, debounceMs: 5 })
+    const ac = new AbortController()
+    const running = advertiser.run(ac.signal)
+    try {
+      await waitFor(() => advertiser.ready, { what: 'first pass' })
+      // A pull from a registry that is not mirrored (say, a private one): its layer lands first, the image after.
+      const layer = store.addBlob('layer-private', MediaType.ociLayerGzip)
+      changes.push({ contentDeleted: false, created: layer })
+      await waitFor(async () => (await providers(other, layer)).length === 1, { what: 'landed layer advertised while its image is unknown' })
+      const image = addImage(store, 'private.example/team/secret:1', 'private')
+      assert.equal(image.layer, layer)
+      changes.push({ contentDeleted: false })
+      await waitFor(async () => (await providers(other, image.layer)).length === 0, { what: 'the layer withdrawn once it is known to be the unshared image\'s' })
+      assert.equal(advertiser.has(image.layer), false)
+      assert.equal(advertiser.has(image.top), false)
+    } finally {
+      ac.abort()
+      await running
+    }
+  })
+
   it('withdraws a digest a peer was sent here for once it is gone without an event, and ignores digests it never advertised', async () => {
     const network = new MemoryNetwork()
     const self = new MemoryRouter(network, { id: 'self' })

@@ -207,6 +207,55 @@ describe('registry tells the advertiser when a peer was sent here for content it
   })
 })
 
+describe('registry serves only what this node shares (the advertiser\'s keys)', () => {
+  it('answers 404 for local content and tags outside the shared set, whoever asks and whatever ?ns= names', async () => {
+    const f = fixture()
+    // docker.io/library/app:1.0 is shared; 10.0.0.2:5000/team/app:v2 (say, a private registry) is not.
+    const shared = new Set(['docker.io/library/app:1.0', f.manifestDigest, f.configDigest, f.layerDigest])
+    const app = createRegistryApp({ store: f.store, logger, shared })
+    const peer = { 'x-spegel-mirrored': 'true' }
+    try {
+      const get = async (url: string, headers: Record<string, string> = {}): Promise<number> => (await app.inject({ method: 'GET', url, headers })).statusCode
+      for (const headers of [peer, {}]) {
+        assert.equal(await get(`/v2/library/app/blobs/${f.layerDigest}?ns=docker.io`, headers), 200)
+        assert.equal(await get('/v2/library/app/manifests/1.0?ns=docker.io', headers), 200)
+        assert.equal(await get('/v2/library/app/manifests/1.0', headers), 200, 'a tag without ns finds the shared image')
+        assert.equal(await get(`/v2/team/app/manifests/${f.dockerDigest}?ns=10.0.0.2%3A5000`, headers), 404)
+        assert.equal(await get(`/v2/library/app/manifests/${f.dockerDigest}?ns=docker.io`, headers), 404, 'another ns does not open it')
+        assert.equal(await get('/v2/team/app/manifests/v2?ns=10.0.0.2%3A5000', headers), 404)
+        assert.equal(await get('/v2/team/app/manifests/v2', headers), 404, 'a tag without ns skips images not shared')
+        assert.equal(await get(`/v2/library/app/blobs/${f.sbomDigest}`, headers), 404, 'content of no shared image')
+      }
+      // Shared later (the advertiser's next pass): served from then on.
+      shared.add(f.sbomDigest)
+      assert.equal(await get(`/v2/library/app/blobs/${f.sbomDigest}`, peer), 200)
+    } finally {
+      await app.close()
+    }
+  })
+
+  it('streams a download in progress to peers only while this node\'s herd claims it', async () => {
+    const f = fixture()
+    const bytes = randomBytes(1000)
+    const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex')
+    const claims = new Set<string>()
+    const app = createRegistryApp({ store: f.store, logger, shared: new Set<string>(), claimed: (d) => claims.has(d), inflightStartWaitMs: 0 })
+    const headers = { 'x-spegel-mirrored': 'true', 'x-spegel-inflight': 'accept' }
+    try {
+      const download = f.store.startDownload(digest, bytes.length)
+      download.append(bytes.subarray(0, 10))
+      assert.equal((await app.inject({ method: 'HEAD', url: `/v2/library/app/blobs/${digest}`, headers })).statusCode, 404, 'not claimed: not served')
+      claims.add(digest)
+      const res = await app.inject({ method: 'HEAD', url: `/v2/library/app/blobs/${digest}`, headers })
+      assert.equal(res.statusCode, 200)
+      assert.equal(res.headers['x-spegel-inflight'], 'true')
+      download.abort()
+    } finally {
+      await app.close()
+    }
+  })
+})
+
 // Over a real socket: the body paths write their headers with writeHead, which app.inject() records but a real
 // response does not keep for getHeader().
 describe('registry counts the bytes it served (spegel_served_bytes_total)', () => {
