@@ -1,12 +1,11 @@
-import { readBasicAuth, writeMirrorConfiguration } from '../hosts/index.ts'
-import { basicAuthDir } from './registry.ts'
+import { basicAuthFromEnv, writeMirrorConfiguration } from '../hosts/index.ts'
 import { ExitCode, type CommandContext } from './context.ts'
 import type { ConfigurationConfig } from './spec.ts'
 
 /** `spegel configuration`: write containerd's hosts.toml mirror entries (the DaemonSet's init container). */
 export async function configurationCommand (ctx: CommandContext<ConfigurationConfig>): Promise<number> {
   const { config, logger, signal } = ctx
-  const basicAuth = await readBasicAuth(ctx.env.SPEGEL_BASIC_AUTH_DIR ?? basicAuthDir)
+  const basicAuth = await basicAuthFromEnv(ctx.env)
   await writeMirrorConfiguration({
     configPath: config.containerdRegistryConfigPath,
     mirroredRegistries: config.mirroredRegistries,

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import type { FastifyInstance } from 'fastify'
 import { Advertiser } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
-import { readBasicAuth } from '../hosts/index.ts'
+import { basicAuthFromEnv } from '../hosts/index.ts'
 import { CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { RequestFilter } from '../oci/filter.ts'
@@ -24,7 +24,6 @@ import { ExitCode, type CommandContext } from './context.ts'
 import type { RegistryConfig } from './spec.ts'
 
 /** Where Spegel's chart mounts the optional basic-auth secret. */
-export const basicAuthDir = '/etc/secrets/basic-auth'
 
 /** A registry flag combination that cannot work. */
 export class ConfigurationError extends Error {
@@ -100,7 +99,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   const bootstrapper = bootstrapperFrom(config)
   const transferBytes = transferMemory(config.transferMemory)
   const psk = await routerPsk(config.routerPskFile)
-  const basicAuth = await readBasicAuth(ctx.env.SPEGEL_BASIC_AUTH_DIR ?? basicAuthDir)
+  const basicAuth = await basicAuthFromEnv(ctx.env)
 
   const metrics = new Metrics()
   // Nothing a client or a peer does may end the daemon. A rejection nobody handled is a bug: it is logged and counted

@@ -1,8 +1,18 @@
+import { timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 /** Where the Helm chart mounts the optional basic-auth secret. */
 export const defaultBasicAuthDir = '/etc/secrets/basic-auth'
+
+/**
+ * The registry's basic-auth credential, shared by every node: served with it (`spegel registry`), sent with it to
+ * peers, and written into hosts.toml for containerd (`spegel configuration`). Read from SPEGEL_BASIC_AUTH_DIR, else
+ * where the chart mounts it; see readBasicAuth.
+ */
+export async function basicAuthFromEnv (env: Record<string, string | undefined>, options: { signal?: AbortSignal } = {}): Promise<BasicAuth | undefined> {
+  return await readBasicAuth(env.SPEGEL_BASIC_AUTH_DIR ?? defaultBasicAuthDir, options)
+}
 
 export interface BasicAuth {
   username: string
@@ -41,4 +51,30 @@ async function readOptional (path: string, signal: AbortSignal | undefined): Pro
 /** The `Authorization` header value for a credential: `Basic base64(username:password)`. */
 export function basicAuthHeaderValue (auth: BasicAuth): string {
   return `Basic ${Buffer.from(`${auth.username}:${auth.password}`, 'latin1').toString('base64')}`
+}
+
+/**
+ * Whether an `Authorization` header carries `auth`, checked as Go's Request.BasicAuth does for Spegel: the scheme
+ * `Basic ` in any case, strict base64, user and password split at the first colon, each compared in constant time.
+ */
+export function basicAuthMatches (header: string | undefined, auth: BasicAuth): boolean {
+  const given = parseBasicAuthHeader(header)
+  if (given === undefined) return false
+  const same = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b)
+  // Both compared, whatever the first says: the time taken does not tell which one was wrong.
+  const user = same(given.username, Buffer.from(auth.username, 'latin1'))
+  const password = same(given.password, Buffer.from(auth.password, 'latin1'))
+  return user && password
+}
+
+function parseBasicAuthHeader (header: string | undefined): { username: Buffer, password: Buffer } | undefined {
+  const prefix = 'basic '
+  if (header === undefined || header.length < prefix.length || header.slice(0, prefix.length).toLowerCase() !== prefix) return undefined
+  const encoded = header.slice(prefix.length)
+  // Node's decoder skips characters outside the alphabet; Go's StdEncoding refuses them, and so do we.
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(encoded)) return undefined
+  const decoded = Buffer.from(encoded, 'base64')
+  const colon = decoded.indexOf(0x3a)
+  if (colon === -1) return undefined
+  return { username: decoded.subarray(0, colon), password: decoded.subarray(colon + 1) }
 }

@@ -28,7 +28,7 @@ import type { RegistryUrl } from './url.ts'
 //   restore survive a crash at any point (see fs.ts);
 // - no mirror target at all is an error (containerd 1.6 ignores a hosts.toml without a `[host]` table).
 
-export { basicAuthHeaderValue, defaultBasicAuthDir, readBasicAuth } from './auth.ts'
+export { basicAuthFromEnv, basicAuthHeaderValue, basicAuthMatches, defaultBasicAuthDir, readBasicAuth } from './auth.ts'
 export type { BasicAuth } from './auth.ts'
 export { BackupConflictError, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError } from './errors.ts'
 export { backupDirName } from './fs.ts'

@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import http, { type ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
+import { basicAuthHeaderValue, type BasicAuth } from '../hosts/auth.ts'
 import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { parseDigest } from '../oci/digest.ts'
@@ -51,7 +52,7 @@ export interface PeerMirrorOptions {
   maxResumes?: number
   /** How long a peer that sent bytes not matching their digest is avoided. */
   badPeerTtlMs?: number
-  basicAuth?: { username: string, password: string }
+  basicAuth?: BasicAuth
   metrics?: Metrics
   /**
    * Confirms a tag a peer resolved with the upstream registry before it is answered (--confirm-tags): a digest the
@@ -122,7 +123,7 @@ export class PeerMirror implements Mirror {
       ...init,
     }
     this.auth = init.basicAuth !== undefined
-      ? 'Basic ' + Buffer.from(`${init.basicAuth.username}:${init.basicAuth.password}`, 'latin1').toString('base64')
+      ? basicAuthHeaderValue(init.basicAuth)
       : undefined
   }
 

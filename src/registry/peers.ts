@@ -21,9 +21,9 @@ export class PeerSource {
   private readonly router: Router
   private readonly key: string
   private readonly count: number
-  private readonly options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined, fresh?: boolean, thorough?: boolean }
+  private readonly options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined, thorough?: boolean }
 
-  constructor (router: Router, key: string, count: number, options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined, fresh?: boolean, thorough?: boolean }) {
+  constructor (router: Router, key: string, count: number, options: { signal: AbortSignal, avoid?: (peer: Peer) => boolean, metrics?: Metrics | undefined, thorough?: boolean }) {
     this.router = router
     this.key = key
     this.count = count
@@ -38,7 +38,7 @@ export class PeerSource {
     this.done = false
     void (async () => {
       try {
-        for await (const peer of this.router.lookup(this.key, { count: this.count, signal, thorough, ...(this.options.fresh === true ? { fresh: true } : {}) })) {
+        for await (const peer of this.router.lookup(this.key, { count: this.count, signal, thorough })) {
           if (!thorough) this.options.metrics?.resolveDuration.observe({ router: 'libp2p' }, (performance.now() - started) / 1000)
           if (this.options.avoid?.(peer) === true || this.found.some((p) => p.id === peer.id)) continue
           this.found.push(peer)

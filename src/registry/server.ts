@@ -1,8 +1,8 @@
-import { timingSafeEqual } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import { basicAuthMatches, type BasicAuth } from '../hosts/auth.ts'
 import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.ts'
@@ -36,7 +36,7 @@ export interface RegistryOptions {
    * findings. Never changes the status code or the plain body.
    */
   readinessDetail?: () => string
-  basicAuth?: { username: string, password: string }
+  basicAuth?: BasicAuth
   /** Called once per answered /v2/ request. */
   onRequest?: (record: RequestRecord) => void
   /**
@@ -78,9 +78,6 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
   })
   // Bounds idle connections whatever clients do (see connections.ts).
   void new ConnectionLimits(app.server, { ...options.connections, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
-  const expectedAuth = options.basicAuth !== undefined
-    ? { username: Buffer.from(options.basicAuth.username, 'latin1'), password: Buffer.from(options.basicAuth.password, 'latin1') }
-    : undefined
 
   // Body parsing is never needed (the API is read-only); refuse writes before any body is read.
   app.removeAllContentTypeParsers()
@@ -133,7 +130,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
       options.onRequest?.(record)
     })
     try {
-      checkAuth(req, expectedAuth)
+      checkAuth(req, options.basicAuth)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         throw new RegistryError(405, 'UNSUPPORTED', `${req.method} is not supported: this registry is read-only`, { headers: { [Header.allow]: 'GET, HEAD' } })
       }
@@ -262,29 +259,10 @@ async function isReady (options: RegistryOptions): Promise<boolean> {
   }
 }
 
-/**
- * Checks Basic credentials as Go's Request.BasicAuth does for Spegel: the scheme `Basic ` in any case, strict base64,
- * user and password split at the first colon, each compared in constant time with the secret's bytes.
- */
-function checkAuth (req: FastifyRequest, expected: { username: Buffer, password: Buffer } | undefined): void {
-  if (expected === undefined) return
-  const given = parseBasicAuth(req.headers[Header.authorization])
-  const same = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b)
-  if (given === undefined || !(same(given.username, expected.username) && same(given.password, expected.password))) {
-    throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials', { headers: { [Header.wwwAuthenticate]: 'Basic realm="spegel"' } })
-  }
-}
-
-function parseBasicAuth (header: string | undefined): { username: Buffer, password: Buffer } | undefined {
-  const prefix = 'basic '
-  if (header === undefined || header.length < prefix.length || header.slice(0, prefix.length).toLowerCase() !== prefix) return undefined
-  const encoded = header.slice(prefix.length)
-  // Node's decoder skips characters outside the alphabet; Go's StdEncoding refuses them, and so do we.
-  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(encoded)) return undefined
-  const decoded = Buffer.from(encoded, 'base64')
-  const colon = decoded.indexOf(0x3a)
-  if (colon === -1) return undefined
-  return { username: decoded.subarray(0, colon), password: decoded.subarray(colon + 1) }
+/** Refuses a request without the registry's basic-auth credential (when one is set). */
+function checkAuth (req: FastifyRequest, expected: BasicAuth | undefined): void {
+  if (expected === undefined || basicAuthMatches(req.headers[Header.authorization], expected)) return
+  throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials', { headers: { [Header.wwwAuthenticate]: 'Basic realm="spegel"' } })
 }
 
 /** Aborts when the response closes before it finished: the client went away, so stop waiting or asking peers. */

@@ -253,17 +253,17 @@ export class Libp2pRouter implements Router {
 
   lookup (key: string, options: LookupOptions): AsyncIterable<Peer> {
     if (this.shutdown.signal.aborted) throw new RouterClosedError()
-    if (options.thorough === true || options.fresh === true) return this.uncachedLookup(key, options, options.thorough !== true)
+    if (options.thorough === true) return this.uncachedLookup(key, options)
     return this.cache.lookup(key, options)
   }
 
-  private async * uncachedLookup (key: string, options: LookupOptions, localFirst: boolean): AsyncGenerator<Peer> {
+  private async * uncachedLookup (key: string, options: LookupOptions): AsyncGenerator<Peer> {
     if (options.count < 1) return
     const signals = [this.shutdown.signal, AbortSignal.timeout(this.init.lookupTimeoutMs ?? lookupTimeoutMs)]
     if (options.signal !== undefined) signals.push(options.signal)
     let yielded = 0
     try {
-      for await (const peer of this.queryProviders(key, AbortSignal.any(signals), localFirst)) {
+      for await (const peer of this.queryProviders(key, AbortSignal.any(signals), false)) {
         yield peer
         if (++yielded >= options.count) return
       }
@@ -691,7 +691,8 @@ export class Libp2pRouter implements Router {
         this.log.debug({ peer: conn.remotePeer.toString(), addr }, 'bootstrap peer connected')
         return 'connected'
       } catch (err) {
-        if ((err as Error).message === 'Can not dial self') return 'self'
+        // libp2p's upgrader: the address was this node's own ("Can not dial self").
+        if ((err as Error).name === 'InvalidPeerIdError') return 'self'
         lastError = err
       }
     }

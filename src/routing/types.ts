@@ -49,11 +49,6 @@ export interface LookupOptions {
    * after the providers found first have failed; costs every node some work, so not for the first try.
    */
   thorough?: boolean
-  /**
-   * No cached answer, but the records this node holds still answer first: for keys whose providers change within
-   * seconds (herd protection's claims), where a cached "nobody" would be wrong.
-   */
-  fresh?: boolean
 }
 
 export interface Router {

@@ -10,6 +10,13 @@ import { closeAll, loopbackIp, startCluster, startRouter } from '../../helpers/r
 import { waitFor } from '../../helpers/wait.ts'
 import { atLeast, collect, lookupUntil } from '../../routing/conformance.ts'
 
+/**
+ * How long the 20-node test waits for each thing it waits for. Every wait ends as soon as it is met (seconds on an
+ * idle machine); the bound only decides when to give up, and 20 nodes in one process on a loaded 2-core machine have
+ * been seen to need more than 15 s.
+ */
+const busyMachineBoundMs = 60_000
+
 const allReady = (routers: Libp2pRouter[]) => (): boolean => routers.every((r) => r.ready())
 
 test('20-node DHT: keys advertised by some nodes are found by all others with the right addresses', async (t) => {
@@ -18,7 +25,7 @@ test('20-node DHT: keys advertised by some nodes are found by all others with th
   // 20 nodes ≤ k: every publish reaches every node, so the post-join exploration (exercised by
   // bench/dht-lookup.ts at 50 nodes) is switched off to keep this test fast on 2 cores.
   const routers = await startCluster(20, { exploreAfterJoinMs: [] }, started)
-  await waitFor(allReady(routers), { timeoutMs: 15_000, what: 'all 20 routers ready' })
+  await waitFor(allReady(routers), { timeoutMs: busyMachineBoundMs, what: 'all 20 routers ready' })
   const providers = [3, 7, 11, 15]
   const keys = providers.map((i) => `sha256:${String(i).repeat(64).slice(0, 64)}`)
   await Promise.all(providers.map(async (i, n) => { await routers[i]?.advertise([keys[n] as string, 'docker.io/library/shared:1']) }))
@@ -28,11 +35,11 @@ test('20-node DHT: keys advertised by some nodes are found by all others with th
   await Promise.all(lookers.map(async (j, m) => {
     const n = m % providers.length
     const owner = routers[providers[n] as number] as Libp2pRouter
-    // Publishing is asynchronous: allow it a few seconds to reach the closest peers.
-    const found = await lookupUntil(routers[j] as Libp2pRouter, keys[n] as string, atLeast(1), { count: 3, timeoutMs: 15_000 })
+    // Publishing is asynchronous: each lookup repeats until the record has reached this node.
+    const found = await lookupUntil(routers[j] as Libp2pRouter, keys[n] as string, atLeast(1), { count: 3, timeoutMs: busyMachineBoundMs })
     assert.deepEqual(found, [{ id: owner.peerId, addresses: [loopbackIp(providers[n] as number)] }], `node ${j} looking up the key of node ${providers[n]}`)
   }))
-  const shared = await lookupUntil(routers[0] as Libp2pRouter, 'docker.io/library/shared:1', atLeast(providers.length), { timeoutMs: 15_000 })
+  const shared = await lookupUntil(routers[0] as Libp2pRouter, 'docker.io/library/shared:1', atLeast(providers.length), { timeoutMs: busyMachineBoundMs })
   assert.deepEqual(shared.map((p) => p.id).sort(), providers.map((i) => routers[i]?.peerId).sort())
   for (const p of shared) assert.deepEqual(p.addresses, [loopbackIp(routers.findIndex((r) => r.peerId === p.id))])
   assert.ok((routers[0] as Libp2pRouter).peers().length >= 10, 'the seed should be connected to most nodes')
