@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(containerd docker-registry skopeo iproute2 prometheus chromium curl ca-certificates)
+APT_PACKAGES=(containerd docker-registry skopeo iproute2 prometheus chromium curl ca-certificates openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,4 +1,4 @@
-import { basicAuthFromEnv, writeMirrorConfiguration } from '../hosts/index.ts'
+import { basicAuthFromEnv, readRegistryTls, writeMirrorConfiguration } from '../hosts/index.ts'
 import { ExitCode, type CommandContext } from './context.ts'
 import type { ConfigurationConfig } from './spec.ts'
 
@@ -6,6 +6,7 @@ import type { ConfigurationConfig } from './spec.ts'
 export async function configurationCommand (ctx: CommandContext<ConfigurationConfig>): Promise<number> {
   const { config, logger, signal } = ctx
   const basicAuth = await basicAuthFromEnv(ctx.env)
+  const tls = await readRegistryTls(config.registryCertDir)
   await writeMirrorConfiguration({
     configPath: config.containerdRegistryConfigPath,
     mirroredRegistries: config.mirroredRegistries,
@@ -13,6 +14,7 @@ export async function configurationCommand (ctx: CommandContext<ConfigurationCon
     resolveTags: config.resolveTags,
     prependExisting: config.prependExisting,
     ...(basicAuth !== undefined ? { basicAuth } : {}),
+    ...(tls !== undefined ? { tls } : {}),
     logger,
     signal,
   })

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import type { FastifyInstance } from 'fastify'
 import { Advertiser } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
-import { basicAuthFromEnv } from '../hosts/index.ts'
+import { basicAuthFromEnv, readRegistryTls } from '../hosts/index.ts'
 import { CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { RequestFilter } from '../oci/filter.ts'
@@ -100,6 +100,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   const transferBytes = transferMemory(config.transferMemory)
   const psk = await routerPsk(config.routerPskFile)
   const basicAuth = await basicAuthFromEnv(ctx.env)
+  const tls = await readRegistryTls(config.registryCertDir)
 
   const metrics = new Metrics()
   // Nothing a client or a peer does may end the daemon. A rejection nobody handled is a bug: it is logged and counted
@@ -152,6 +153,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       resolveRetries: config.mirrorResolveRetries,
       metrics,
       ...(basicAuth !== undefined ? { basicAuth } : {}),
+      ...(tls !== undefined ? { tls } : {}),
       ...(config.confirmTags ? { tags: new TagConfirmer({ registries: parseMirroredRegistries(config.mirroredRegistries) }) } : {}),
     })
     const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: (signal) => store.changes(signal) })
@@ -170,6 +172,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       ready: () => routerRef.ready(),
       readinessDetail: () => readyzDetail(doctor.lastReport),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
+      ...(tls !== undefined ? { tls } : {}),
       shared: advertiser,
       ...(herd !== undefined ? { claimed: (digest: string) => herd?.claimed(digest) === true } : {}),
       onPeerMiss: (digest) => { advertiser.missing(digest) },
@@ -196,7 +199,11 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
               doctor: () => doctor.lastReport,
               // Without herd protection the page leaves the section out.
               ...(herd !== undefined ? { herd: () => herd?.recent() ?? [] } : {}),
-              measure: async (image, options) => await measurePull({ router: routerRef, store, registryUrl }, image, options),
+              measure: async (image, options) => {
+                // The page's own pull goes through this registry like containerd's, which with TLS wants a client certificate.
+                if (tls !== undefined) throw new Error('measuring a pull is not available with --registry-cert-dir')
+                return await measurePull({ router: routerRef, store, registryUrl }, image, options)
+              },
             },
           }
         : {}),

@@ -32,6 +32,11 @@ const mirroredRegistries = {
   help: 'Registries to mirror, as URLs (https://docker.io); empty or `_default` mirrors every registry.',
 } as const satisfies FlagSpec
 
+const registryCertDir = {
+  name: 'registry-cert-dir', kind: 'string', env: 'REGISTRY_CERT_DIR', default: '',
+  help: 'Directory with ca.crt, tls.crt and tls.key: the registry serves TLS and takes only clients (containerd, peers) whose certificate chains to ca.crt; hosts.toml names them for https:// mirror targets. Empty: plain HTTP, as Spegel.',
+} as const satisfies FlagSpec
+
 const configuration = {
   name: 'configuration',
   help: 'Write containerd mirror configuration (hosts.toml) and exit.',
@@ -41,6 +46,7 @@ const configuration = {
     { name: 'mirror-targets', kind: 'list', env: 'MIRROR_TARGETS', required: true, help: 'Mirror URLs written into hosts.toml, in order (first: this node\'s registry).' },
     { name: 'resolve-tags', kind: 'bool', env: 'RESOLVE_TAGS', default: 'true', help: 'Let containerd resolve tags through the mirror (adds the resolve capability).' },
     { name: 'prepend-existing', kind: 'bool', env: 'PREPEND_EXISTING', default: 'false', help: 'Keep existing mirror hosts after ours instead of only backing them up.' },
+    registryCertDir,
   ],
 } as const satisfies CommandSpec
 
@@ -59,6 +65,7 @@ const registry = {
       help: 'Swarm key file (/key/swarm/psk/1.0.0/, /base16/, 64 hex digits) of a private DHT: only nodes with the same key can connect. Empty: an open DHT, as Spegel.',
     },
     { name: 'registry-addr', kind: 'string', env: 'REGISTRY_ADDR', default: ':5000', help: 'Listen address of the registry; its port is also every peer\'s registry port.' },
+    registryCertDir,
     mirroredRegistries,
     { name: 'registry-filters', kind: 'list', env: 'REGISTRY_FILTERS', help: 'Regular expressions matched against registry/repository[:tag]; a match is not mirrored.' },
     { name: 'mirror-resolve-timeout', kind: 'duration', env: 'MIRROR_RESOLVE_TIMEOUT', default: formatDuration(defaultResolveTimeoutMs), help: 'Longest wait for a peer while no request to a peer is in flight.' },

@@ -128,7 +128,7 @@ export async function restoreConfiguration (configPath: string, logger?: Pick<Lo
  * Writes a file so that readers see either the old or the complete new content: write a temporary file in the same
  * directory, fsync it, set the exact mode (independent of the umask), then rename it over the target.
  */
-export async function writeFileAtomic (path: string, data: string, mode: number): Promise<void> {
+export async function writeFileAtomic (path: string, data: string | Buffer, mode: number): Promise<void> {
   const temp = join(dirname(path), `.${randomBytes(6).toString('hex')}.tmp`)
   const handle = await open(temp, 'wx', mode)
   try {

@@ -5,6 +5,7 @@ import type { Logger } from '../log/index.ts'
 import { basicAuthHeaderValue } from './auth.ts'
 import type { BasicAuth } from './auth.ts'
 import { InvalidHostsFileError } from './errors.ts'
+import type { RegistryTls } from './tls.ts'
 import {
   backupConfiguration, backupDirName, clearConfiguration, copyTree, directoryExists, fileMode, recoverInterrupted,
   restoreConfiguration, writeFileAtomic,
@@ -28,6 +29,8 @@ import type { RegistryUrl } from './url.ts'
 //   restore survive a crash at any point (see fs.ts);
 // - no mirror target at all is an error (containerd 1.6 ignores a hosts.toml without a `[host]` table).
 
+export { peerTlsOptions, readRegistryTls, RegistryTlsError, registryTlsFiles } from './tls.ts'
+export type { RegistryTls } from './tls.ts'
 export { basicAuthFromEnv, basicAuthHeaderValue, basicAuthMatches, defaultBasicAuthDir, readBasicAuth } from './auth.ts'
 export type { BasicAuth } from './auth.ts'
 export { BackupConflictError, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError } from './errors.ts'
@@ -39,6 +42,9 @@ export {
   wildcardRegistries,
 } from './url.ts'
 export type { RegistryUrl } from './url.ts'
+
+/** The names of the registry TLS files copied next to each hosts.toml (see WriteMirrorConfigurationOptions.tls). */
+export const clientTlsFiles = { ca: 'spegel-ca.crt', cert: 'spegel-client.crt', key: 'spegel-client.key' } as const
 
 /** Default `--containerd-registry-config-path`. */
 export const defaultRegistryConfigPath = '/etc/containerd/certs.d'
@@ -58,6 +64,12 @@ export interface WriteMirrorConfigurationOptions {
   prependExisting: boolean
   /** Written as an `Authorization` header for every mirror target. */
   basicAuth?: BasicAuth
+  /**
+   * `--registry-cert-dir`: its CA, certificate and key are copied into each registry's directory (`spegel-ca.crt`,
+   * `spegel-client.crt`, `spegel-client.key`, the key readable by root only) and named in every `https://` mirror
+   * target's entry, so containerd verifies the mirror and presents the client certificate it asks for.
+   */
+  tls?: RegistryTls
   logger?: Pick<Logger, 'info' | 'warn'>
   signal?: AbortSignal
 }
@@ -72,6 +84,8 @@ interface PlannedHostsFile {
   directory: string
   content: string
   mode: number
+  /** Files written next to hosts.toml (before it): name → bytes and mode. */
+  extra: Array<{ name: string, bytes: Buffer, mode: number }>
   /** The backed-up directory whose other files are copied along, when prepending. */
   copyFrom?: string
 }
@@ -88,6 +102,10 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
   const targets = parseMirrorTargets(options.mirrorTargets)
   const capabilities: MirrorCapability[] = options.resolveTags ? ['pull', 'resolve'] : ['pull']
   const authorization = options.basicAuth === undefined ? undefined : basicAuthHeaderValue(options.basicAuth)
+  const tlsFiles = options.tls === undefined ? undefined : clientTlsFiles
+  if (options.tls !== undefined && !targets.some((t) => t.scheme === 'https')) {
+    logger?.warn({ mirrorTargets: options.mirrorTargets }, '--registry-cert-dir is set but no mirror target is https://: containerd will not reach a registry that serves TLS')
+  }
 
   signal?.throwIfAborted()
   await mkdir(configPath, { recursive: true, mode: 0o755 })
@@ -115,9 +133,16 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
     planned.push({
       registry,
       directory: join(configPath, registry.host),
-      content: renderHostsToml({ registry, mirrorTargets: targets, capabilities, authorization }, existing),
+      content: renderHostsToml({ registry, mirrorTargets: targets, capabilities, authorization, ...(tlsFiles !== undefined ? { tls: tlsFiles } : {}) }, existing),
       mode: (await fileMode(backupHostsFile)) ?? hostsFileMode,
       copyFrom,
+      extra: options.tls === undefined
+        ? []
+        : [
+            { name: clientTlsFiles.ca, bytes: options.tls.ca, mode: 0o644 },
+            { name: clientTlsFiles.cert, bytes: options.tls.cert, mode: 0o644 },
+            { name: clientTlsFiles.key, bytes: options.tls.key, mode: 0o600 },
+          ],
     })
   }
 
@@ -130,6 +155,7 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
       // Certificates and keys referenced by the kept entries; copied first so hosts.toml never points at a missing file.
       await copyTree(file.copyFrom, file.directory, new Set(['hosts.toml']))
     }
+    for (const extra of file.extra) await writeFileAtomic(join(file.directory, extra.name), extra.bytes, extra.mode)
     const path = join(file.directory, 'hosts.toml')
     await writeFileAtomic(path, file.content, file.mode)
     logger?.info({ registry: file.registry.href || file.registry.host, path }, 'added containerd mirror configuration')

@@ -18,6 +18,11 @@ export interface MirrorHostsOptions {
   capabilities: readonly MirrorCapability[]
   /** Value of the `Authorization` header sent to every mirror target, e.g. `Basic aGVsbG86d29ybGQ=`. */
   authorization?: string
+  /**
+   * For `https://` mirror targets (`--registry-cert-dir`): the CA that signed the mirror's certificate and this node's
+   * client certificate and key, as paths relative to the registry's directory (containerd resolves them there).
+   */
+  tls?: { ca: string, cert: string, key: string }
 }
 
 /** The `server` line for a registry: none for `_default`; Docker Hub's API lives at registry-1.docker.io. */
@@ -34,6 +39,9 @@ export function renderMirrorHostBlocks (options: MirrorHostsOptions): string[] {
   return options.mirrorTargets.map((target) => {
     const header = `host.${formatKey(target.href)}`
     const lines = [`[${header}]`, `capabilities = ${capabilities}`, "dial_timeout = '200ms'"]
+    if (options.tls !== undefined && target.scheme === 'https') {
+      lines.push(`ca = ${formatString(options.tls.ca)}`, `client = ${formatValue([[options.tls.cert, options.tls.key]])}`)
+    }
     if (options.authorization !== undefined) {
       lines.push(`[${header}.header]`, `Authorization = ${formatString(options.authorization)}`)
     }

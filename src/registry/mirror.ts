@@ -1,7 +1,10 @@
 import { createHash, type Hash } from 'node:crypto'
 import http, { type ServerResponse } from 'node:http'
+import https from 'node:https'
+import type { ConnectionOptions } from 'node:tls'
 import { Readable } from 'node:stream'
 import { basicAuthHeaderValue, type BasicAuth } from '../hosts/auth.ts'
+import { peerTlsOptions, type RegistryTls } from '../hosts/tls.ts'
 import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { parseDigest } from '../oci/digest.ts'
@@ -53,6 +56,8 @@ export interface PeerMirrorOptions {
   /** How long a peer that sent bytes not matching their digest is avoided. */
   badPeerTtlMs?: number
   basicAuth?: BasicAuth
+  /** `--registry-cert-dir`: peers are asked over TLS, with this node's certificate. */
+  tls?: RegistryTls
   metrics?: Metrics
   /**
    * Confirms a tag a peer resolved with the upstream registry before it is answered (--confirm-tags): a digest the
@@ -105,8 +110,10 @@ interface Attempt {
  * while streaming so a bad peer can never hand containerd a blob that verifies wrong.
  */
 export class PeerMirror implements Mirror {
-  private readonly init: Required<Omit<PeerMirrorOptions, 'basicAuth' | 'metrics' | 'tags'>> & Pick<PeerMirrorOptions, 'basicAuth' | 'metrics' | 'tags'>
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16, scheduling: 'lifo' })
+  private readonly init: Required<Omit<PeerMirrorOptions, 'basicAuth' | 'metrics' | 'tags' | 'tls'>> & Pick<PeerMirrorOptions, 'basicAuth' | 'metrics' | 'tags'>
+  private readonly agent: http.Agent
+  /** With `--registry-cert-dir`: this node's certificate for peers, theirs checked against the CA. */
+  private readonly tls: ConnectionOptions | undefined
   private readonly latency = new LatencyTracker()
   private readonly badPeers = new Map<string, number>()
   private readonly auth: string | undefined
@@ -125,6 +132,9 @@ export class PeerMirror implements Mirror {
     this.auth = init.basicAuth !== undefined
       ? basicAuthHeaderValue(init.basicAuth)
       : undefined
+    this.tls = init.tls !== undefined ? peerTlsOptions(init.tls) : undefined
+    const agentOptions = { keepAlive: true, maxSockets: 64, maxFreeSockets: 16, scheduling: 'lifo' } as const
+    this.agent = this.tls !== undefined ? new https.Agent({ ...agentOptions, ...this.tls }) : new http.Agent(agentOptions)
   }
 
   /**
@@ -332,6 +342,7 @@ export class PeerMirror implements Mirror {
       ...(scope.allowance !== undefined ? { allowance: scope.allowance } : {}),
       stallTimeoutMs: this.init.stallTimeoutMs,
       signal,
+      ...(this.tls !== undefined ? { tls: this.tls } : {}),
     })
     return {
       status: conn.status,
@@ -357,7 +368,7 @@ export class PeerMirror implements Mirror {
   /** HEAD requests and manifests (small, latency-bound): node:http with a keep-alive agent. */
   private async send (address: string, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined, signal: AbortSignal, scope: RequestScope): Promise<PeerReply> {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = http.request({
+      const req = (this.tls !== undefined ? https : http).request({
         host: address,
         port: this.init.registryPort,
         method,

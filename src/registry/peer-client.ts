@@ -1,4 +1,5 @@
 import net from 'node:net'
+import tls, { type ConnectionOptions } from 'node:tls'
 import { giveBufferFor, takeBuffer, takeLargeFor, type ChunkAllowance } from './buffers.ts'
 import { Header } from '../util/http.ts'
 
@@ -73,6 +74,8 @@ export interface PeerGetOptions {
   signal: AbortSignal
   /** Grants large buffers (512 KiB, a tenth of the per-chunk work) while the transfer budget has room. */
   allowance?: ChunkAllowance
+  /** Connect with TLS (`--registry-cert-dir`). */
+  tls?: ConnectionOptions
 }
 
 /**
@@ -110,16 +113,17 @@ export class PeerConnection {
     this.init = init
     this.head = head
     this.current = this.take()
-    this.socket = net.connect({
+    const connect = {
       host: init.host,
       port: init.port,
       noDelay: true,
       onread: {
         // Called after every read for where the next one goes; views keep filling one buffer up to its end.
         buffer: () => this.current.subarray(this.filled),
-        callback: (n) => this.onRead(n),
+        callback: (n: number) => this.onRead(n),
       },
-    })
+    }
+    this.socket = init.tls !== undefined ? tls.connect({ ...init.tls, ...connect }) : net.connect(connect)
     this.connectTimer = setTimeout(() => {
       if (this.socket.connecting) this.fail(new ConnectTimeoutError(`connect to ${init.host} timed out after ${init.connectTimeoutMs}ms`))
     }, init.connectTimeoutMs)

@@ -1,8 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { TLSSocket } from 'node:tls'
 import type { Readable } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { basicAuthMatches, type BasicAuth } from '../hosts/auth.ts'
+import type { RegistryTls } from '../hosts/tls.ts'
 import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.ts'
@@ -37,6 +39,11 @@ export interface RegistryOptions {
    */
   readinessDetail?: () => string
   basicAuth?: BasicAuth
+  /**
+   * `--registry-cert-dir`: serve TLS, and answer /v2/ only to clients whose certificate chains to its CA (this node's
+   * containerd and its peers); /readyz and /livez stay open to the kubelet's probes, which present no certificate.
+   */
+  tls?: RegistryTls
   /** Called once per answered /v2/ request. */
   onRequest?: (record: RequestRecord) => void
   /**
@@ -75,7 +82,9 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-  })
+    // A client without a certificate completes the handshake (the probes need it) and is refused per request.
+    ...(options.tls !== undefined ? { https: { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key, requestCert: true, rejectUnauthorized: false } } : {}),
+  }) as unknown as FastifyInstance
   // Bounds idle connections whatever clients do (see connections.ts).
   void new ConnectionLimits(app.server, { ...options.connections, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
 
@@ -130,6 +139,9 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
       options.onRequest?.(record)
     })
     try {
+      if (options.tls !== undefined && (req.raw.socket as TLSSocket).authorized !== true) {
+        throw new RegistryError(401, 'UNAUTHORIZED', 'a client certificate signed by the registry\'s CA is required')
+      }
       checkAuth(req, options.basicAuth)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         throw new RegistryError(405, 'UNSUPPORTED', `${req.method} is not supported: this registry is read-only`, { headers: { [Header.allow]: 'GET, HEAD' } })

@@ -8,6 +8,7 @@
 // With `image`, each daemon runs the way the container image runs it (see the Dockerfile): the esbuild bundle in an
 // /app-like directory, the ENTRYPOINT's node flags, only the image's environment, and inside a memory cgroup of its
 // own with the pod's limit (./cgroup.ts), so Node sizes its heap from that limit as it does in a pod.
+import { httpsStatus, type TestCertDir } from './tls.ts'
 import { cp, mkdir, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -132,6 +133,12 @@ export interface StartSpegelClusterOptions {
    * 5002 and bootstraps from node 1's, which Go Spegel also takes: its static peers need peer ids).
    */
   bootstrap?: 'static' | 'http'
+  /**
+   * Mutual TLS on the registry port: called with the node IPs once the namespaces exist; returns a directory holding
+   * ca.crt, tls.crt and tls.key, given to every daemon and to `configuration` as `--registry-cert-dir` (mirror targets
+   * become https://, and /readyz is checked against ca.crt).
+   */
+  registryTls?: (nodeIps: readonly string[]) => Promise<TestCertDir>
 }
 
 export interface ImageRuntimeOptions {
@@ -278,6 +285,8 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
     const first = net.nodes[0]
     if (first === undefined) throw new Error('the cluster has no node')
     const bootstrap = `/ip4/${first.ip}/tcp/${routerPort}`
+    const tls = options.registryTls !== undefined ? await options.registryTls(net.nodes.map((n) => n.ip)) : undefined
+    const tlsArgs = tls !== undefined ? [`--registry-cert-dir=${tls.dir}`] : []
     for (const [i, member] of net.nodes.entries()) {
       const containerd = await startContainerd({ prefix: [requireKnownTool('ip'), 'netns', 'exec', member.netns], ...(options.containerdBinary !== undefined ? { binary: options.containerdBinary } : {}), ...(options.talos !== undefined ? { talos: options.talos } : {}) })
       let image: NodeInit['image']
@@ -303,8 +312,9 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
         bootstrap: options.bootstrap === 'http' ? { kind: 'http', url: `http://${first.ip}:${httpBootstrapPort}/id` } : { kind: 'static' },
         ...(options.goSpegelBinary !== undefined ? { goSpegelBinary: options.goSpegelBinary } : {}),
         // As the chart does: the registry gets the same mirrored registries as the configuration step.
-        args: ['--mirrored-registries', upstreamRef.url],
+        args: ['--mirrored-registries', upstreamRef.url, ...tlsArgs],
         daemonArgs: options.daemonArgs ?? [],
+        ...(tls !== undefined ? { tls } : {}),
         maxLogRecords: options.maxLogRecords ?? 20_000,
         ...(options.onLog !== undefined ? { onLog: options.onLog } : {}),
         ...(options.onOutput !== undefined ? { onOutput: options.onOutput } : {}),
@@ -316,6 +326,7 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
         `--containerd-registry-config-path=${node.hostsDir}`,
         '--mirrored-registries', upstreamRef.url,
         '--mirror-targets', node.mirrorUrl,
+        ...tlsArgs,
       ])
     }
     if (options.goSpegelBinary !== undefined) {
@@ -334,6 +345,7 @@ export async function startSpegelCluster (options: StartSpegelClusterOptions = {
       waitServable: async (node, repository, kind, reference, opts = {}) => {
         const url = `${node.mirrorUrl}/v2/${repository}/${kind}/${reference}?ns=${encodeURIComponent(upstreamRef.host)}`
         await waitFor(async () => {
+          if (tls !== undefined) return await httpsStatus(url, { ca: tls.ca, client: tls, method: 'HEAD', timeoutMs: 5000 }) === 200
           const res = await fetch(url, { method: 'HEAD', signal: AbortSignal.timeout(5000) })
           return res.status === 200
         }, { timeoutMs: opts.timeoutMs ?? 30_000, intervalMs: 200, what: `${node.name} to serve ${repository} ${kind} ${reference}` })
@@ -360,6 +372,7 @@ interface NodeInit {
   onLog?: (node: SpegelNode, record: DaemonLogRecord) => void
   onOutput?: (node: SpegelNode, line: string, stream: 'stdout' | 'stderr') => void
   image?: { app: ImageApp | undefined, cgroup: MemoryCgroup, extraNodeFlags: readonly string[], node?: string, nofile?: number }
+  tls?: TestCertDir
 }
 
 class NodeImpl implements SpegelNode {
@@ -381,7 +394,7 @@ class NodeImpl implements SpegelNode {
     this.net = net
     this.containerd = containerd
     this.hostsDir = containerd.configPath
-    this.mirrorUrl = `http://${net.ip}:${registryPort}`
+    this.mirrorUrl = `${init.tls !== undefined ? 'https' : 'http'}://${net.ip}:${registryPort}`
     this.init = init
     this.daemonArgs = init.daemonArgs
   }
@@ -480,10 +493,17 @@ class NodeImpl implements SpegelNode {
     try {
       await waitFor(async () => {
         if (proc.exitStatus !== undefined) throw new Error(`${this.name}: spegel exited early`)
-        const res = await fetch(`${this.mirrorUrl}/readyz`, { signal: AbortSignal.timeout(1000) })
-        await res.body?.cancel()
+        const tls = this.init.tls
+        let status: number
+        if (tls !== undefined) {
+          status = await httpsStatus(`${this.mirrorUrl}/readyz`, { ca: tls.ca, timeoutMs: 1000 })
+        } else {
+          const res = await fetch(`${this.mirrorUrl}/readyz`, { signal: AbortSignal.timeout(1000) })
+          await res.body?.cancel()
+          status = res.status
+        }
         // Go Spegel logs no peer id line.
-        return res.status === 200 && (this.id !== undefined || go !== undefined)
+        return status === 200 && (this.id !== undefined || go !== undefined)
       }, { timeoutMs: 30_000, intervalMs: 100, what: `${this.name} spegel /readyz`, context: () => proc.output() })
       if (image !== undefined) {
         // The wrapper execs in place, so this PID is node's; it must be charged to the node's cgroup.
