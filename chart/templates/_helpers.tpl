@@ -123,3 +123,7 @@ The Secret holding the router's swarm key (spegel.routerPsk): the user's, or the
 {{- define "spegel.routerPskSecret" -}}
 {{- default (printf "%s-router-psk" (include "spegel.fullname" .)) .Values.spegel.routerPsk.existingSecret }}
 {{- end }}
+
+{{- define "spegel.registryTlsSecret" -}}
+{{- default (printf "%s-registry-tls" (include "spegel.fullname" .)) .Values.spegel.registryTls.existingSecret }}
+{{- end }}

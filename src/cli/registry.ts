@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises'
+import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
 import { Advertiser } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
-import { basicAuthFromEnv, readRegistryTls } from '../hosts/index.ts'
+import { basicAuthFromEnv, issueServingCertificate, readRegistryTls } from '../hosts/index.ts'
 import { CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { RequestFilter } from '../oci/filter.ts'
@@ -101,6 +102,11 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   const psk = await routerPsk(config.routerPskFile)
   const basicAuth = await basicAuthFromEnv(ctx.env)
   const tls = await readRegistryTls(config.registryCertDir)
+  if (tls?.caKey !== undefined) {
+    const ips = [...new Set([...config.registryCertIps, ...interfaceIps()])]
+    tls.serving = issueServingCertificate({ cert: tls.ca, key: tls.caKey }, { ips, dnsNames: ['localhost'] })
+    logger.info({ ips }, 'issued the registry\'s serving certificate')
+  }
 
   const metrics = new Metrics()
   // Nothing a client or a peer does may end the daemon. A rejection nobody handled is a bug: it is logged and counted
@@ -262,4 +268,11 @@ async function drain (servers: readonly FastifyInstance[], timeoutMs: number, lo
     clearInterval(sweep)
     clearTimeout(timer)
   }
+}
+
+/** This host's interface addresses, for the registry's own serving certificate (link-local ones left out). */
+function interfaceIps (): string[] {
+  return Object.values(networkInterfaces()).flatMap((list) => (list ?? [])
+    .filter((a) => a.family === 'IPv4' || (!a.address.toLowerCase().startsWith('fe80:') && a.scopeid === 0))
+    .map((a) => a.address))
 }

@@ -66,6 +66,10 @@ const registry = {
     },
     { name: 'registry-addr', kind: 'string', env: 'REGISTRY_ADDR', default: ':5000', help: 'Listen address of the registry; its port is also every peer\'s registry port.' },
     registryCertDir,
+    {
+      name: 'registry-cert-ips', kind: 'list', env: 'REGISTRY_CERT_IPS',
+      help: 'With ca.key in --registry-cert-dir: addresses the serving certificate the node issues itself names besides its own interfaces\' (the chart passes the node IP, which containerd dials through the NodePort).',
+    },
     mirroredRegistries,
     { name: 'registry-filters', kind: 'list', env: 'REGISTRY_FILTERS', help: 'Regular expressions matched against registry/repository[:tag]; a match is not mirrored.' },
     { name: 'mirror-resolve-timeout', kind: 'duration', env: 'MIRROR_RESOLVE_TIMEOUT', default: formatDuration(defaultResolveTimeoutMs), help: 'Longest wait for a peer while no request to a peer is in flight.' },

@@ -29,7 +29,7 @@ import type { RegistryUrl } from './url.ts'
 //   restore survive a crash at any point (see fs.ts);
 // - no mirror target at all is an error (containerd 1.6 ignores a hosts.toml without a `[host]` table).
 
-export { peerTlsOptions, readRegistryTls, RegistryTlsError, registryTlsFiles } from './tls.ts'
+export { issueServingCertificate, peerTlsOptions, readRegistryTls, RegistryTlsError, registryTlsFiles } from './tls.ts'
 export type { RegistryTls } from './tls.ts'
 export { basicAuthFromEnv, basicAuthHeaderValue, basicAuthMatches, defaultBasicAuthDir, readBasicAuth } from './auth.ts'
 export type { BasicAuth } from './auth.ts'

@@ -83,7 +83,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     // A client without a certificate completes the handshake (the probes need it) and is refused per request.
-    ...(options.tls !== undefined ? { https: { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key, requestCert: true, rejectUnauthorized: false } } : {}),
+    ...(options.tls !== undefined ? { https: { ca: options.tls.ca, cert: options.tls.serving?.cert ?? options.tls.cert, key: options.tls.serving?.key ?? options.tls.key, requestCert: true, rejectUnauthorized: false } } : {}),
   }) as unknown as FastifyInstance
   // Bounds idle connections whatever clients do (see connections.ts).
   void new ConnectionLimits(app.server, { ...options.connections, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })

@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, rm, writeFile } from 'node:fs/promises'
 import https from 'node:https'
 import { join } from 'node:path'
 import { run } from './process.ts'
@@ -15,8 +15,10 @@ export interface TestCertDir {
 /**
  * Makes a CA (P-256) and a certificate it signed for both server and client use, with `ips` as its IP SANs (containerd
  * checks the mirror's address against them), into `dir` as ca.crt, tls.crt and tls.key. openssl, as an admin would.
+ * The CA's key stays in the directory as ca.key (the daemons then issue their own serving certificates, as with the
+ * chart's Secret) unless `caKey` is false.
  */
-export async function makeCertDir (dir: string, options: { name: string, ips: readonly string[] }): Promise<TestCertDir> {
+export async function makeCertDir (dir: string, options: { name: string, ips: readonly string[], caKey?: boolean }): Promise<TestCertDir> {
   requireTool('openssl', 'apt-get install -y openssl')
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
   await run('openssl', ['req', '-x509', ...ec, '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt'), '-days', '2', '-subj', `/CN=${options.name} CA`,
@@ -31,6 +33,7 @@ export async function makeCertDir (dir: string, options: { name: string, ips: re
   ].join('\n'))
   await run('openssl', ['x509', '-req', '-in', join(dir, 'tls.csr'), '-CA', join(dir, 'ca.crt'), '-CAkey', join(dir, 'ca.key'), '-CAcreateserial',
     '-out', join(dir, 'tls.crt'), '-days', '2', '-extfile', ext])
+  if (options.caKey === false) await rm(join(dir, 'ca.key'))
   return { dir, ca: await readFile(join(dir, 'ca.crt')), cert: await readFile(join(dir, 'tls.crt')), key: await readFile(join(dir, 'tls.key')) }
 }
 

@@ -2,11 +2,14 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { X509Certificate } from 'node:crypto'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseCommandLine } from '../../../src/cli/args.ts'
 import type { ParsedCommand } from '../../../src/cli/args.ts'
 import { commands, globalFlags } from '../../../src/cli/spec.ts'
+import { issueServingCertificate, readRegistryTls } from '../../../src/hosts/index.ts'
 import { parseSwarmKey } from '../../../src/routing/psk.ts'
 import { chartDir, chartValues, findObject, HelmError, lintChart, readYaml, renderChart, renderNotes, repoRoot, templateFiles } from './chart.ts'
 import type { K8sObject, Rendered, RenderOptions, Values } from './chart.ts'
@@ -510,6 +513,39 @@ describe('chart rendered with non-default values', () => {
     assert.equal(theirs.secret, undefined, 'no Secret of the chart\'s')
     const off = psk(renderChart({ values: { spegel: { routerPsk: { enabled: false } } } }))
     assert.deepEqual(off, { arg: undefined, mount: undefined, volume: undefined, secret: undefined })
+  })
+
+  it('spegel.registryTls: off by default; on, a CA with its key and a client certificate in a Secret (or the user\'s), mounted in both containers, https:// in hosts.toml, the node IP for the serving certificate, HTTPS probes', async () => {
+    const tlsOf = (r: Rendered): { registry: string[], configuration: string[], mounts: unknown[], volume: unknown, probes: unknown[], secret: K8sObject | undefined } => ({
+      registry: containerArgs(container(r, 'registry')).filter((a) => a.startsWith('--registry-cert')),
+      configuration: containerArgs(container(r, 'configuration')).filter((a) => a.startsWith('--registry-cert') || a.includes('$(NODE_IP)')),
+      mounts: [container(r, 'registry'), container(r, 'configuration')].map((c) => (c.volumeMounts as K8sObject[]).find((m) => m.name === 'registry-tls')),
+      volume: (podSpec(r).volumes as K8sObject[]).find((v) => v.name === 'registry-tls'),
+      probes: ['startupProbe', 'readinessProbe', 'livenessProbe'].map((p) => container(r, 'registry')[p]?.httpGet?.scheme),
+      secret: r.objects.find((o) => o.kind === 'Secret' && String(o.metadata?.name).endsWith('registry-tls')),
+    })
+    const off = tlsOf(renderChart())
+    assert.deepEqual(off, { registry: [], configuration: ['http://$(NODE_IP):30020'], mounts: [undefined, undefined], volume: undefined, probes: [undefined, undefined, undefined], secret: undefined })
+    const on = tlsOf(renderChart({ values: { spegel: { registryTls: { enabled: true } }, livenessProbe: { enabled: true } } }))
+    assert.deepEqual(on.registry, ['--registry-cert-dir=/etc/secrets/registry-tls', '--registry-cert-ips=$(NODE_IP)'])
+    assert.deepEqual(on.configuration, ['https://$(NODE_IP):30020', '--registry-cert-dir=/etc/secrets/registry-tls'])
+    for (const m of on.mounts) assert.deepEqual(m, { name: 'registry-tls', mountPath: '/etc/secrets/registry-tls', readOnly: true })
+    assert.deepEqual(on.volume, { name: 'registry-tls', secret: { secretName: 'spegel-registry-tls' } })
+    assert.deepEqual(on.probes, ['HTTPS', 'HTTPS', 'HTTPS'])
+    // The Secret's files are what the daemon reads: a CA with its key, and a certificate it signed.
+    const dir = await mkdtemp(join(tmpdir(), 'spegel-chart-tls-'))
+    try {
+      for (const name of ['ca.crt', 'ca.key', 'tls.crt', 'tls.key']) await writeFile(join(dir, name), Buffer.from(String(on.secret?.data?.[name]), 'base64'))
+      const tls = await readRegistryTls(dir)
+      assert.ok(tls?.caKey !== undefined)
+      const serving = issueServingCertificate({ cert: tls.ca, key: tls.caKey }, { ips: ['10.0.0.7'] })
+      assert.ok(new X509Certificate(serving.cert).verify(new X509Certificate(tls.ca).publicKey))
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+    const theirs = tlsOf(renderChart({ values: { spegel: { registryTls: { enabled: true, existingSecret: 'my-registry-tls' } } } }))
+    assert.deepEqual(theirs.volume, { name: 'registry-tls', secret: { secretName: 'my-registry-tls' } })
+    assert.equal(theirs.secret, undefined, 'no Secret of the chart\'s')
   })
 
   it('spegel.dataDir (later Spegel charts\' name for spegel.persistence) overrides it key by key', () => {
