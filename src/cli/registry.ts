@@ -205,6 +205,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
               doctor: () => doctor.lastReport,
               // Without herd protection the page leaves the section out.
               ...(herd !== undefined ? { herd: () => herd?.recent() ?? [] } : {}),
+              namesForLoopbackOnly: tls !== undefined,
               measure: async (image, options) => {
                 // The page's own pull goes through this registry like containerd's, which with TLS wants a client certificate.
                 if (tls !== undefined) throw new Error('measuring a pull is not available with --registry-cert-dir')

@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
 import type { AdvertisedImage } from '../advertise/index.ts'
 import type { DoctorReport } from '../doctor/index.ts'
 import type { Logger } from '../log/index.ts'
@@ -30,6 +30,12 @@ export interface DebugWebSources {
   herd?: () => HerdEvent[]
   /** Looks an image up in the DHT and pulls it through this node's registry. */
   measure?: (image: string, options: { signal: AbortSignal }) => Promise<MeasureResult>
+  /**
+   * Image names, tags and digests only for callers on loopback (`kubectl port-forward` arrives there); anyone else who
+   * reaches the metrics port sees them replaced by `hidden`, counts intact, and cannot measure a pull. On with the
+   * registry's mutual TLS, so the metrics port does not list what the registry port keeps to members.
+   */
+  namesForLoopbackOnly?: boolean
 }
 
 export interface MetricsAppOptions {
@@ -42,6 +48,12 @@ export interface MetricsAppOptions {
 }
 
 const html = 'text/html; charset=utf-8'
+/** What replaces a name or digest for callers who may not see it (see DebugWebSources.namesForLoopbackOnly). */
+const hidden = 'hidden'
+
+function isLoopback (address: string | undefined): boolean {
+  return address !== undefined && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'))
+}
 
 /**
  * The metrics port: `/metrics` (Prometheus), and with the debug page enabled `/debug/web/` (page), `/debug/web/stats`
@@ -75,7 +87,17 @@ export function createMetricsApp (options: MetricsAppOptions): FastifyInstance {
     })
   })
 
-  const view = async (): Promise<StatsView> => {
+  const view = async (req: FastifyRequest): Promise<StatsView> => {
+    const v = await fullView()
+    if (web.namesForLoopbackOnly !== true || isLoopback(req.socket.remoteAddress)) return v
+    return {
+      ...v,
+      images: v.images.map((i) => ({ ...i, name: hidden, digest: hidden, ...(i.tag !== undefined ? { tag: hidden } : {}), digests: i.digests.map(() => hidden) })),
+      recent: v.recent.map((r) => ({ ...r, repository: hidden, reference: hidden })),
+      ...(v.herd !== undefined ? { herd: v.herd.map((h) => ({ ...h, digest: hidden })) } : {}),
+    }
+  }
+  const fullView = async (): Promise<StatsView> => {
     const advertised = web.advertised()
     const last = (await metrics.mirrorLastSuccess.get()).values[0]?.value
     const doctor = web.doctor?.()
@@ -97,10 +119,10 @@ export function createMetricsApp (options: MetricsAppOptions): FastifyInstance {
 
   app.get('/debug/web/metadata', async (_req, reply) => await reply.send({ libp2p: { id: options.peerId } }))
   app.get('/debug/web', async (_req, reply) => await reply.redirect('/debug/web/'))
-  app.get('/debug/web/*', async (_req, reply) => await reply.type(html).header(Header.cacheControl, 'no-store').send(renderPage(await view())))
-  app.get('/debug/web/stats', async (_req, reply) => await reply.type(html).header(Header.cacheControl, 'no-store').send(renderStats(await view())))
-  app.get('/debug/web/status.json', async (_req, reply) => {
-    const v = await view()
+  app.get('/debug/web/*', async (req, reply) => await reply.type(html).header(Header.cacheControl, 'no-store').send(renderPage(await view(req))))
+  app.get('/debug/web/stats', async (req, reply) => await reply.type(html).header(Header.cacheControl, 'no-store').send(renderStats(await view(req))))
+  app.get('/debug/web/status.json', async (req, reply) => {
+    const v = await view(req)
     return await reply.header(Header.cacheControl, 'no-store').send({
       libp2p: { id: v.peerId, addresses: v.addresses, ...(v.router !== undefined ? { router: v.router } : {}) },
       peers: v.peers,
@@ -122,6 +144,9 @@ export function createMetricsApp (options: MetricsAppOptions): FastifyInstance {
       return await reply.code(400).type(html).send(renderError(`invalid image: ${(err as Error).message}`))
     }
     if (web.measure === undefined) return await reply.code(501).type(html).send(renderError('measuring is not available on this node'))
+    if (web.namesForLoopbackOnly === true && !isLoopback(req.socket.remoteAddress)) {
+      return await reply.code(403).type(html).send(renderError('measuring a pull is for callers on loopback only (kubectl port-forward)'))
+    }
     const ac = new AbortController()
     // The response closing before it was written means the browser went away.
     reply.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort() })

@@ -63,6 +63,39 @@ describe('format helpers', () => {
   })
 })
 
+describe('debug page with names for loopback callers only (the registry\'s mutual TLS on)', () => {
+  it('hides image names, tags and digests from callers elsewhere, counts intact; loopback (kubectl port-forward) sees them', async () => {
+    const herd: HerdEvent[] = [{ digest: 'sha256:' + 'd'.repeat(64), outcome: 'won', at: Date.now() }]
+    const app = createMetricsApp({ metrics: new Metrics({ defaultMetrics: false }), logger, peerId: 'self', debugWeb: { ...sources({ herd: () => herd }), namesForLoopbackOnly: true, measure: async () => { throw new Error('not called') } } })
+    try {
+      const from = async (remoteAddress: string): Promise<{ json: string, page: string, measure: number }> => ({
+        json: (await app.inject({ url: '/debug/web/status.json', remoteAddress })).body,
+        page: (await app.inject({ url: '/debug/web/', remoteAddress })).body,
+        measure: (await app.inject({ url: '/debug/web/measure?image=example.com/team/app:1.0', remoteAddress })).statusCode,
+      })
+      const outside = await from('10.1.2.3')
+      for (const text of [outside.json, outside.page]) {
+        assert.doesNotMatch(text, /team\/app|aaaaaaaa|dddddddd|0000000001/, 'no name, tag or digest')
+        assert.match(text, /hidden/)
+      }
+      const status = JSON.parse(outside.json) as { images: Array<{ digests: string[] }>, advertisedKeys: number, recentRequests: unknown[] }
+      assert.deepEqual(status.images.map((i) => i.digests.length), [2, 0], 'counts intact')
+      assert.equal(status.advertisedKeys, 7)
+      assert.equal(status.recentRequests.length, 1)
+      assert.equal(outside.measure, 403)
+      for (const address of ['127.0.0.1', '::1', '::ffff:127.0.0.1']) {
+        const inside = await from(address)
+        assert.match(inside.json, /example\.com\/team\/app:1\.0/)
+        assert.match(inside.json, /dddddddd/)
+        assert.match(inside.page, /team\/app/)
+        assert.equal(inside.measure, 500, 'measuring is allowed (and fails here by design)')
+      }
+    } finally {
+      await app.close()
+    }
+  })
+})
+
 describe('RecentRequests', () => {
   it('keeps the last N requests, newest first', () => {
     const recent = new RecentRequests(3)
