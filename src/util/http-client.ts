@@ -29,14 +29,34 @@ const maxRedirects = 5
 const redirects = new Set([301, 302, 303, 307, 308])
 
 /**
+ * An HttpRequest that goes through the proxies `env` names (HTTP_PROXY, HTTPS_PROXY and NO_PROXY, either case, as
+ * containerd and most tools read them; https through a CONNECT tunnel), directly without them: a node that reaches
+ * its registries only through a proxy confirms tags the same way.
+ */
+export function httpRequestWith (env: Record<string, string | undefined>): HttpRequest {
+  const proxied = ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].some((k) => (env[k] ?? '') !== '')
+  const agents = proxied
+    ? { http: new http.Agent({ keepAlive: true, proxyEnv: env }), https: new https.Agent({ keepAlive: true, proxyEnv: env }) }
+    : undefined
+  return async (url, init) => await request(url, init, agents)
+}
+
+/** Sends one request with the process environment's proxies (see httpRequestWith). */
+export async function httpRequest (url: URL, init: HttpRequestInit): Promise<HttpReply> {
+  defaultRequest ??= httpRequestWith(process.env)
+  return await defaultRequest(url, init)
+}
+let defaultRequest: HttpRequest | undefined
+
+/**
  * Sends one request, following up to five redirects (an Authorization header is not sent on to another origin).
  * Rejects on a connection error, an unsupported scheme, too many redirects, or when `signal` aborts.
  */
-export async function httpRequest (url: URL, init: HttpRequestInit): Promise<HttpReply> {
+async function request (url: URL, init: HttpRequestInit, agents: { http: http.Agent, https: https.Agent } | undefined): Promise<HttpReply> {
   let target = url
   let headers = init.headers ?? {}
   for (let hops = 0; ; hops++) {
-    const reply = await send(target, init.method, headers, init.signal)
+    const reply = await send(target, init.method, headers, init.signal, agents)
     const location = reply.header('location')
     if (!redirects.has(reply.status) || location === undefined) return reply
     reply.discard()
@@ -47,12 +67,13 @@ export async function httpRequest (url: URL, init: HttpRequestInit): Promise<Htt
   }
 }
 
-async function send (url: URL, method: string, headers: Record<string, string>, signal: AbortSignal): Promise<HttpReply> {
-  const client = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : undefined
-  if (client === undefined) throw new Error(`unsupported scheme ${url.protocol}`)
+async function send (url: URL, method: string, headers: Record<string, string>, signal: AbortSignal, agents: { http: http.Agent, https: https.Agent } | undefined): Promise<HttpReply> {
+  const secure = url.protocol === 'https:'
+  if (!secure && url.protocol !== 'http:') throw new Error(`unsupported scheme ${url.protocol}`)
   signal.throwIfAborted()
+  const agent = agents === undefined ? undefined : secure ? agents.https : agents.http
   return await new Promise<HttpReply>((resolve, reject) => {
-    const req = client.request(url, { method, headers, signal }, (res) => { resolve(reply(res)) })
+    const req = (secure ? https : http).request(url, { method, headers, signal, ...(agent !== undefined ? { agent } : {}) }, (res) => { resolve(reply(res)) })
     req.once('error', reject)
     req.end()
   })

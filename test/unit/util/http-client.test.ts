@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import { httpRequest } from '../../../src/util/http-client.ts'
+import { httpRequest, httpRequestWith } from '../../../src/util/http-client.ts'
 
 /** Two loopback servers (two origins): `a` redirects, `b` answers with what it was sent. */
 describe('httpRequest', () => {
@@ -65,5 +65,24 @@ describe('httpRequest', () => {
     const url = await listen(closed)
     closed.close()
     await assert.rejects(httpRequest(new URL(`${url}/x`), { method: 'HEAD', signal: AbortSignal.timeout(5_000) }), /ECONNREFUSED/)
+  })
+
+  it('goes through the proxies the environment names (absolute URL for http, CONNECT for https), not for NO_PROXY hosts', async () => {
+    const asked: string[] = []
+    const proxy = createServer((req, res) => { asked.push(`${req.method} ${req.url}`); res.writeHead(200, { 'x-via': 'proxy' }).end() })
+    proxy.on('connect', (req, socket) => { asked.push(`CONNECT ${req.url}`); socket.end('HTTP/1.1 403 Forbidden\r\n\r\n') })
+    const proxyUrl = await listen(proxy)
+    try {
+      const viaProxy = httpRequestWith({ HTTP_PROXY: proxyUrl, https_proxy: proxyUrl, NO_PROXY: '127.0.0.1' })
+      const res = await viaProxy(new URL('http://registry.example/v2/'), { method: 'HEAD', signal: AbortSignal.timeout(5_000) })
+      assert.equal(res.header('x-via'), 'proxy')
+      await assert.rejects(viaProxy(new URL('https://registry.example/v2/'), { method: 'HEAD', signal: AbortSignal.timeout(5_000) }))
+      // NO_PROXY: straight to the server.
+      assert.equal((await viaProxy(new URL(`${b}/plain`), { method: 'GET', signal: AbortSignal.timeout(5_000) })).status, 200)
+      assert.deepEqual(asked, ['HEAD http://registry.example/v2/', 'CONNECT registry.example:443'])
+    } finally {
+      proxy.closeAllConnections()
+      proxy.close()
+    }
   })
 })
