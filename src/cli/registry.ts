@@ -17,7 +17,7 @@ import { parseMirroredRegistries } from '../hosts/url.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
 import { parseSwarmKey, SwarmKeyError } from '../routing/psk.ts'
-import type { Router } from '../routing/types.ts'
+import type { Router, RouterIntrospection } from '../routing/types.ts'
 import type { Logger } from '../log/index.ts'
 import { listenOptions, parseListenAddress } from '../util/addr.ts'
 import { createMetricsApp, measurePull, RecentRequests } from '../web/index.ts'
@@ -134,7 +134,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   const recent = new RecentRequests(100)
   const servers: FastifyInstance[] = []
   const background = new AbortController()
-  let router: Router | undefined
+  let router: (Router & RouterIntrospection) | undefined
   let mirror: PeerMirror | undefined
   let herd: HerdMirror | undefined
   let advertising: Promise<void> | undefined

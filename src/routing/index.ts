@@ -1,4 +1,4 @@
-export type { LookupOptions, Peer, PeerInfo, Router, RouterOptions, RouterStatus } from './types.ts'
+export type { LookupOptions, Peer, PeerInfo, Router, RouterIntrospection, RouterOptions, RouterStatus } from './types.ts'
 export { BootstrapError, IdentityError, RouterClosedError } from './errors.ts'
 export { InvalidAddressError } from '../util/addr.ts'
 export { keyToCid } from './keys.ts'

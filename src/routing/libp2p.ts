@@ -35,7 +35,7 @@ import { decodeProviders, encodeAddProvider, encodeGetProviders, FrameReader, Ka
 import { keyToCid } from './keys.ts'
 import { formatSwarmKey } from './psk.ts'
 import { LookupCache } from './lookup-cache.ts'
-import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions, RouterStatus } from './types.ts'
+import type { LookupOptions, Peer, PeerInfo, Router, RouterIntrospection, RouterOptions, RouterStatus } from './types.ts'
 
 export interface Libp2pRouterOptions {
   bootstrapper: Bootstrapper
@@ -111,7 +111,7 @@ type Services = {
  * started yet, which then keeps looking for peers every ≤ 10 s). It is false before the first bootstrap round and
  * while candidates exist but none could be reached (for example a network policy blocking the router port).
  */
-export class Libp2pRouter implements Router {
+export class Libp2pRouter implements Router, RouterIntrospection {
   readonly peerId: string
   private readonly node: Libp2p<Services>
   private readonly dht: DhtService

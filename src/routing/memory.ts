@@ -1,5 +1,5 @@
 import { RouterClosedError } from './errors.ts'
-import type { LookupOptions, Peer, PeerInfo, Router, RouterOptions, RouterStatus } from './types.ts'
+import type { LookupOptions, Peer, PeerInfo, Router, RouterIntrospection, RouterOptions, RouterStatus } from './types.ts'
 
 /**
  * The shared state of a group of MemoryRouters: which router provides which key. Routers that share one
@@ -20,7 +20,7 @@ export interface MemoryRouterOptions {
 }
 
 /** In-memory Router for tests: settable readiness, advertise/withdraw add/remove this router as provider. */
-export class MemoryRouter implements Router {
+export class MemoryRouter implements Router, RouterIntrospection {
   readonly peerId: string
   readonly addresses: string[]
   private readonly network: MemoryNetwork

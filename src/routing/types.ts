@@ -59,10 +59,6 @@ export interface Router {
    * ready). See Libp2pRouter for the exact rule.
    */
   ready(): boolean
-  /** Readiness with the reasons behind it; `status().ready` is `ready()`. */
-  status(): RouterStatus
-  /** The addresses this node announces to its peers, as multiaddrs ending in `/p2p/<peerId>`. */
-  multiaddrs(): string[]
   /**
    * Streams the providers of `key` as they are found, so the caller can start fetching from the first one.
    * Never yields this node itself; yields each peer at most once; ends (without throwing) when the query is
@@ -78,8 +74,16 @@ export interface Router {
   advertise(keys: string[], options?: RouterOptions): Promise<void>
   /** Stops providing `keys`. Records already stored on other nodes expire after the provider TTL. */
   withdraw(keys: string[], options?: RouterOptions): Promise<void>
-  /** Currently connected peers; never this node itself. Empty once closed. */
-  peers(): PeerInfo[]
   /** Stops answering as a provider and shuts the node down; `ready()` is false from then on. Idempotent. */
   close(): Promise<void>
+}
+
+/** What the debug page, the logs and the readiness detail show of a router; the registry needs none of it. */
+export interface RouterIntrospection {
+  /** Readiness with the reasons behind it; `status().ready` is `ready()`. */
+  status(): RouterStatus
+  /** The addresses this node announces to its peers, as multiaddrs ending in `/p2p/<peerId>`. */
+  multiaddrs(): string[]
+  /** Currently connected peers; never this node itself. Empty once closed. */
+  peers(): PeerInfo[]
 }

@@ -4,14 +4,17 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import type { Peer, Router } from '../../src/routing/types.ts'
+import type { Peer, Router, RouterIntrospection } from '../../src/routing/types.ts'
+
+/** A router under test: what the registry uses and what the debug page shows. */
+type TestedRouter = Router & RouterIntrospection
 import { waitFor } from '../helpers/wait.ts'
 
 export interface RouterCluster {
   /** At least 3 started routers that can reach each other. */
-  routers: Router[]
+  routers: TestedRouter[]
   /** The IPs other routers must report for `router`. */
-  addressesOf(router: Router): string[]
+  addressesOf(router: TestedRouter): string[]
   close(): Promise<void>
 }
 
@@ -96,7 +99,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
 
     test('a key advertised by one router is found by the others with its addresses', async () => {
       const c = get()
-      const [a, b, d] = c.routers as [Router, Router, Router]
+      const [a, b, d] = c.routers as [TestedRouter, TestedRouter, TestedRouter]
       const key = uniqueKey('advertised')
       await a.advertise([key])
       for (const other of [b, d]) {
@@ -106,7 +109,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
     })
 
     test('self is never returned', async () => {
-      const [a, b] = get().routers as [Router, Router]
+      const [a, b] = get().routers as [TestedRouter, TestedRouter]
       const key = uniqueKey('self')
       await a.advertise([key])
       await b.advertise([key])
@@ -121,7 +124,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
 
     test('providers are de-duplicated and count is honoured', async () => {
       const routers = get().routers
-      const [a, b, d] = routers as [Router, Router, Router]
+      const [a, b, d] = routers as [TestedRouter, TestedRouter, TestedRouter]
       const key = uniqueKey('count')
       await b.advertise([key, key])
       await d.advertise([key])
@@ -134,14 +137,14 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
     })
 
     test('a lookup of an unknown key ends empty without hanging', async () => {
-      const [a] = get().routers as [Router]
+      const [a] = get().routers as [TestedRouter]
       const started = Date.now()
       assert.deepEqual(await collect(a, uniqueKey('unknown')), [])
       assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`)
     })
 
     test('the abort signal is honoured', async () => {
-      const [a, b, d] = get().routers as [Router, Router, Router]
+      const [a, b, d] = get().routers as [TestedRouter, TestedRouter, TestedRouter]
       // Already aborted: nothing is yielded and nothing is thrown.
       const key = uniqueKey('abort')
       await b.advertise([key])
@@ -164,7 +167,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
 
     test('withdrawn keys disappear once records expire; withdrawing an unknown key is harmless', async () => {
       const c = get()
-      const [a, b] = c.routers as [Router, Router]
+      const [a, b] = c.routers as [TestedRouter, TestedRouter]
       const key = uniqueKey('withdraw')
       const kept = uniqueKey('kept')
       await a.advertise([key, kept])
@@ -182,7 +185,7 @@ export function routerConformance (name: string, createCluster: () => Promise<Ro
     // Last: it takes one router out of the cluster.
     test('close() makes the router unready, empties its peers and is idempotent', async () => {
       const { routers } = get()
-      const last = routers[routers.length - 1] as Router
+      const last = routers[routers.length - 1] as TestedRouter
       await last.close()
       await last.close()
       assert.equal(last.ready(), false)

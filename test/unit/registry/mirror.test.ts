@@ -264,11 +264,8 @@ describe('peer mirror', () => {
     const partial = (router: Router): Router => ({
       peerId: router.peerId,
       ready: () => router.ready(),
-      status: () => router.status(),
-      multiaddrs: () => router.multiaddrs(),
       advertise: async (keys, o) => { await router.advertise(keys, o) },
       withdraw: async (keys, o) => { await router.withdraw(keys, o) },
-      peers: () => router.peers(),
       close: async () => { await router.close() },
       async * lookup (key: string, options: LookupOptions): AsyncIterable<Peer> {
         lookups.push(options.thorough === true)
