@@ -130,14 +130,17 @@ test('local-first lookups: a small cluster answers from the records it holds; wi
   await waitFor(allReady(routers), { timeoutMs: 10_000, what: 'all routers ready' })
   // Counts the DHT queries and the direct asks c starts (reaching into the router: the behaviour is about which path
   // is taken).
-  const internals = c as unknown as { askPeers: (...args: unknown[]) => AsyncGenerator<unknown>, dht: { findProviders: (...args: unknown[]) => unknown, providers: { removeProvider: (cid: unknown, peer: unknown) => Promise<void> } } }
-  const { dht } = internals
+  const internals = c as unknown as {
+    lookups: { askPeers: (...args: unknown[]) => AsyncGenerator<unknown> }
+    dht: { findProviders: (...args: unknown[]) => unknown, providers: { removeProvider: (cid: unknown, peer: unknown) => Promise<void> } }
+  }
+  const { dht, lookups } = internals
   let queries = 0
   let asks = 0
   const originalQuery = dht.findProviders.bind(dht)
   dht.findProviders = (...args: unknown[]) => { queries++; return originalQuery(...args) }
-  const originalAsk = internals.askPeers.bind(c)
-  internals.askPeers = (...args: unknown[]) => { asks++; return originalAsk(...args) }
+  const originalAsk = lookups.askPeers.bind(lookups)
+  lookups.askPeers = (...args: unknown[]) => { asks++; return originalAsk(...args) }
   await a.advertise(['held'])
   await a.idle()
   const found = await lookupUntil(c, 'held', atLeast(1), { timeoutMs: 5_000 })
