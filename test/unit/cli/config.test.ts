@@ -75,6 +75,7 @@ describe('typed command configuration', () => {
       mirrorTargets: ['http://127.0.0.1:30020'],
       resolveTags: true,
       prependExisting: false,
+      registryCertDir: '',
     })
     assert.deepEqual(configOf('cleanup', required.cleanup), { logLevel: 'INFO', addr: ':8080', containerdRegistryConfigPath: '/etc/containerd/certs.d' })
     assert.deepEqual(configOf('cleanup-wait', required['cleanup-wait']), { logLevel: 'INFO', probeEndpoint: 'spegel-cleanup:8080', threshold: 3, periodMs: 2_000 })
