@@ -78,9 +78,10 @@ export interface SpegelNode {
    * Starts the daemon (again) and waits for /readyz. `bootstrapPeers` replaces the cluster's static bootstrap list
    * (node 1): a restarted node 1 must be pointed at a live node, or it would stay alone until others re-bootstrap.
    * `daemonArgs` replaces the cluster's `daemonArgs` for this start and every later one (e.g. a benchmark comparing
-   * two settings of a flag on the same nodes).
+   * two settings of a flag on the same nodes). `expectReady: false` waits only until the daemon runs (a node that is
+   * meant not to join, whose /readyz stays 503).
    */
-  startDaemon: (options?: { bootstrapPeers?: readonly string[], daemonArgs?: readonly string[] }) => Promise<void>
+  startDaemon: (options?: { bootstrapPeers?: readonly string[], daemonArgs?: readonly string[], expectReady?: boolean }) => Promise<void>
   /** `/ip4/IP/tcp/5001`: the node's router address, for bootstrapPeers. */
   readonly routerAddr: string
   /** Graceful stop (SIGTERM). */
@@ -449,7 +450,7 @@ class NodeImpl implements SpegelNode {
 
   get routerAddr (): string { return `/ip4/${this.ip}/tcp/${routerPort}` }
 
-  async startDaemon (options: { bootstrapPeers?: readonly string[], daemonArgs?: readonly string[] } = {}): Promise<void> {
+  async startDaemon (options: { bootstrapPeers?: readonly string[], daemonArgs?: readonly string[], expectReady?: boolean } = {}): Promise<void> {
     if (this.proc !== undefined && this.proc.exitStatus === undefined) throw new Error(`${this.name}: daemon already running`)
     if (options.daemonArgs !== undefined) this.daemonArgs = [...options.daemonArgs]
     const dataDir = join(this.containerd.dir, 'spegel-data')
@@ -502,7 +503,9 @@ class NodeImpl implements SpegelNode {
           await res.body?.cancel()
           status = res.status
         }
-        // Go Spegel logs no peer id line.
+        // Go Spegel logs no peer id line. A node expected not to become ready (an outsider that cannot join) is up once
+        // its registry answers and its router has started.
+        if (options.expectReady === false) return status !== 0 && this.id !== undefined
         return status === 200 && (this.id !== undefined || go !== undefined)
       }, { timeoutMs: 30_000, intervalMs: 100, what: `${this.name} spegel /readyz`, context: () => proc.output() })
       if (image !== undefined) {
