@@ -71,12 +71,12 @@ export class Advertiser {
     return this.synced
   }
 
-  /** What is advertised now, for the debug page. */
   /** Whether `key` (a digest, or a tag reference `registry/repository:tag`) is advertised now: what this node shares. */
   has (key: string): boolean {
     return this.advertised.has(key)
   }
 
+  /** What is advertised now, for the debug page. */
   snapshot (): { images: AdvertisedImage[], keys: number } {
     return { images: this.images, keys: this.advertised.size }
   }

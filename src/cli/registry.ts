@@ -175,7 +175,8 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       filter,
       metrics,
       mirror: herd ?? mirror,
-      ready: () => routerRef.ready(),
+      // What the node serves is what it shares: not ready until the advertiser knows what that is.
+      ready: () => routerRef.ready() && advertiser.ready,
       readinessDetail: () => readyzDetail(doctor.lastReport),
       ...(basicAuth !== undefined ? { basicAuth } : {}),
       ...(tls !== undefined ? { tls } : {}),
