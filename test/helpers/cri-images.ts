@@ -51,3 +51,13 @@ export class CriImages {
     })
   }
 }
+
+/** One CRI PullImage on the containerd at `socket`, as the kubelet pulls, with a client of its own; the image ref. */
+export async function criPull (socket: string, image: string, timeoutMs?: number): Promise<string> {
+  const cri = new CriImages(socket)
+  try {
+    return await cri.pull(image, timeoutMs)
+  } finally {
+    cri.close()
+  }
+}

@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { formatSwarmKey } from '../../../src/routing/psk.ts'
-import { CriImages } from '../../helpers/cri-images.ts'
+import { criPull } from '../../helpers/cri-images.ts'
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
 import { metricsPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
@@ -49,23 +49,13 @@ describe('a private DHT on nodes with real containerd (--router-psk-file)', { ti
 
   it('an outsider without the key cannot join, and the image it holds is never served to members', async () => {
     const [n1, n2, n3] = cluster.nodes as [SpegelNode, SpegelNode, SpegelNode]
-    const cri3 = new CriImages(n3.containerd.socket)
-    try {
-      await cri3.pull(image.ref, 120_000)
-    } finally {
-      cri3.close()
-    }
+    await criPull(n3.containerd.socket, image.ref, 120_000)
     assert.equal(await n3.imageDigest(image.ref), image.digest, 'the outsider holds the image')
     // Its advertisements had time to go wherever they could (a few of the members' 100 ms debounces and publishes).
     await new Promise((resolve) => setTimeout(resolve, 3_000))
     await cluster.upstream.waitForQuiet()
     cluster.upstream.resetAccessLog()
-    const cri2 = new CriImages(n2.containerd.socket)
-    try {
-      await cri2.pull(image.ref, 120_000)
-    } finally {
-      cri2.close()
-    }
+    await criPull(n2.containerd.socket, image.ref, 120_000)
     await cluster.upstream.waitForQuiet()
     const layer = image.children.find((c) => c.size >= 2 * MiB)
     assert.ok(layer !== undefined)

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { CriImages } from '../../helpers/cri-images.ts'
+import { criPull } from '../../helpers/cri-images.ts'
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
 import { startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
@@ -56,17 +56,12 @@ for (const mode of ['ca.key: each node issues its serving certificate', 'tls.crt
       assert.match(toml, /^client = \[\['spegel-client\.crt', 'spegel-client\.key'\]\]$/m)
       assert.deepEqual(await readFile(join(n2.hostsDir, cluster.upstreamHost, 'spegel-client.key')), members.key)
       for (const node of [n1, n2]) {
-        const cri = new CriImages(node.containerd.socket)
-        try {
-          if (node === n2) {
-            await cluster.waitServable(n2, image.repository, 'manifests', image.digest)
-            await cluster.upstream.waitForQuiet()
-            cluster.upstream.resetAccessLog()
-          }
-          await cri.pull(image.ref, 120_000)
-        } finally {
-          cri.close()
+        if (node === n2) {
+          await cluster.waitServable(n2, image.repository, 'manifests', image.digest)
+          await cluster.upstream.waitForQuiet()
+          cluster.upstream.resetAccessLog()
         }
+        await criPull(node.containerd.socket, image.ref, 120_000)
         assert.equal(await node.imageDigest(image.ref), image.digest)
       }
       await cluster.upstream.waitForQuiet()

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { makeImage, writeOciArchive } from '../../helpers/containerd.ts'
-import { CriImages } from '../../helpers/cri-images.ts'
+import { criPull } from '../../helpers/cri-images.ts'
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
 import { metricsPort, startSpegelCluster, type SpegelCluster } from '../../helpers/spegel-cluster.ts'
@@ -45,12 +45,7 @@ describe('a tag answered by a peer with an image of its own', { timeout: 300_000
 
   it('with --confirm-tags (the default), node 1 runs the upstream\'s image; the intruder\'s answer is counted as differs', async () => {
     const n1 = cluster.nodes[0]!
-    const cri = new CriImages(n1.containerd.socket)
-    try {
-      await cri.pull(upstreamImage.ref, 120_000)
-    } finally {
-      cri.close()
-    }
+    await criPull(n1.containerd.socket, upstreamImage.ref, 120_000)
     assert.equal(await n1.imageDigest(upstreamImage.ref), upstreamImage.digest, 'node 1 holds the upstream\'s image under the tag')
     const metrics = await (await fetch(`http://${n1.ip}:${metricsPort}/metrics`)).text()
     assert.match(metrics, /^spegel_tag_confirmations_total\{outcome="differs"\} [1-9]/m, 'node 1 asked the intruder and refused its answer')
@@ -58,12 +53,7 @@ describe('a tag answered by a peer with an image of its own', { timeout: 300_000
 
   it('with --confirm-tags=false (Spegel\'s way), node 2 runs the intruder\'s image: what the check prevents', async () => {
     const n2 = cluster.nodes[1]!
-    const cri = new CriImages(n2.containerd.socket)
-    try {
-      await cri.pull(upstreamImage.ref, 120_000)
-    } finally {
-      cri.close()
-    }
+    await criPull(n2.containerd.socket, upstreamImage.ref, 120_000)
     assert.equal(await n2.imageDigest(upstreamImage.ref), intruderDigest, 'node 2 took the intruder\'s digest for the tag')
   })
 })
