@@ -181,7 +181,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       ...(basicAuth !== undefined ? { basicAuth } : {}),
       ...(tls !== undefined ? { tls } : {}),
       shared: advertiser,
-      ...(herd !== undefined ? { claimed: (digest: string) => herd?.claimed(digest) === true } : {}),
+      ...(herd !== undefined ? { claimed: (digest: string) => herd?.downloading(digest) === true } : {}),
       onPeerMiss: (digest) => { advertiser.missing(digest) },
       onRequest: (record) => {
         recent.record(record)

@@ -27,6 +27,8 @@ export interface HerdEvent {
 
 /** Herd events kept for the debug page. */
 const maxEvents = 50
+/** Digests remembered by downloading(). */
+const maxInvolved = 4096
 
 export interface HerdMirrorOptions {
   /** Fetches content held by peers (complete, or in flight with `inflight: true`). */
@@ -59,6 +61,8 @@ export class HerdMirror implements Mirror {
   private readonly options: Required<Omit<HerdMirrorOptions, 'metrics'>> & Pick<HerdMirrorOptions, 'metrics'>
   private readonly claims = new Map<string, NodeJS.Timeout>()
   private readonly events: HerdEvent[] = []
+  /** Digests the herd handled for this node's containerd, and when (see downloading). */
+  private readonly involved = new Map<string, number>()
 
   constructor (options: HerdMirrorOptions) {
     this.options = { electionWindowMs: 30, lookupTimeoutMs: 1000, claimTtlMs: 120_000, ...options }
@@ -130,12 +134,23 @@ export class HerdMirror implements Mirror {
     throw miss
   }
 
-  /** Whether this node claims `digest` now (it won, or is in an election for, the download its peers follow). */
-  claimed (digest: string): boolean {
-    return this.claims.has(digest)
+  /**
+   * Whether this node's containerd downloads `digest` for a pull through this mirror, as the herd's winner or as a
+   * follower, in the last claim TTL: its download may then be streamed to peers (a follower's too: peers whose lookup
+   * still names it chain through it). A download this node's herd never saw (a pull from a registry that is not
+   * mirrored) is not.
+   */
+  downloading (digest: string): boolean {
+    if (this.claims.has(digest)) return true
+    const at = this.involved.get(digest)
+    return at !== undefined && performance.now() - at < this.options.claimTtlMs
   }
 
   private record (digest: string, outcome: HerdEvent['outcome'], peer?: string): void {
+    this.involved.delete(digest)
+    this.involved.set(digest, performance.now())
+    // Oldest first (insertion order): the bound keeps what any rollout needs.
+    if (this.involved.size > maxInvolved) this.involved.delete(this.involved.keys().next().value as string)
     this.options.metrics?.herdOutcomes.inc({ outcome })
     this.events.push({ digest, outcome, ...(peer !== undefined ? { peer } : {}), at: Date.now() })
     if (this.events.length > maxEvents) this.events.shift()

@@ -52,7 +52,7 @@ export interface RegistryOptions {
    * image pulled from a registry that is not mirrored stays on its node. Without it, all local content is served.
    */
   shared?: { has: (key: string) => boolean }
-  /** Whether this node's herd claims `digest` (it downloads it for its peers): its download may be served. */
+  /** Whether this node's herd has its containerd download `digest` (see HerdMirror.downloading): its download may be served. */
   claimed?: (digest: string) => boolean
   /** A peer asked for a blob or manifest by digest and this node does not hold it (the advertiser re-checks it). */
   onPeerMiss?: (digest: string) => void
