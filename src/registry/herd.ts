@@ -98,6 +98,9 @@ export class HerdMirror implements Mirror {
 
   private async herd (request: MirrorRequest, digest: string, miss: RegistryError): Promise<MirrorResponse> {
     const key = inflightKey(digest)
+    // From here on this node's containerd downloads the blob, from a peer or the upstream: peers that still find this
+    // node under the blob's claim (it may lose the election, or claim late) can stream that download.
+    this.involve(digest)
     const { logger } = this.options
     // (1) Somebody is downloading it already.
     if (!this.claims.has(digest)) {
@@ -146,11 +149,15 @@ export class HerdMirror implements Mirror {
     return at !== undefined && performance.now() - at < this.options.claimTtlMs
   }
 
-  private record (digest: string, outcome: HerdEvent['outcome'], peer?: string): void {
+  private involve (digest: string): void {
     this.involved.delete(digest)
     this.involved.set(digest, performance.now())
     // Oldest first (insertion order): the bound keeps what any rollout needs.
     if (this.involved.size > maxInvolved) this.involved.delete(this.involved.keys().next().value as string)
+  }
+
+  private record (digest: string, outcome: HerdEvent['outcome'], peer?: string): void {
+    this.involve(digest)
     this.options.metrics?.herdOutcomes.inc({ outcome })
     this.events.push({ digest, outcome, ...(peer !== undefined ? { peer } : {}), at: Date.now() })
     if (this.events.length > maxEvents) this.events.shift()

@@ -43,6 +43,8 @@ interface ClusterOptions {
   mirror?: Pick<PeerMirrorOptions, 'stallTimeoutMs' | 'maxResumes'>
   /** A store that replaces a node's MemoryStore in its registry, by node name (e.g. a ContainerdStore). */
   stores?: Record<string, ContentStore>
+  /** false: every node serves any download in progress (for tests that fake a claim without the herd). Default true. */
+  gate?: boolean
 }
 
 let subnet = 210
@@ -58,7 +60,16 @@ async function cluster (names: string[], options: ClusterOptions = {}): Promise<
     const metrics = new Metrics({ defaultMetrics: false })
     const mirror = new PeerMirror({ router, registryPort: port, logger, resolveTimeoutMs: 50, metrics, ...options.mirror })
     const herd = new HerdMirror({ mirror, router, logger, metrics })
-    const app = createRegistryApp({ store: options.stores?.[name] ?? store, logger, mirror: herd, metrics, inflightStartWaitMs: options.inflightStartWaitMs ?? 2000 })
+    // As the daemon wires it: nothing local is shared here, so a download is streamed only while the herd has this
+    // node's containerd download it (HerdMirror.downloading).
+    const app = createRegistryApp({
+      store: options.stores?.[name] ?? store,
+      logger,
+      mirror: herd,
+      metrics,
+      inflightStartWaitMs: options.inflightStartWaitMs ?? 2000,
+      ...(options.gate !== false ? { shared: new Set<string>(), claimed: (digest: string) => herd.downloading(digest) } : {}),
+    })
     await app.listen({ host: ip, port })
     if (port === 0) {
       port = (app.server.address() as AddressInfo).port
@@ -206,6 +217,8 @@ describe('herd protection', () => {
     const others = [await outcomes(c.nodes[1] as Node), await outcomes(c.nodes[2] as Node)]
     for (const o of others) assert.equal((o.lost ?? 0) + (o.followed ?? 0), 1)
     assert.match(await (c.nodes[0] as Node).metrics.registry.metrics(), /spegel_inflight_served_total [12]/)
+    for (const n of c.nodes) assert.ok(n.herd.downloading(sha(blob)), `${n.name}'s download may be streamed to peers`)
+    assert.equal((c.nodes[0] as Node).herd.downloading(sha(randomBytes(8))), false, 'a digest the herd never saw')
   })
 
   it('a node that arrives after the election streams the download without electing', async (t) => {
@@ -309,7 +322,8 @@ describe('herd protection', () => {
   // early still does not arrive (PeerBody.writeTo destroys the response in the tick it wrote the chunk, before node:http
   // sends a corked write), so only this test sees PeerMirror.stream withhold the last chunk.
   it('an in-flight stream of a wrong download never hands its reader the last byte', { timeout: 10_000 }, async (t) => {
-    const c = await cluster(['a', 'b'])
+    // a's claim is made here, not by its herd.
+    const c = await cluster(['a', 'b'], { gate: false })
     const reader = new AbortController()
     t.after(async () => { reader.abort(); await c.close() })
     const [a, b] = c.nodes as [Node, Node]
