@@ -24,8 +24,6 @@ import { createMetricsApp, measurePull, RecentRequests } from '../web/index.ts'
 import { ExitCode, type CommandContext } from './context.ts'
 import type { RegistryConfig } from './spec.ts'
 
-/** Where Spegel's chart mounts the optional basic-auth secret. */
-
 /** A registry flag combination that cannot work. */
 export class ConfigurationError extends Error {
   constructor (message: string) {
@@ -181,7 +179,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       ...(basicAuth !== undefined ? { basicAuth } : {}),
       ...(tls !== undefined ? { tls } : {}),
       shared: advertiser,
-      ...(herd !== undefined ? { claimed: (digest: string) => herd?.downloading(digest) === true } : {}),
+      ...(herd !== undefined ? { downloading: (digest: string) => herd?.downloading(digest) === true } : {}),
       onPeerMiss: (digest) => { advertiser.missing(digest) },
       onRequest: (record) => {
         recent.record(record)

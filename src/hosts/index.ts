@@ -31,7 +31,7 @@ import type { RegistryUrl } from './url.ts'
 
 export { issueServingCertificate, peerTlsOptions, readRegistryTls, RegistryTlsError, registryTlsFiles } from './tls.ts'
 export type { RegistryTls } from './tls.ts'
-export { basicAuthFromEnv, basicAuthHeaderValue, basicAuthMatches, defaultBasicAuthDir, readBasicAuth } from './auth.ts'
+export { basicAuthChecker, basicAuthFromEnv, basicAuthHeaderValue, defaultBasicAuthDir, readBasicAuth } from './auth.ts'
 export type { BasicAuth } from './auth.ts'
 export { BackupConflictError, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError } from './errors.ts'
 export { backupDirName } from './fs.ts'

@@ -157,7 +157,6 @@ export class HerdMirror implements Mirror {
   }
 
   private record (digest: string, outcome: HerdEvent['outcome'], peer?: string): void {
-    this.involve(digest)
     this.options.metrics?.herdOutcomes.inc({ outcome })
     this.events.push({ digest, outcome, ...(peer !== undefined ? { peer } : {}), at: Date.now() })
     if (this.events.length > maxEvents) this.events.shift()

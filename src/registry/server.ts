@@ -3,7 +3,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import type { Readable } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { basicAuthMatches, type BasicAuth } from '../hosts/auth.ts'
+import { basicAuthChecker, type BasicAuth } from '../hosts/auth.ts'
 import type { RegistryTls } from '../hosts/tls.ts'
 import type { Logger } from '../log/index.ts'
 import type { Metrics } from '../metrics/index.ts'
@@ -53,7 +53,7 @@ export interface RegistryOptions {
    */
   shared?: { has: (key: string) => boolean }
   /** Whether this node's herd has its containerd download `digest` (see HerdMirror.downloading): its download may be served. */
-  claimed?: (digest: string) => boolean
+  downloading?: (digest: string) => boolean
   /** A peer asked for a blob or manifest by digest and this node does not hold it (the advertiser re-checks it). */
   onPeerMiss?: (digest: string) => void
   metrics?: Metrics
@@ -85,6 +85,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     // A client without a certificate completes the handshake (the probes need it) and is refused per request.
     ...(options.tls !== undefined ? { https: { ca: options.tls.ca, cert: options.tls.serving?.cert ?? options.tls.cert, key: options.tls.serving?.key ?? options.tls.key, requestCert: true, rejectUnauthorized: false } } : {}),
   }) as unknown as FastifyInstance
+  const authMatches = options.basicAuth !== undefined ? basicAuthChecker(options.basicAuth) : undefined
   // Bounds idle connections whatever clients do (see connections.ts).
   void new ConnectionLimits(app.server, { ...options.connections, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
 
@@ -142,7 +143,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
       if (options.tls !== undefined && (req.raw.socket as TLSSocket).authorized !== true) {
         throw new RegistryError(401, 'UNAUTHORIZED', 'a client certificate signed by the registry\'s CA is required')
       }
-      checkAuth(req, options.basicAuth)
+      checkAuth(req, authMatches)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         throw new RegistryError(405, 'UNSUPPORTED', `${req.method} is not supported: this registry is read-only`, { headers: { [Header.allow]: 'GET, HEAD' } })
       }
@@ -162,7 +163,7 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
       } else if (mirrored && path.kind === 'blobs' && path.digest !== undefined && req.headers[Header.spegelInflight] === 'accept' && options.store.download !== undefined) {
         // A peer that takes bytes of a download still in progress (herd protection; Go Spegel never asks this). The
         // download may not have started yet when the peer asks: wait for it, briefly (see waitForDownload).
-        if (options.shared !== undefined && !options.shared.has(path.digest) && options.claimed?.(path.digest) !== true) {
+        if (options.shared !== undefined && !options.shared.has(path.digest) && options.downloading?.(path.digest) !== true) {
           throw notFound(path, 'not found, and not being downloaded for peers')
         }
         const signal = closedSignal(reply)
@@ -272,8 +273,8 @@ async function isReady (options: RegistryOptions): Promise<boolean> {
 }
 
 /** Refuses a request without the registry's basic-auth credential (when one is set). */
-function checkAuth (req: FastifyRequest, expected: BasicAuth | undefined): void {
-  if (expected === undefined || basicAuthMatches(req.headers[Header.authorization], expected)) return
+function checkAuth (req: FastifyRequest, matches: ((header: string | undefined) => boolean) | undefined): void {
+  if (matches === undefined || matches(req.headers[Header.authorization])) return
   throw new RegistryError(401, 'UNAUTHORIZED', 'invalid credentials', { headers: { [Header.wwwAuthenticate]: 'Basic realm="spegel"' } })
 }
 

@@ -68,7 +68,7 @@ async function cluster (names: string[], options: ClusterOptions = {}): Promise<
       mirror: herd,
       metrics,
       inflightStartWaitMs: options.inflightStartWaitMs ?? 2000,
-      ...(options.gate !== false ? { shared: new Set<string>(), claimed: (digest: string) => herd.downloading(digest) } : {}),
+      ...(options.gate !== false ? { shared: new Set<string>(), downloading: (digest: string) => herd.downloading(digest) } : {}),
     })
     await app.listen({ host: ip, port })
     if (port === 0) {

@@ -239,7 +239,7 @@ describe('registry serves only what this node shares (the advertiser\'s keys)', 
     const bytes = randomBytes(1000)
     const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex')
     const claims = new Set<string>()
-    const app = createRegistryApp({ store: f.store, logger, shared: new Set<string>(), claimed: (d) => claims.has(d), inflightStartWaitMs: 0 })
+    const app = createRegistryApp({ store: f.store, logger, shared: new Set<string>(), downloading: (d) => claims.has(d), inflightStartWaitMs: 0 })
     const headers = { 'x-spegel-mirrored': 'true', 'x-spegel-inflight': 'accept' }
     try {
       const download = f.store.startDownload(digest, bytes.length)
