@@ -616,8 +616,10 @@ describe('never down, never over its memory limit: 3 daemons as the image runs t
     const bad = results.filter((r) => !acceptableStatuses.has(r.status) || (r.exit !== 0 && r.exit !== 28))
     assert.deepEqual(bad.map((r) => `${r.kind}: status ${r.status}, curl exit ${r.exit}, ${r.bytes} B`), [],
       'every slow client got 200 (until we stopped it) or a refusal; none was reset or cut by the daemon')
-    // 429/503 at once with Retry-After; a 404 ("pull from the upstream") after at most a short wait in line.
-    const refusedSlowly = results.filter((r) => ((r.status === 429 || r.status === 503) && (r.retryAfter === undefined || r.totalS > 2)) || (r.status === 404 && r.totalS > 5))
+    // 429/503 at once with Retry-After; a 404 ("pull from the upstream") after at most a short wait in line: 2 s in the
+    // budget's line, plus what 200 clients arriving at once cost three daemons in 128 MiB on 2 cores (404s at
+    // 5.1-5.6 s were seen once in about 15 runs; what this guards against is a wait for the stall timeout, 30 s).
+    const refusedSlowly = results.filter((r) => ((r.status === 429 || r.status === 503) && (r.retryAfter === undefined || r.totalS > 2)) || (r.status === 404 && r.totalS > 8))
     assert.deepEqual(refusedSlowly.map((r) => `${r.kind}: ${r.status} after ${r.totalS} s, Retry-After ${String(r.retryAfter)}`), [], 'a refusal comes fast (and a 429/503 says when to retry)')
     for (const kind of ['local', 'proxied'] as const) {
       const ok = served.filter((r) => r.kind === kind && r.bytes > 0)
