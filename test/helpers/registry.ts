@@ -48,6 +48,8 @@ export interface StartRegistryOptions {
   logLevel?: 'debug' | 'info' | 'warn' | 'error'
   /** Startup timeout (default 15 s). */
   timeoutMs?: number
+  /** Serve HTTPS with this certificate and key (PEM file paths); clients must trust its CA. */
+  tls?: { cert: string, key: string }
 }
 
 export interface RegistryHandle {
@@ -122,7 +124,7 @@ export function parseRegistryLogLine (line: string): RegistryAccessEntry | undef
   return entry
 }
 
-function registryConfig (dataDir: string, host: string, port: number, logLevel: string): string {
+function registryConfig (dataDir: string, host: string, port: number, logLevel: string, tls: StartRegistryOptions['tls']): string {
   // JSON is valid YAML: no YAML writer needed.
   return JSON.stringify({
     version: 0.1,
@@ -137,6 +139,7 @@ function registryConfig (dataDir: string, host: string, port: number, logLevel: 
       addr: `${host.includes(':') ? `[${host}]` : host}:${port}`,
       // A fixed secret silences the "No HTTP secret provided" warning.
       secret: 'spegel-ts-test-registry',
+      ...(tls !== undefined ? { tls: { certificate: tls.cert, key: tls.key } } : {}),
     },
   }, null, 2) + '\n'
 }
@@ -183,7 +186,7 @@ interface LaunchArgs {
 async function launch (args: LaunchArgs): Promise<RegistryHandle> {
   const { binary, host, port, dataDir, dir, options, timeoutMs } = args
   const configPath = join(dir, `config-${port}.yml`)
-  await writeFile(configPath, registryConfig(dataDir, host, port, options.logLevel ?? 'info'))
+  await writeFile(configPath, registryConfig(dataDir, host, port, options.logLevel ?? 'info', options.tls))
   let entries: RegistryAccessEntry[] = []
   let lastEntryAt = Date.now()
   const proc = await startProcess(binary, ['serve', configPath], {
@@ -199,12 +202,12 @@ async function launch (args: LaunchArgs): Promise<RegistryHandle> {
     },
   })
   const hostPort = `${host.includes(':') ? `[${host}]` : host}:${port}`
-  const url = `http://${hostPort}`
+  const url = `${options.tls !== undefined ? 'https' : 'http'}://${hostPort}`
   try {
     await proc.waitForOutput('listening on', { timeoutMs })
     await waitFor(async () => {
       if (proc.exitStatus !== undefined) throw new ProcessError('registry exited')
-      return (await probe(url, options.netns)) === 200
+      return (await probe(url, options.netns, options.tls !== undefined)) === 200
     }, {
       timeoutMs,
       intervalMs: 50,
@@ -260,9 +263,12 @@ async function launch (args: LaunchArgs): Promise<RegistryHandle> {
   }
 }
 
-/** Status of GET /v2/, or undefined when nothing answers. Inside a netns the probe runs there, as a node one-liner. */
-async function probe (url: string, netns: string | undefined): Promise<number | undefined> {
-  if (netns === undefined) {
+/**
+ * Status of GET /v2/, or undefined when nothing answers. Inside a netns, or over TLS (whose test certificate this
+ * process does not trust), the probe runs as a node one-liner.
+ */
+async function probe (url: string, netns: string | undefined, tls: boolean): Promise<number | undefined> {
+  if (netns === undefined && !tls) {
     try {
       const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(2000) })
       await res.body?.cancel()
@@ -272,7 +278,7 @@ async function probe (url: string, netns: string | undefined): Promise<number | 
     }
   }
   const script = `fetch(${JSON.stringify(`${url}/v2/`)}).then(r => { console.log(r.status) }, () => { console.log(0) })`
-  const { stdout } = await run(process.execPath, ['-e', script], { netns, timeoutMs: 10_000 })
+  const { stdout } = await run(process.execPath, ['-e', script], { netns, timeoutMs: 10_000, ...(tls ? { env: { NODE_TLS_REJECT_UNAUTHORIZED: '0', NODE_NO_WARNINGS: '1' } } : {}) })
   const status = Number(stdout.trim())
   return status > 0 ? status : undefined
 }
