@@ -19,7 +19,7 @@
 // their shims), removes the kubelets' cgroups, the namespaces, the temporary directory and /etc/cri if it made it.
 import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
-import { mkdir, readdir, readFile, readlink, rm, rmdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, readlink, rmdir, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../helpers/ports.ts'
@@ -132,12 +132,15 @@ export async function startK8sCluster (options: StartK8sClusterOptions): Promise
   const stop = async (): Promise<void> => {
     if (stopped) return
     stopped = true
-    // Kubelets first (no more pods started), then everything else this file started, newest first.
+    // Everything this file started, newest first: kube-proxy and the kubelet before their node's containerd.
     for (const proc of [...processes].reverse()) {
       if (proc.exitStatus === undefined) await proc.stop('SIGTERM', 15_000).catch(() => {})
     }
     // What is left in a node's mount namespace (container processes, shims) was started by that node's containerd.
+    // What is left was started by a node's containerd: its shims share the node's mount namespace; the containers
+    // (each in a mount namespace of its own) are in the kubelet's cgroups.
     for (const holder of holders) await killMountNamespace(holder.pid)
+    for (const root of cgroupRoots) await killCgroupTree(root)
     for (const holder of holders) await holder.stop('SIGKILL').catch(() => {})
     for (const root of cgroupRoots) await removeCgroupTree(root)
     await upstream?.stop().catch(() => {})
@@ -298,7 +301,9 @@ export async function startK8sCluster (options: StartK8sClusterOptions): Promise
       for (let j = 1; j <= count; j++) {
         if (j !== i) await run('ip', ['-n', member.netns, 'route', 'add', podCidr(j), 'via', net.nodes[j - 1]!.ip])
       }
-      // The same routes for the API server on the host, which calls back into pods for nothing here but logs.
+      // A route for Service addresses, as a node's default route gives them: a client on the node's own network
+      // (e.g. a Prometheus scraping with hostNetwork) is routed before kube-proxy's rules rewrite the address.
+      await run('ip', ['-n', member.netns, 'route', 'add', serviceCidr, 'via', hostIp])
 
       // containerd as Talos runs it: version 3 importing the parts in /etc/cri/conf.d, the first being Talos's base.
       const base = [
@@ -339,8 +344,10 @@ export async function startK8sCluster (options: StartK8sClusterOptions): Promise
       const containerdSocket = onNode('/run/containerd/containerd.sock')
       await waitFor(() => existsSync(containerdSocket), { timeoutMs: 30_000, what: `${name}'s containerd socket`, context: diagnostics })
 
+      // The kubelet's cgroupRoot must exist in every hierarchy (cgroup v1) before it starts.
       const cgroupRoot = `/${runId}-${name}`
       cgroupRoots.push(cgroupRoot)
+      await makeCgroupRoot(cgroupRoot)
       const kubeletConfig = join(nodeDir, 'kubelet.yaml')
       await writeFile(kubeletConfig, JSON.stringify({
         apiVersion: 'kubelet.config.k8s.io/v1beta1',
@@ -444,17 +451,44 @@ async function killMountNamespace (pid: number): Promise<void> {
   }
 }
 
+async function cgroupHierarchies (): Promise<string[]> {
+  const base = '/sys/fs/cgroup'
+  const entries = await readdir(base, { withFileTypes: true }).catch(() => [])
+  // Real directories only: cpu and cpuacct are links to cpu,cpuacct.
+  return entries.filter((e) => e.isDirectory()).map((e) => join(base, e.name))
+}
+
+async function makeCgroupRoot (cgroupRoot: string): Promise<void> {
+  for (const hierarchy of await cgroupHierarchies()) {
+    await mkdir(join(hierarchy, cgroupRoot), { recursive: true })
+    if (hierarchy.endsWith('/cpuset')) {
+      // A new cpuset has no CPUs and no memory nodes: give it its parent's, or no task can join below it.
+      for (const file of ['cpuset.cpus', 'cpuset.mems']) await writeFile(join(hierarchy, cgroupRoot, file), await readFile(join(hierarchy, file)))
+    }
+  }
+}
+
+/** SIGKILLs every process in a kubelet's cgroup tree (any hierarchy holds them all: pids), until none is left. */
+async function killCgroupTree (cgroupRoot: string): Promise<void> {
+  const top = join('/sys/fs/cgroup/pids', cgroupRoot)
+  for (let round = 0; round < 50; round++) {
+    const pids: number[] = []
+    const walk = async (d: string): Promise<void> => {
+      const procs = await readFile(join(d, 'cgroup.procs'), 'utf8').catch(() => '')
+      for (const p of procs.split('\n')) if (p !== '') pids.push(Number(p))
+      for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) if (e.isDirectory()) await walk(join(d, e.name))
+    }
+    await walk(top)
+    if (pids.length === 0) return
+    for (const p of pids) { try { process.kill(p, 'SIGKILL') } catch {} }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
 /** Removes a kubelet's cgroup tree (cgroupRoot) from every v1 hierarchy, deepest first. */
 async function removeCgroupTree (cgroupRoot: string): Promise<void> {
-  const base = '/sys/fs/cgroup'
-  let controllers: string[]
-  try {
-    controllers = await readdir(base)
-  } catch {
-    return
-  }
-  for (const controller of controllers) {
-    const top = join(base, controller, cgroupRoot)
+  for (const hierarchy of await cgroupHierarchies()) {
+    const top = join(hierarchy, cgroupRoot)
     if (!existsSync(top)) continue
     const dirs: string[] = []
     const walk = async (d: string): Promise<void> => {
@@ -463,6 +497,5 @@ async function removeCgroupTree (cgroupRoot: string): Promise<void> {
     }
     await walk(top)
     for (const d of dirs.reverse()) await rmdir(d).catch(() => {})
-    if (existsSync(top)) await rm(top, { recursive: false }).catch(() => {})
   }
 }
