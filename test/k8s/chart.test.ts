@@ -6,7 +6,8 @@
 //   - a Pod on node 1 pulls an image from the upstream; Pods on nodes 2 and 3 then pull it and the upstream serves
 //     none of its blobs again;
 //   - /metrics of each pod, reached through the metrics Service's endpoints, shows the hits and the bytes served;
-//   - `helm upgrade` with a changed value rolls the pods while Pods pull, and no pull fails;
+//   - `helm upgrade` with a changed value rolls the pods while Pods pull, no pull fails, and the swarm key the chart
+//     made at install is kept;
 //   - `helm uninstall` runs the post-delete hook and every node's /etc/cri/conf.d/hosts is back as it was, byte for
 //     byte.
 // Run with `npm run test:k8s` (the README's test command runs it after `npm test`).
@@ -283,6 +284,9 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     const c = k()
     const v2 = image('v2')
     const old = await spegelPods()
+    const swarmKey = async (): Promise<string> => (await c.kubectl(['get', 'secret', '-n', namespace, 'spegel-router-psk', '-o', 'jsonpath={.data.swarm\\.key}'])).stdout
+    const keyBefore = await swarmKey()
+    assert.ok(keyBefore.length > 0, 'the chart made a swarm key')
     const upgrade = c.helm(['upgrade', 'spegel', chartDir, '-n', namespace, '--reuse-values', '--set', 'spegel.logLevel=DEBUG', '--wait', '--timeout', '5m'])
     // Once the rollout has begun (an old pod is going), pods on every node pull an image nobody has yet.
     await waitFor(async () => (await spegelPods()).some((p) => old.some((o) => o.uid === p.uid && !p.ready)) || (await spegelPods()).some((p) => !old.some((o) => o.uid === p.uid)),
@@ -298,6 +302,8 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     assert.ok(now.every((p) => !old.some((o) => o.uid === p.uid)), 'every pod was replaced')
     const ds = await c.kubectl(['get', 'daemonset', '-n', namespace, 'spegel', '-o', 'jsonpath={.spec.template.spec.containers[0].args}'])
     assert.match(ds.stdout, /--log-level=DEBUG/)
+    // The swarm key the chart made at install is kept (helm lookup): a new one would split old and new pods.
+    assert.equal(await swarmKey(), keyBefore, 'helm upgrade kept the swarm key')
   })
 
   it('helm uninstall runs the post-delete hook and every node\'s hosts.toml is back, byte for byte', async () => {

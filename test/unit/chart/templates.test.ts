@@ -319,7 +319,7 @@ describe('chart rendered with default values', () => {
     assert.deepEqual(volumes, {
       'spegel-data': { path: '/var/lib/spegel', type: 'DirectoryOrCreate' },
       'containerd-sock': { path: '/run/containerd/containerd.sock', type: 'Socket' },
-      'containerd-content': { path: '/var/lib/containerd/io.containerd.content.v1.content', type: 'Directory' },
+      'containerd-content': { path: '/var/lib/containerd/io.containerd.content.v1.content', type: 'DirectoryOrCreate' },
       'containerd-config': { path: '/etc/containerd/certs.d', type: 'DirectoryOrCreate' },
     })
     assert.deepEqual(container(r, 'registry').volumeMounts, [
@@ -397,6 +397,15 @@ describe('chart rendered with default values', () => {
     const wait = parseContainer(pod.spec.containers[0], 'cleanup-wait')
     assert.equal(wait.values.get('probe-endpoint'), 'spegel-cleanup.spegel.svc.cluster.local.:8080')
     assert.equal(pod.spec.restartPolicy, 'Never')
+  })
+
+  it('post-delete hook: the cleanup DaemonSet and the cleanup-wait Pod take podSecurityContext, as the DaemonSet does', () => {
+    const podSecurityContext = { runAsNonRoot: false, seccompProfile: { type: 'RuntimeDefault' } }
+    const withContext = renderChart({ values: { podSecurityContext } })
+    assert.deepEqual(findObject(withContext, 'DaemonSet', 'spegel').spec.template.spec.securityContext, podSecurityContext)
+    assert.deepEqual(findObject(withContext, 'DaemonSet', 'spegel-cleanup').spec.template.spec.securityContext, podSecurityContext)
+    assert.deepEqual(findObject(withContext, 'Pod', 'spegel-cleanup-wait').spec.securityContext, podSecurityContext)
+    assert.equal(findObject(r, 'Pod', 'spegel-cleanup-wait').spec.securityContext, undefined, 'none by default ({}), as Spegel\'s chart')
   })
 
   it('NOTES.txt tells how to verify: pods per node, debug page, metrics', () => {
@@ -481,9 +490,9 @@ describe('chart rendered with non-default values', () => {
     assert.equal(cleanup.spec.template.spec.volumes[0].hostPath.path, '/etc/cri/conf.d/hosts')
   })
 
-  it('spegel.herdProtection reaches the registry as --herd-protection (on by default)', () => {
-    const flag = (r: Rendered): string | undefined => containerArgs(container(r, 'registry')).find((a) => a.startsWith('--herd-protection='))
-    assert.equal(flag(renderChart()), '--herd-protection=true')
+  it('spegel.herdProtection: the daemon\'s default (on) passes nothing; false passes --herd-protection=false', () => {
+    const flag = (r: Rendered): string | undefined => containerArgs(container(r, 'registry')).find((a) => a.startsWith('--herd-protection'))
+    assert.equal(flag(renderChart()), undefined)
     assert.equal(flag(renderChart({ values: { spegel: { herdProtection: false } } })), '--herd-protection=false')
   })
 
