@@ -7,7 +7,8 @@
 // test/ (the cluster and pair helpers do): found by reading the imports, so a new test is covered without a list. A
 // file whose first lines say `containerd: 2.x only` (Talos ships 2.x; what it tests does not exist in 1.x) is left
 // out of the 1.x passes; one that says `containerd: default only` runs in the first pass only (a test of the daemon's
-// own memory behaviour, which uses containerd as nothing but a content source).
+// own memory behaviour, which uses containerd as nothing but a content source). test/k8s is not run here: it has a
+// command of its own (`npm run test:k8s`), which scripts/test.sh runs after these passes.
 //
 //   node scripts/run-tests.ts                     every pass
 //   node scripts/run-tests.ts --containerd 2.4    only the pass(es) named (`1.6`, `2.1`, `2.4`); repeatable
@@ -27,7 +28,8 @@ const helper = join(testDir, 'helpers/containerd.ts')
 function walk (dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const path = join(dir, e.name)
-    if (e.isDirectory()) return e.name === 'go' || e.name === 'node_modules' ? [] : walk(path)
+    // test/k8s brings up a whole Kubernetes cluster: `npm run test:k8s` runs it once, after these passes.
+    if (e.isDirectory()) return e.name === 'go' || e.name === 'node_modules' || path === join(testDir, 'k8s') ? [] : walk(path)
     return e.name.endsWith('.ts') ? [path] : []
   })
 }

@@ -1,7 +1,8 @@
 // Issue 17: the chart installed for real. A 3-node Kubernetes (test/k8s/cluster.ts: upstream's components built from
 // their Go modules, each node with its own network and mount namespaces and a Talos-shaped containerd 2.x carrying our
-// Talos patch), the image built from the bundle the Dockerfile ships, and `helm install` with
-// talos-patches/spegel-values.yaml plus only the image override. Every check is a Kubernetes action:
+// Talos patch, and Pod Security Admission enforcing baseline as Talos does), the image built from the bundle the
+// Dockerfile ships, talos-patches/namespace.yaml applied, and `helm install` with talos-patches/spegel-values.yaml plus
+// only the image override. Every check is a Kubernetes action:
 //   - the DaemonSet's pods become Ready on all 3 nodes through the chart's own probes;
 //   - a Pod on node 1 pulls an image from the upstream; Pods on nodes 2 and 3 then pull it and the upstream serves
 //     none of its blobs again;
@@ -212,6 +213,8 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     const c = k()
     const spegel = image('spegel')
     const [repository] = spegel.ref.split(':test')
+    // As the README's Talos steps: the namespace first (privileged: Talos enforces baseline), then the chart.
+    await c.kubectl(['apply', '-f', join(repoRoot, 'talos-patches/namespace.yaml')])
     const res = await c.helm(['install', 'spegel', chartDir, '-n', namespace, '--create-namespace', '-f', talosValues,
       '--set', `image.repository=${repository}`, '--set', 'image.tag=test', '--wait', '--timeout', '5m'])
     assert.equal(res.code, 0)

@@ -13,6 +13,7 @@
 //     /run/containerd/containerd.sock is that node's own file, as on a real node. Pods get addresses from the CNI
 //     bridge plugin in 10.214.<n>.<64·i>/26, with routes between the nodes.
 //
+// Pod Security Admission enforces baseline outside kube-system, as on Talos.
 // Authentication is by static tokens (admin in system:masters; each kubelet as system:node:<name>; kube-proxy as
 // system:kube-proxy); authorization is Node,RBAC, so the chart's ServiceAccount gets only what the chart grants.
 // Teardown stops, by PID, what this file started and every process left in a node's mount namespace (containers and
@@ -219,12 +220,29 @@ export async function startK8sCluster (options: StartK8sClusterOptions): Promise
       `--listen-client-urls=http://127.0.0.1:${etcdClient}`, `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
       `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`, `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
       `--initial-cluster=test=http://127.0.0.1:${etcdPeer}`, '--log-level=warn'])
+    // Pod Security Admission as Talos configures it: baseline enforced everywhere but kube-system, so a namespace
+    // that runs hostPath pods must say it is privileged (talos-patches/namespace.yaml).
+    const admission = join(pki, 'admission.yaml')
+    await writeFile(admission, JSON.stringify({
+      apiVersion: 'apiserver.config.k8s.io/v1',
+      kind: 'AdmissionConfiguration',
+      plugins: [{
+        name: 'PodSecurity',
+        configuration: {
+          apiVersion: 'pod-security.admission.config.k8s.io/v1',
+          kind: 'PodSecurityConfiguration',
+          defaults: { enforce: 'baseline', 'enforce-version': 'latest', audit: 'restricted', 'audit-version': 'latest', warn: 'restricted', 'warn-version': 'latest' },
+          exemptions: { usernames: [], runtimeClasses: [], namespaces: ['kube-system'] },
+        },
+      }],
+    }, null, 2))
     await start('kube-apiserver', [kubeBinary, 'kube-apiserver',
       `--etcd-servers=http://127.0.0.1:${etcdClient}`,
       `--bind-address=${hostIp}`, `--advertise-address=${hostIp}`, '--secure-port=6443',
       `--tls-cert-file=${join(pki, 'apiserver.crt')}`, `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
       `--client-ca-file=${join(pki, 'ca.crt')}`, `--token-auth-file=${join(pki, 'tokens.csv')}`,
       '--authorization-mode=Node,RBAC', '--enable-admission-plugins=NodeRestriction', '--allow-privileged=true',
+      `--admission-control-config-file=${admission}`,
       `--service-cluster-ip-range=${serviceCidr}`, '--service-node-port-range=30000-32767',
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       `--service-account-key-file=${join(pki, 'sa.pub')}`, `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
