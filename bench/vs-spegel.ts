@@ -24,7 +24,8 @@
 // --memory-limit 134217728 puts every daemon under the chart's 128 Mi (0: a cgroup without a useful limit, 8 GiB).
 // --profile DIR writes a CPU profile of each of our daemons (node --cpu-prof) into DIR. --impls picks the sides
 // (default ts,go); --baseline REF adds a side `base`, our daemon built from git revision REF (bench/baseline.ts), so a
-// change of ours is measured against the tree before it in the same run: `--impls ts,base --baseline HEAD~1`.
+// change of ours is measured against the tree before it in the same run: `--impls ts,base --baseline HEAD~1`. The side
+// `redirect` is this tree with --peer-redirect (containerd sent to the holder instead of a proxied stream).
 // Prints markdown.
 import { rmSync } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'
@@ -58,7 +59,7 @@ const { values } = parseArgs({
 const MiB = 1024 * 1024
 const howToBuild = 'build one outside the repository: tar -xzf ../shared/peers/spegel-b8c715a.tar.gz -C /tmp && cd /tmp/spegel-b8c715a && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o /tmp/spegel-go . (then --spegel /tmp/spegel-go)'
 const impls = values.impls.split(',') as Impl[]
-for (const impl of impls) if (!['ts', 'go', 'base'].includes(impl)) fail(`--impls: unknown side ${impl} (ts, go, base)`)
+for (const impl of impls) if (!['ts', 'go', 'base', 'redirect'].includes(impl)) fail(`--impls: unknown side ${impl} (ts, go, base, redirect)`)
 if (impls.includes('base') && values.baseline === undefined) fail('--impls base needs --baseline REF (a git revision of this repository)')
 if (impls.includes('go')) {
   if (values.spegel === undefined) fail(`--spegel PATH (a Go Spegel binary) is required: ${howToBuild}`)
@@ -76,8 +77,8 @@ function fail (message: string): never {
   process.exit(2)
 }
 
-type Impl = 'ts' | 'go' | 'base'
-const label = (impl: Impl): string => impl === 'ts' ? 'spegel-ts' : impl === 'go' ? 'Spegel (Go)' : `spegel-ts at ${values.baseline}`
+type Impl = 'ts' | 'go' | 'base' | 'redirect'
+const label = (impl: Impl): string => impl === 'ts' ? 'spegel-ts' : impl === 'go' ? 'Spegel (Go)' : impl === 'redirect' ? 'spegel-ts --peer-redirect' : `spegel-ts at ${values.baseline}`
 // The baseline's tree, extracted and bundled once; each of its rounds bundles it again from there, as ours does.
 const baseline: DaemonBundle | undefined = impls.includes('base') ? await buildBaselineBundle(values.baseline) : undefined
 // Deleted when the rounds are done; an interrupted run deletes it too (exit handlers cannot wait for an async rm).
@@ -199,6 +200,7 @@ async function round (impl: Impl, r: number): Promise<RoundResult> {
       ...(values.profile !== undefined && impl !== 'go' ? { extraNodeFlags: ['--cpu-prof', `--cpu-prof-dir=${values.profile}`, `--cpu-prof-name=r${r}-\${pid}.cpuprofile`] } : {}),
     },
     ...(impl === 'go' ? { goSpegelBinary: values.spegel! } : {}),
+    ...(impl === 'redirect' ? { daemonArgs: ['--peer-redirect=true'] } : {}),
   })
   const cri = new Map(cluster.nodes.map((n) => [n, new CriImages(n.containerd.socket)]))
   const up = cluster.net.upstream!
@@ -287,12 +289,12 @@ const per = (impl: Impl, name: string, f: (s: ScenarioResult) => number): number
 /** Ours ÷ `other`, medians over rounds. */
 const ratio = (other: Impl, name: string, f: (s: ScenarioResult) => number): string => fmt(median(per('ts', name, f)) / median(per(other, name, f))) + '×'
 // Columns: every side measured, ours first; then ours ÷ each other side.
-const sides = (['ts', 'base', 'go'] as const).filter((i) => impls.includes(i))
+const sides = (['ts', 'redirect', 'base', 'go'] as const).filter((i) => impls.includes(i))
 const others = sides.filter((i) => i !== 'ts' && impls.includes('ts'))
 const gib = 1024 * MiB
 console.log(`${rounds} rounds, ${nodeCount} nodes, containerd ${values.containerd}, CRI pulls, upstream ${values.rate}, memory limit per daemon ${limit >= 8 * gib ? 'none (8 GiB cgroup)' : `${limit / MiB} MiB`}, node ${process.version}`)
 console.log('')
-const ratioName = (other: Impl): string => other === 'go' ? 'ours ÷ Go (medians)' : `ours ÷ ${values.baseline} (medians)`
+const ratioName = (other: Impl): string => other === 'go' ? 'ours ÷ Go (medians)' : other === 'redirect' ? 'ours ÷ --peer-redirect (medians)' : `ours ÷ ${values.baseline} (medians)`
 console.log(`| measurement (range over rounds) | ${sides.map(label).join(' | ')} | ${others.map(ratioName).join(' | ')} |`)
 console.log(`|---|${sides.map(() => '---|').join('')}${others.map(() => '---|').join('')}`)
 const names: Record<string, string> = {

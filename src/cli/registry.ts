@@ -13,6 +13,7 @@ import { InvalidSizeError, parseByteSize } from '../util/size.ts'
 import { PeerMirror } from '../registry/mirror.ts'
 import { HerdMirror } from '../registry/herd.ts'
 import { TagConfirmer } from '../registry/upstream.ts'
+import type { DistributionPath } from '../registry/path.ts'
 import { parseMirroredRegistries } from '../hosts/url.ts'
 import { DnsBootstrapper, HttpBootstrapper, StaticBootstrapper, type Bootstrapper } from '../routing/bootstrap.ts'
 import { Libp2pRouter } from '../routing/libp2p.ts'
@@ -160,6 +161,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       ...(tls !== undefined ? { tls } : {}),
       ...(config.confirmTags ? { tags: new TagConfirmer({ registries: parseMirroredRegistries(config.mirroredRegistries) }) } : {}),
     })
+    const mirrorRef = mirror
     const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: (signal) => store.changes(signal) })
     advertising = advertiser.run(background.signal)
 
@@ -181,6 +183,8 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       shared: advertiser,
       ...(herd !== undefined ? { downloading: (digest: string) => herd?.downloading(digest) === true } : {}),
       onPeerMiss: (digest) => { advertiser.missing(digest) },
+      // containerd drops the Authorization header on a redirect to another host: with basic auth, always proxy.
+      ...(config.peerRedirect && basicAuth === undefined ? { locate: async (path: DistributionPath, signal: AbortSignal) => await mirrorRef.locate(path, signal) } : {}),
       onRequest: (record) => {
         recent.record(record)
         if (record.requester === 'node') nodeRequests++

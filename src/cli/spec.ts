@@ -91,6 +91,10 @@ const registry = {
       help: 'When several nodes miss the same blob at once (a rollout), one downloads it from the upstream and the others stream it from that node. false: every node downloads, as Spegel.',
     },
     {
+      name: 'peer-redirect', kind: 'bool', env: 'PEER_REDIRECT', default: 'false',
+      help: 'Answer this node\'s containerd with a redirect (307) to a peer that holds a blob, instead of streaming the blob through this node (containerd verifies it). Not with basic auth. Experimental.',
+    },
+    {
       name: 'transfer-memory', kind: 'string', env: 'TRANSFER_MEMORY', default: 'auto',
       help: 'Memory blob transfers may hold at once (e.g. 24Mi); past it peers get 429 and containerd falls back to the upstream. auto: derived from the container\'s memory limit.',
     },

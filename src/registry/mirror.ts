@@ -95,6 +95,8 @@ interface PeerReply {
 
 interface Attempt {
   peer: Peer
+  /** The address of `peer` that answered. */
+  address: string
   res: PeerReply
   /** Absolute position of the first and last byte in the body, and the total size. */
   start: number
@@ -199,6 +201,28 @@ export class PeerMirror implements Mirror {
       return { status: partial ? 206 : 200, headers, body, peer: first.peer.id }
     } finally {
       if (!handedOver) source.close()
+    }
+  }
+
+  /**
+   * Where a peer serves a blob whole, for a redirect (--peer-redirect): the peers are asked with HEAD, as for a
+   * fetch, and the first that holds the blob is named. Throws 404 (RegistryError) when no peer holds it.
+   */
+  async locate (path: DistributionPath, signal: AbortSignal): Promise<{ url: string, peer: string }> {
+    if (path.kind !== 'blobs' || path.digest === undefined) throw new RegistryError(404, codeOf(path), 'only blobs are located')
+    const source = new PeerSource(this.init.router, identifier(path), Math.max(1, this.init.resolveRetries), {
+      signal,
+      avoid: (peer) => this.isBad(peer),
+      metrics: this.init.metrics,
+      thorough: false,
+    })
+    try {
+      const first = await this.race(source, path, 'HEAD', undefined, signal, false, {})
+      first.res.discard()
+      const host = first.address.includes(':') ? `[${first.address}]` : first.address
+      return { url: `${this.tls !== undefined ? 'https' : 'http'}://${host}:${this.init.registryPort}${target(path)}`, peer: first.peer.id }
+    } finally {
+      source.close()
     }
   }
 
@@ -317,7 +341,7 @@ export class PeerMirror implements Mirror {
           ? await this.sendRaw(address, path, rangeHeader, signal, scope)
           : await this.send(address, path, method, rangeHeader, signal, scope)
         try {
-          return validate(peer, res, path, method, rangeHeader)
+          return { ...validate(peer, res, path, method, rangeHeader), address }
         } catch (err) {
           res.destroy()
           throw err
@@ -571,7 +595,7 @@ function codeOf (path: DistributionPath): 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' {
 }
 
 /** Checks a peer's response headers and works out which bytes its body holds. */
-function validate (peer: Peer, res: PeerReply, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Attempt {
+function validate (peer: Peer, res: PeerReply, path: DistributionPath, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Omit<Attempt, 'address'> {
   const status = res.status
   const ranged = rangeHeader !== undefined && path.kind === 'blobs'
   if (status === 429 || status === 503) throw new PeerBusyError(`peer ${peer.id} is busy (${status})`)

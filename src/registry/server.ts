@@ -56,6 +56,11 @@ export interface RegistryOptions {
   downloading?: (digest: string) => boolean
   /** A peer asked for a blob or manifest by digest and this node does not hold it (the advertiser re-checks it). */
   onPeerMiss?: (digest: string) => void
+  /**
+   * --peer-redirect: where a peer serves a blob whole (PeerMirror.locate). With it, this node's containerd is sent
+   * there with 307 for a blob GET instead of having it proxied; it throws a 404 RegistryError when no peer holds it.
+   */
+  locate?: (path: DistributionPath, signal: AbortSignal) => Promise<{ url: string, peer: string }>
   metrics?: Metrics
   /** Bounds the memory blob transfers may hold; without it, transfers are not limited. */
   budget?: TransferBudget
@@ -178,6 +183,11 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
       } else if (mirrored || options.mirror === undefined) {
         if (mirrored && path.digest !== undefined) options.onPeerMiss?.(path.digest)
         throw notFound(path, 'not found')
+      } else if (options.locate !== undefined && method === 'GET' && path.kind === 'blobs' && path.digest !== undefined && range === undefined &&
+        (await redirectToHolder(options.locate, reply, path, req))) {
+        // Sent the node's containerd to a peer that holds the blob (--peer-redirect): it fetches and verifies it there.
+        source = 'peer'
+        triedPeers = true
       } else {
         source = 'peer'
         triedPeers = true
@@ -251,6 +261,24 @@ export function createRegistryApp (options: RegistryOptions): FastifyInstance {
     })
   })
   return app
+}
+
+/**
+ * Answers a blob GET with 307 to a peer that holds the blob whole; false (nothing sent) when no peer does, so the
+ * request goes the usual way (a proxied fetch, herd protection, or 404 for the upstream).
+ */
+async function redirectToHolder (locate: NonNullable<RegistryOptions['locate']>, reply: FastifyReply, path: DistributionPath, req: FastifyRequest): Promise<boolean> {
+  let found: { url: string, peer: string }
+  try {
+    found = await locate(path, closedSignal(reply))
+  } catch (err) {
+    if (err instanceof RegistryError && err.status === 404) return false
+    throw err
+  }
+  req.log.debug({ peer: found.peer, key: identifier(path), location: found.url }, 'redirected to peer')
+  if (path.registry !== '') reply.header(Header.ociNamespace, path.registry)
+  await reply.code(307).header(Header.location, found.url).header(Header.contentLength, '0').send()
+  return true
 }
 
 /** A body that can write itself to the response (PeerMirror's blobs); see PeerBody in mirror.ts. */

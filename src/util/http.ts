@@ -13,6 +13,7 @@ export const Header = {
   contentType: 'content-type',
   dockerContentDigest: 'docker-content-digest',
   dockerDistributionApiVersion: 'docker-distribution-api-version',
+  location: 'location',
   ociNamespace: 'oci-namespace',
   range: 'range',
   retryAfter: 'retry-after',

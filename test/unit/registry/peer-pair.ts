@@ -25,9 +25,10 @@ export interface PeerPair {
 
 /**
  * Starts the pair on 127.0.<subnet>.1 (node) and 127.0.<subnet>.2 (peer); the peer advertises `keys`; `metrics` are the
- * node's, and so are `nodeStore` (default: an empty one) and `tags` (the node's mirror confirms tags with it).
+ * node's, and so are `nodeStore` (default: an empty one) and `tags` (the node's mirror confirms tags with it);
+ * `redirect` runs the node with --peer-redirect.
  */
-export async function startPeerPair (store: MemoryStore, keys: readonly string[], options: { subnet: number, resolveTimeoutMs?: number, metrics?: Metrics, nodeStore?: MemoryStore, tags?: TagConfirmer }): Promise<PeerPair> {
+export async function startPeerPair (store: MemoryStore, keys: readonly string[], options: { subnet: number, resolveTimeoutMs?: number, metrics?: Metrics, nodeStore?: MemoryStore, tags?: TagConfirmer, redirect?: boolean }): Promise<PeerPair> {
   const logger = pino({ level: 'silent' })
   const nodeIp = `127.0.${options.subnet}.1`
   const peerIp = `127.0.${options.subnet}.2`
@@ -44,7 +45,13 @@ export async function startPeerPair (store: MemoryStore, keys: readonly string[]
     ...(options.tags !== undefined ? { tags: options.tags } : {}),
     ...(options.metrics !== undefined ? { metrics: options.metrics } : {}),
   })
-  const node: FastifyInstance = createRegistryApp({ store: options.nodeStore ?? new MemoryStore(), logger, mirror, ...(options.metrics !== undefined ? { metrics: options.metrics } : {}) })
+  const node: FastifyInstance = createRegistryApp({
+    store: options.nodeStore ?? new MemoryStore(),
+    logger,
+    mirror,
+    ...(options.metrics !== undefined ? { metrics: options.metrics } : {}),
+    ...(options.redirect === true ? { locate: async (path, signal) => await mirror.locate(path, signal) } : {}),
+  })
   await node.listen({ host: nodeIp, port })
   return {
     port,
