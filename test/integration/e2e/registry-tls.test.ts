@@ -12,15 +12,17 @@ import { after, before, describe, it } from 'node:test'
 import { criPull } from '../../helpers/cri-images.ts'
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
-import { startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
+import { metricsPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
 import { makeTempDir, type TempDir } from '../../helpers/tmp.ts'
 import { httpsStatus, makeCertDir, type TestCertDir } from '../../helpers/tls.ts'
 
 const MiB = 1024 * 1024
 
-for (const mode of ['ca.key: each node issues its serving certificate', 'tls.crt names every node'] as const) {
+for (const mode of ['ca.key: each node issues its serving certificate', 'tls.crt names every node', 'ca.key, and --peer-redirect'] as const) {
   describe(`the registry port with mutual TLS (--registry-cert-dir; ${mode})`, { timeout: 300_000 }, () => {
     const issued = mode.startsWith('ca.key')
+    // containerd follows the redirect to node 1 with the client certificate and CA of its mirror's hosts.toml entry.
+    const redirect = mode.endsWith('--peer-redirect')
     let cluster: SpegelCluster
     let tmp: TempDir
     let members: TestCertDir
@@ -32,6 +34,7 @@ for (const mode of ['ca.key: each node issues its serving certificate', 'tls.crt
       cluster = await startSpegelCluster({
         nodes: 2,
         prefix: 'spgtls',
+        ...(redirect ? { daemonArgs: ['--peer-redirect=true'] } : {}),
         registryTls: async (ips) => { members = await makeCertDir(tmp.path, { name: 'spegel', ips: issued ? [] : ips, caKey: issued }); return members },
       })
       await mkdir(join(tmp.path, 'outsider'))
@@ -66,6 +69,10 @@ for (const mode of ['ca.key: each node issues its serving certificate', 'tls.crt
       }
       await cluster.upstream.waitForQuiet()
       assert.equal(cluster.upstream.blobBytesServed({ repository: image.repository }), 0, 'node 2 took every blob from node 1')
+      const proxied = (await (await fetch(`http://${n2.ip}:${metricsPort}/metrics`)).text()).split('\n')
+        .filter((l) => l.startsWith('spegel_served_bytes_total{source="peer"}')).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0)
+      if (redirect) assert.ok(proxied < 64 * 1024, `node 2's daemon redirected its containerd to node 1 (${proxied} bytes streamed through it)`)
+      else assert.ok(proxied >= 3 * MiB, `node 2's daemon streamed the layers from node 1 (${proxied} bytes)`)
     })
 
     it('a client without a certificate, or with one of another CA, reads nothing; the probes need none', async () => {

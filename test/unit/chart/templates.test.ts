@@ -496,6 +496,12 @@ describe('chart rendered with non-default values', () => {
     assert.equal(flag(renderChart({ values: { spegel: { herdProtection: false } } })), '--herd-protection=false')
   })
 
+  it('spegel.peerRedirect: off by default passes nothing; true passes --peer-redirect=true', () => {
+    const flag = (r: Rendered): string | undefined => containerArgs(container(r, 'registry')).find((a) => a.startsWith('--peer-redirect'))
+    assert.equal(flag(renderChart()), undefined)
+    assert.equal(flag(renderChart({ values: { spegel: { peerRedirect: true } } })), '--peer-redirect=true')
+  })
+
   it('spegel.confirmTags: the daemon\'s default (on) passes nothing; false passes --confirm-tags=false', () => {
     const flag = (r: Rendered): string | undefined => containerArgs(container(r, 'registry')).find((a) => a.startsWith('--confirm-tags'))
     assert.equal(flag(renderChart()), undefined)

@@ -87,7 +87,7 @@ describe('values.yaml against Spegel\'s values', () => {
   it('has no key that Spegel\'s chart does not have (no invented values), but for the features Spegel lacks', () => {
     // Herd protection (issue 11), the private DHT, tag confirmation and the registry's mutual TLS (issue 18) have no counterpart in Spegel; a Spegel values file
     // still works unchanged (the key is made by the chart).
-    const ours = new Set(['spegel.herdProtection', 'spegel.routerPsk', 'spegel.confirmTags', 'spegel.registryTls'])
+    const ours = new Set(['spegel.herdProtection', 'spegel.routerPsk', 'spegel.confirmTags', 'spegel.registryTls', 'spegel.peerRedirect'])
     const extra: string[] = []
     const walk = (node: unknown, path: string): void => {
       if (path !== '' && (path in fixture.keys || ours.has(path))) return
