@@ -9,6 +9,9 @@
 //   - /metrics of each pod, reached through the metrics Service's endpoints, shows the hits and the bytes served;
 //   - `helm upgrade` with a changed value rolls the pods while Pods pull, no pull fails, and the swarm key the chart
 //     made at install is kept;
+//   - with spegel.registryTls switched on by an upgrade, the pods pass their HTTPS probes, containerd pulls through
+//     mutual TLS with the chart's client certificate (nodes 2 and 3 again take nothing from the upstream), a client
+//     without it gets 401, and a further upgrade keeps the CA;
 //   - `helm uninstall` runs the post-delete hook and every node's /etc/cri/conf.d/hosts is back as it was, byte for
 //     byte.
 // Run with `npm run test:k8s` (the README's test command runs it after `npm test`).
@@ -137,6 +140,7 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     }
     const appV1 = await appImage('v1')
     const appV2 = await appImage('v2')
+    const appV3 = await appImage('v3')
 
     cluster = await startK8sCluster({
       containerd: containerd.binary,
@@ -151,6 +155,7 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
         images.spegel = await pushLayout(spegelImage, upstream, 'spegel-ts', 'test')
         images.v1 = await pushLayout(appV1, upstream, 'k8s-test/app', 'v1')
         images.v2 = await pushLayout(appV2, upstream, 'k8s-test/app', 'v2')
+        images.v3 = await pushLayout(appV3, upstream, 'k8s-test/app', 'v3')
         return images.pause.ref
       },
     })
@@ -307,6 +312,48 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     assert.match(ds.stdout, /--log-level=DEBUG/)
     // The swarm key the chart made at install is kept (helm lookup): a new one would split old and new pods.
     assert.equal(await swarmKey(), keyBefore, 'helm upgrade kept the swarm key')
+  })
+
+  it('spegel.registryTls on: HTTPS probes pass, containerd pulls through mutual TLS, and an upgrade keeps the CA', async () => {
+    const c = k()
+    const [n1, n2, n3] = c.nodes as [K8sNode, K8sNode, K8sNode]
+    const v3 = image('v3')
+    const res = await c.helm(['upgrade', 'spegel', chartDir, '-n', namespace, '--reuse-values', '--set', 'spegel.registryTls.enabled=true', '--wait', '--timeout', '5m'])
+    assert.equal(res.code, 0)
+    assert.ok((await spegelPods()).every((p) => p.ready), 'every pod is Ready through its HTTPS probes')
+    for (const node of c.nodes) {
+      const hosts = await readFile(node.path(`${hostsDir}/_default/hosts.toml`), 'utf8')
+      assert.ok(hosts.includes(`[host.'https://${node.member.ip}:30020']`), `${node.name}'s containerd reaches its mirror over HTTPS:\n${hosts}`)
+      assert.match(hosts, /^client = \[\['spegel-client\.crt', 'spegel-client\.key'\]\]$/m)
+    }
+    const ca = async (): Promise<string> => (await c.kubectl(['get', 'secret', '-n', namespace, 'spegel-registry-tls', '-o', 'jsonpath={.data.ca\\.crt}'])).stdout
+    const caBefore = await ca()
+    assert.ok(caBefore.length > 0, 'the chart made a CA')
+
+    c.upstream.resetAccessLog()
+    await runPods([{ name: 'tls-first', node: n1, image: v3.ref }])
+    // Node 2's Spegel finds node 1's copy over TLS, with the client certificate the chart gave its containerd.
+    const pod2 = (await spegelPods()).find((p) => p.node === n2.name)
+    assert.ok(pod2 !== undefined)
+    const certs = `${hostsDir}/_default`
+    const lastLayer = ownLayers(v3).at(-1)!.digest
+    await waitFor(async () => {
+      const head = await n2.exec('curl', ['-s', '-k', '--cert', `${certs}/spegel-client.crt`, '--key', `${certs}/spegel-client.key`, '-o', '/dev/null', '-w', '%{http_code}', '-I',
+        `https://${pod2.ip}:5000/v2/${v3.repository}/blobs/${lastLayer}?ns=${c.upstream.host}`], { allowNonZero: true })
+      return head.stdout.trim() === '200'
+    }, { timeoutMs: 60_000, intervalMs: 1000, what: 'node 2 to find node 1\'s layers over TLS' })
+    const anonymous = await n2.exec('curl', ['-s', '-k', '-o', '/dev/null', '-w', '%{http_code}', `https://${pod2.ip}:5000/v2/${v3.repository}/blobs/${lastLayer}?ns=${c.upstream.host}`], { allowNonZero: true })
+    assert.equal(anonymous.stdout.trim(), '401', 'a client without the chart\'s certificate reads nothing')
+    await c.upstream.waitForQuiet()
+    c.upstream.resetAccessLog()
+    await runPods([{ name: 'tls-second', node: n2, image: v3.ref }, { name: 'tls-third', node: n3, image: v3.ref }])
+    await c.upstream.waitForQuiet()
+    assert.equal(c.upstream.blobBytesServed({ repository: v3.repository }), 0, 'nodes 2 and 3 took every blob from their peers over TLS')
+
+    const again = await c.helm(['upgrade', 'spegel', chartDir, '-n', namespace, '--reuse-values', '--set', 'spegel.logLevel=INFO', '--wait', '--timeout', '5m'])
+    assert.equal(again.code, 0)
+    assert.equal(await ca(), caBefore, 'helm upgrade kept the CA (helm lookup): old and new pods trust each other')
+    assert.ok((await spegelPods()).every((p) => p.ready))
   })
 
   it('helm uninstall runs the post-delete hook and every node\'s hosts.toml is back, byte for byte', async () => {
