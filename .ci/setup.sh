@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(containerd docker-registry skopeo iproute2 prometheus chromium curl ca-certificates openssl)
+# The last line is for the Kubernetes test (test/k8s): etcd, runc, the CNI plugins, conntrack and iptables for
+# kube-proxy, busybox-static for the test images' userland.
+APT_PACKAGES=(containerd docker-registry skopeo iproute2 prometheus chromium curl ca-certificates openssl
+  etcd-server runc containernetworking-plugins conntrack iptables busybox-static util-linux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -18,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian packages start their own daemons; the tests run their own instances with private sockets,
 # so the system-wide ones are stopped to keep ports and CPU free (ignored where systemd is absent).
-for svc in containerd docker-registry prometheus prometheus-node-exporter; do
+for svc in containerd docker-registry prometheus prometheus-node-exporter etcd; do
   systemctl stop "$svc" >/dev/null 2>&1 || true
 done
 

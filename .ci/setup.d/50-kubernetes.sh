@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# For the Kubernetes test (test/k8s, `npm run test:k8s`): a real cluster on namespace nodes.
-# - Debian packages: etcd, runc, the CNI plugins, conntrack (kube-proxy), busybox-static (the test images' userland).
+# For the Kubernetes test (test/k8s, `npm run test:k8s`): a real cluster on namespace nodes. Its Debian packages (etcd,
+# runc, the CNI plugins, …) are in .ci/setup.sh's list.
 # - .tools/bin/kube: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy in one binary,
 #   built from k8s.io/kubernetes at the version test/go/kubernetes/go.mod pins (about 5 minutes cold on 2 cores).
 # - .tools/bin/coredns: CoreDNS from its module (test/go/coredns), the cluster's DNS.
@@ -9,20 +9,6 @@
 set -euo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../.."
-
-APT_PACKAGES=(etcd-server runc containernetworking-plugins conntrack iptables busybox-static util-linux)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing Debian packages: ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-# The test runs its own etcd on a free port.
-systemctl stop etcd >/dev/null 2>&1 || true
 
 GO=$(command -v go || true)
 [ -n "$GO" ] || GO=/usr/local/go/bin/go

@@ -132,8 +132,8 @@ async function * randomTar (fileName: string, size: number): AsyncGenerator<Buff
   yield Buffer.alloc(pad + 2 * block)
 }
 
-/** Passes bytes through while hashing and counting them. */
-class HashTap extends Transform {
+/** Passes bytes through while hashing (SHA-256) and counting them. */
+export class HashTap extends Transform {
   readonly hash = createHash('sha256')
   bytes = 0
   override _transform (chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {

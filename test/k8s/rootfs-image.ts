@@ -2,14 +2,12 @@
 // tar(1) and gzip, hashed as it streams to the OCI layout (diff_id over the tar, digest over the gzip); the layout is
 // then pushed with skopeo (test/helpers/images.ts pushLayout).
 import { spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { chmod, copyFile, mkdir, rename, symlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
-import { OciLayoutWriter, type BuiltLayout, type ImageDescriptor } from '../helpers/images.ts'
+import { HashTap, OciLayoutWriter, type BuiltLayout, type ImageDescriptor } from '../helpers/images.ts'
 import { makeTempDir } from '../helpers/tmp.ts'
 import { requireKnownTool } from '../helpers/tools.ts'
 
@@ -25,16 +23,6 @@ export interface ImageConfig {
   env?: Record<string, string>
   workingDir?: string
   user?: string
-}
-
-class HashTap extends Transform {
-  readonly hash = createHash('sha256')
-  bytes = 0
-  override _transform (chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.hash.update(chunk)
-    this.bytes += chunk.length
-    callback(null, chunk)
-  }
 }
 
 async function stage (dir: string, entries: readonly LayerEntry[]): Promise<void> {
