@@ -157,13 +157,8 @@ export class PeerMirror implements Mirror {
     const cancel = new AbortController()
     const signal = AbortSignal.any([request.signal, cancel.signal])
     const key = options.lookupKey ?? identifier(path)
-    const source = new PeerSource(this.init.router, key, Math.max(1, this.init.resolveRetries), {
-      signal,
-      avoid: (peer) => this.isBad(peer),
-      metrics: this.init.metrics,
-      // Claims of downloads change within milliseconds: ask the claimants themselves.
-      thorough: options.inflight === true,
-    })
+    // Claims of downloads change within milliseconds: ask the claimants themselves.
+    const source = this.peerSource(key, signal, options.inflight === true)
     let handedOver = false
     try {
       // Peers are always asked for the whole content, never for the client's range: a range is cut out here, after
@@ -210,12 +205,7 @@ export class PeerMirror implements Mirror {
    */
   async locate (path: DistributionPath, signal: AbortSignal): Promise<{ url: string, peer: string }> {
     if (path.kind !== 'blobs' || path.digest === undefined) throw new RegistryError(404, codeOf(path), 'only blobs are located')
-    const source = new PeerSource(this.init.router, identifier(path), Math.max(1, this.init.resolveRetries), {
-      signal,
-      avoid: (peer) => this.isBad(peer),
-      metrics: this.init.metrics,
-      thorough: false,
-    })
+    const source = this.peerSource(identifier(path), signal, false)
     try {
       const first = await this.race(source, path, 'HEAD', undefined, signal, false, {})
       first.res.discard()
@@ -228,6 +218,11 @@ export class PeerMirror implements Mirror {
 
   close (): void {
     this.agent.destroy()
+  }
+
+  /** The providers of `key` to ask, best first, skipping peers caught lying; `thorough` asks the DHT itself. */
+  private peerSource (key: string, signal: AbortSignal, thorough: boolean): PeerSource {
+    return new PeerSource(this.init.router, key, Math.max(1, this.init.resolveRetries), { signal, avoid: (peer) => this.isBad(peer), metrics: this.init.metrics, thorough })
   }
 
   /** Throws 404 unless the upstream names `first`'s digest for the tag, or cannot be reached at all. */

@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
 import { testContainerd } from '../helpers/containerd.ts'
 import { pushLayout, type ImageDescriptor, type PushedImage } from '../helpers/images.ts'
+import { metricSum } from '../helpers/metrics.ts'
 import { run } from '../helpers/process.ts'
 import { prepareImageApp, type ImageApp } from '../helpers/spegel-cluster.ts'
 import { requireRoot, requireTool } from '../helpers/tools.ts'
@@ -73,16 +74,6 @@ async function sharedLibraries (binary: string): Promise<LayerEntry[]> {
 async function machineFiles (): Promise<Array<{ path: string, content: string }>> {
   const doc = parse(await readFile(machinePatch, 'utf8')) as { machine: { files: Array<{ path: string, content: string }> } }
   return doc.machine.files.map((f) => ({ path: f.path, content: f.content }))
-}
-
-function metricSum (text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
 }
 
 describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () => {

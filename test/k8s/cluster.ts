@@ -37,8 +37,6 @@ export const kubeBinary = join(repoRoot, '.tools/bin/kube')
 export const corednsBinary = join(repoRoot, '.tools/bin/coredns')
 export const kubectlBinary = join(repoRoot, '.tools/bin/kubectl')
 export const helmBinary = join(repoRoot, '.tools/bin/helm')
-/** What test/go/kubernetes/go.mod pins (the k8s.io/kubernetes module). */
-export const kubernetesVersion = 'v1.34.4'
 
 export interface K8sNode {
   /** Node name, `node-<i>`. */
@@ -48,8 +46,6 @@ export interface K8sNode {
   readonly holderPid: number
   /** A path on the node, as seen from the host (through /proc/<holder>/root). */
   path: (nodePath: string) => string
-  /** The node's containerd socket, as seen from the host. */
-  readonly containerdSocket: string
   /** Runs a command inside the node (its network and mount namespaces). */
   exec: (cmd: string, args: readonly string[], options?: { timeoutMs?: number, allowNonZero?: boolean }) => Promise<{ code: number, stdout: string, stderr: string }>
   /** The last lines of the node's containerd, kubelet and kube-proxy logs. */
@@ -415,7 +411,6 @@ export async function startK8sCluster (options: StartK8sClusterOptions): Promise
         member,
         holderPid: holder.pid,
         path: onNode,
-        containerdSocket,
         exec: async (cmd, args, opts = {}) => await run(inNode[0]!, [...inNode.slice(1), cmd, ...args], { timeoutMs: opts.timeoutMs ?? 60_000, ...(opts.allowNonZero === true ? { allowNonZero: true } : {}) }),
         logs: async () => {
           const parts: string[] = []

@@ -5,18 +5,9 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { CriImages } from '../../helpers/cri-images.ts'
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
+import { metricSum } from '../../helpers/metrics.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
 import { metricsPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
-
-function metricSum (text: string, name: string, labels: Record<string, string>): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{')) continue
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
-}
 
 describe('--peer-redirect: containerd follows the redirect to the holder', { timeout: 300_000 }, () => {
   let cluster: SpegelCluster

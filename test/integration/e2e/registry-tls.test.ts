@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test'
 import { criPull } from '../../helpers/cri-images.ts'
 import { buildImage, pushLayout, type PushedImage } from '../../helpers/images.ts'
 import { requireNetnsSupport } from '../../helpers/netns.ts'
+import { metricSum } from '../../helpers/metrics.ts'
 import { metricsPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../../helpers/spegel-cluster.ts'
 import { makeTempDir, type TempDir } from '../../helpers/tmp.ts'
 import { httpsStatus, makeCertDir, type TestCertDir } from '../../helpers/tls.ts'
@@ -69,8 +70,7 @@ for (const mode of ['ca.key: each node issues its serving certificate', 'tls.crt
       }
       await cluster.upstream.waitForQuiet()
       assert.equal(cluster.upstream.blobBytesServed({ repository: image.repository }), 0, 'node 2 took every blob from node 1')
-      const proxied = (await (await fetch(`http://${n2.ip}:${metricsPort}/metrics`)).text()).split('\n')
-        .filter((l) => l.startsWith('spegel_served_bytes_total{source="peer"}')).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0)
+      const proxied = metricSum(await (await fetch(`http://${n2.ip}:${metricsPort}/metrics`)).text(), 'spegel_served_bytes_total', { source: 'peer' })
       if (redirect) assert.ok(proxied < 64 * 1024, `node 2's daemon redirected its containerd to node 1 (${proxied} bytes streamed through it)`)
       else assert.ok(proxied >= 3 * MiB, `node 2's daemon streamed the layers from node 1 (${proxied} bytes)`)
     })
