@@ -106,8 +106,8 @@ export class Metrics {
 
   readonly connectionsClosed = new Counter({ name: 'spegel_http_connections_closed_total', help: 'Registry connections closed by the daemon to stay within its limits, by reason.', labelNames: ['reason'] as const, registers: [this.registry] })
   // Herd protection (src/registry/herd.ts).
-  /** What a blob nobody held came to: `followed` (streamed from a peer's download), `won` (this node downloads), `lost` (a rival downloads), `fallback` (could not follow: downloads itself). */
-  readonly herdOutcomes = new Counter({ name: 'spegel_herd_outcomes_total', help: 'Blobs nobody held when asked, by outcome: followed, won, lost, fallback.', labelNames: ['outcome'] as const, registers: [this.registry] })
+  /** What a blob nobody held came to: `followed` (streamed from a peer's download), `won` (this node downloads), `lost` (a rival downloads), `fallback` (could not follow: downloads itself), `held` (a peer held it complete after all). */
+  readonly herdOutcomes = new Counter({ name: 'spegel_herd_outcomes_total', help: 'Blobs nobody held when asked, by outcome: followed, won, lost, fallback, held.', labelNames: ['outcome'] as const, registers: [this.registry] })
   /** Downloads in progress served to peers, and their bytes. */
   readonly inflightServed = new Counter({ name: 'spegel_inflight_served_total', help: 'Blobs served to peers while this node was still downloading them.', registers: [this.registry] })
   readonly inflightServedBytes = new Counter({ name: 'spegel_inflight_served_bytes_total', help: 'Bytes served to peers from downloads in progress.', registers: [this.registry] })

@@ -17,9 +17,13 @@ export function inflightKey (digest: string): string {
 /** One blob nobody held when this node's containerd asked, for the debug page. */
 export interface HerdEvent {
   digest: string
-  /** followed: streamed from a peer's download; won: this node downloaded it; lost: a rival did (streamed from it); fallback: could not follow, downloaded here. */
-  outcome: 'followed' | 'won' | 'lost' | 'fallback'
-  /** The peer streamed from (followed, lost). */
+  /**
+   * followed: streamed from a peer's download; won: this node downloaded it; lost: a rival did (streamed from it);
+   * fallback: could not follow, downloaded here; held: a peer held it complete after all (found once the first,
+   * timed-out lookup had answered), streamed from it.
+   */
+  outcome: 'followed' | 'won' | 'lost' | 'fallback' | 'held'
+  /** The peer streamed from (followed, lost, held). */
   peer?: string
   /** Unix ms. */
   at: number
@@ -121,6 +125,13 @@ export class HerdMirror implements Mirror {
     const rivals = unique([...await this.claimants(key, request.signal), ...await this.claimants(key, request.signal)])
     const winner = [self, ...rivals.map((p) => p.id)].sort()[0]
     if (winner === self) {
+      // A holder the first lookup was too slow to name (it had the resolve timeout, a few ms, on a loaded node) has
+      // likely been found since: its query ran on in the lookup cache while the herd waited.
+      const held = await this.recheck(request)
+      if (held !== undefined) {
+        this.record(digest, 'held', held.peer)
+        return held
+      }
       // (3) This node downloads: its containerd goes upstream; peers stream the download from here.
       this.record(digest, 'won')
       logger.debug({ digest, rivals: rivals.length }, 'herd: this node downloads the blob')
@@ -131,6 +142,11 @@ export class HerdMirror implements Mirror {
     if (followed !== undefined) {
       this.record(digest, 'lost', followed.peer)
       return followed
+    }
+    const held = await this.recheck(request)
+    if (held !== undefined) {
+      this.record(digest, 'held', held.peer)
+      return held
     }
     this.record(digest, 'fallback')
     logger.debug({ digest, winner }, 'herd: the winner\'s download could not be followed; downloading here')
@@ -169,6 +185,17 @@ export class HerdMirror implements Mirror {
     } catch (err) {
       if (err instanceof RegistryError && err.status === 404) return undefined
       throw err
+    }
+  }
+
+  /** The blob from a peer that holds it complete, asked once more before a download; undefined when none can serve it. */
+  private async recheck (request: MirrorRequest): Promise<MirrorResponse | undefined> {
+    if (request.signal.aborted) return undefined
+    try {
+      return await this.options.mirror.fetch(request)
+    } catch {
+      // Nobody, or the holders failed: the containerd downloads it, as it would have.
+      return undefined
     }
   }
 

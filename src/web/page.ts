@@ -127,6 +127,7 @@ function herdOutcome (event: HerdEvent): string {
     case 'won': return '<span class="ok">downloaded here</span> (others stream from this node)'
     case 'lost': return `a peer downloaded it; streamed from ${peer}`
     case 'fallback': return '<span class="warn">could not follow; downloaded here</span>'
+    case 'held': return `${peer} held it after all (found late); streamed from it`
     default: return e(event.outcome) // an outcome added to HerdMirror later still shows, in its own name
   }
 }

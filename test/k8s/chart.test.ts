@@ -19,7 +19,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { after, afterEach, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
 import { testContainerd } from '../helpers/containerd.ts'
@@ -153,6 +153,19 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     hostsBefore = await Promise.all(cluster.nodes.map(async (n) => await snapshot(n.path(hostsDir))))
   })
 
+  // A failed check shows what each node's Spegel said (its last lines), next to the assertion.
+  // (`passed` is on every test context since Node 21; @types/node does not declare it yet.)
+  afterEach(async (t) => {
+    if ((t as { passed?: boolean }).passed !== false || cluster === undefined) return
+    const c = cluster
+    const pods = await c.kubectl(['get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/component=spegel', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{"\\n"}{end}'], { allowNonZero: true })
+    for (const line of pods.stdout.split('\n').filter((l) => l.trim() !== '')) {
+      const [pod, node] = line.split(' ')
+      const logs = await c.kubectl(['logs', '-n', namespace, pod!, '-c', 'registry', '--tail', '80'], { allowNonZero: true })
+      console.error(`--- the last log lines of ${pod} on ${node}, after "${t.name}" failed\n${logs.stdout}${logs.stderr}`)
+    }
+  })
+
   after(async () => {
     await cluster?.stop()
     for (const c of cleanups) await c().catch(() => {})
@@ -194,6 +207,31 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
       ready: p.metadata.deletionTimestamp === undefined && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
     }))
   }
+  /**
+   * Whether every node's NodePort takes its containerd to the Spegel pod on that node, as the chart's Service asks
+   * (trafficDistribution: PreferSameNode). Until the EndpointSlice controller has given every endpoint its node hint
+   * and kube-proxy has applied them (a moment after the pods are Ready), kube-proxy spreads connections over all pods,
+   * and a node's pull is answered by other nodes' Spegel. Each node opens 6 connections to its NodePort; its own pod
+   * must count all 6 (by chance: 1 in 729).
+   */
+  const nodePortsStayOnNode = async (tls = false): Promise<boolean> => {
+    const pods = await spegelPods()
+    const client = tls ? ['-k', '--cert', `${hostsDir}/_default/spegel-client.crt`, '--key', `${hostsDir}/_default/spegel-client.key`] : []
+    for (const node of k().nodes) {
+      const pod = pods.find((p) => p.node === node.name && p.ready)
+      if (pod === undefined) return false
+      const served = async (): Promise<number> => {
+        const res = await node.exec('curl', ['-s', `http://${pod.ip}:9090/metrics`], { allowNonZero: true })
+        return metricSum(res.stdout, 'http_request_duration_seconds_count', { handler: '/v2/*', method: 'GET' })
+      }
+      const before = await served()
+      for (let i = 0; i < 6; i++) {
+        await node.exec('curl', ['-s', '-o', '/dev/null', ...client, `${tls ? 'https' : 'http'}://${node.member.ip}:30020/v2/`], { allowNonZero: true })
+      }
+      if (await served() - before !== 6) return false
+    }
+    return true
+  }
   /** The layers of an app image that the pause image (on every node from the start) does not share: its data. */
   const ownLayers = (pushed: PushedImage): ImageDescriptor[] => {
     const shared = new Set(image('pause').manifests[0]!.layers.map((l) => l.digest))
@@ -222,6 +260,8 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
       const hosts = await readFile(node.path(`${hostsDir}/_default/hosts.toml`), 'utf8')
       assert.ok(hosts.includes(`[host.'http://${node.member.ip}:30020']`), `${node.name}'s hosts.toml names its own NodePort:\n${hosts}`)
     }
+    // The NodePort keeps each node's containerd on its own node's Spegel (the metrics below count per node).
+    await waitFor(async () => await nodePortsStayOnNode(), { timeoutMs: 60_000, intervalMs: 1000, what: 'each node\'s NodePort to reach its own Spegel pod' })
   })
 
   it('pods on nodes 2 and 3 pull the image node 1 pulled, and the upstream serves none of its blobs again', async () => {
@@ -320,6 +360,7 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     const ca = async (): Promise<string> => (await c.kubectl(['get', 'secret', '-n', namespace, 'spegel-registry-tls', '-o', 'jsonpath={.data.ca\\.crt}'])).stdout
     const caBefore = await ca()
     assert.ok(caBefore.length > 0, 'the chart made a CA')
+    await waitFor(async () => await nodePortsStayOnNode(true), { timeoutMs: 60_000, intervalMs: 1000, what: 'each node\'s NodePort to reach its own Spegel pod' })
 
     c.upstream.resetAccessLog()
     await runPods([{ name: 'tls-first', node: n1, image: v3.ref }])

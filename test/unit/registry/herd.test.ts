@@ -45,6 +45,30 @@ interface ClusterOptions {
   stores?: Record<string, ContentStore>
   /** false: every node serves any download in progress (for tests that fake a claim without the herd). Default true. */
   gate?: boolean
+  /** What every node shares of its local content (default: nothing). */
+  shared?: Set<string>
+  /**
+   * The first lookup of a blob's digest on these nodes takes this long (ms): a loaded node whose query outlives the
+   * resolve timeout. Later lookups of it answer at once, as the lookup cache does once that query has finished.
+   */
+  slowFirstLookupMs?: Record<string, number>
+}
+
+/** The router as the node's PeerMirror sees it when its first lookup of each digest is slow (see slowFirstLookupMs). */
+function slowFirstLookups (router: MemoryRouter, delayMs: number): MemoryRouter {
+  const looked = new Set<string>()
+  return new Proxy(router, {
+    get (target, prop, receiver) {
+      if (prop !== 'lookup') return Reflect.get(target, prop, receiver) as unknown
+      return async function * (key: string, options: Parameters<MemoryRouter['lookup']>[1]) {
+        if (key.startsWith('sha256:') && !looked.has(key)) {
+          looked.add(key)
+          await sleep(delayMs)
+        }
+        yield * target.lookup(key, options)
+      }
+    },
+  })
 }
 
 let subnet = 210
@@ -58,7 +82,8 @@ async function cluster (names: string[], options: ClusterOptions = {}): Promise<
     const store = new MemoryStore()
     const router = new MemoryRouter(network, { id: name, addresses: [ip] })
     const metrics = new Metrics({ defaultMetrics: false })
-    const mirror = new PeerMirror({ router, registryPort: port, logger, resolveTimeoutMs: 50, metrics, ...options.mirror })
+    const delay = options.slowFirstLookupMs?.[name]
+    const mirror = new PeerMirror({ router: delay === undefined ? router : slowFirstLookups(router, delay), registryPort: port, logger, resolveTimeoutMs: 50, metrics, ...options.mirror })
     const herd = new HerdMirror({ mirror, router, logger, metrics })
     // As the daemon wires it: nothing local is shared here, so a download is streamed only while the herd has this
     // node's containerd download it (HerdMirror.downloading).
@@ -68,7 +93,7 @@ async function cluster (names: string[], options: ClusterOptions = {}): Promise<
       mirror: herd,
       metrics,
       inflightStartWaitMs: options.inflightStartWaitMs ?? 2000,
-      ...(options.gate !== false ? { shared: new Set<string>(), downloading: (digest: string) => herd.downloading(digest) } : {}),
+      ...(options.gate !== false ? { shared: options.shared ?? new Set<string>(), downloading: (digest: string) => herd.downloading(digest) } : {}),
     })
     await app.listen({ host: ip, port })
     if (port === 0) {
@@ -250,6 +275,21 @@ describe('herd protection', () => {
     const claimants = []
     for await (const p of b.router.lookup(inflightKey(digest), { count: 5 })) claimants.push(p.id)
     assert.deepEqual(claimants, ['a'])
+  })
+
+  it('a holder found only after the resolve timeout serves the blob: the herd asks again before sending containerd upstream', async (t) => {
+    const shared = new Set<string>()
+    const c = await cluster(['a', 'h'], { shared, slowFirstLookupMs: { a: 200 } })
+    t.after(c.close)
+    const [a, h] = c.nodes as [Node, Node]
+    const blob = randomBytes(64 * 1024)
+    const digest = h.store.addBlob(blob)
+    shared.add(digest)
+    await h.router.advertise([digest])
+    const res = await fetch(`http://${a.ip}:${c.port}/v2/library/app/blobs/${digest}?ns=docker.io`)
+    assert.equal(res.status, 200, 'served from the holder, not 404 (which sends containerd to the upstream)')
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(blob))
+    assert.deepEqual(await outcomes(a), { held: 1 })
   })
 
   it('a winner whose download never starts costs a bounded wait, then the loser downloads itself', async (t) => {
