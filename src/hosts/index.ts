@@ -1,4 +1,4 @@
-import { mkdir, readFile } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, readlink, stat, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TomlError } from 'smol-toml'
 import type { Logger } from '../log/index.ts'
@@ -23,6 +23,9 @@ import type { RegistryUrl } from './url.ts'
 // Output is byte-identical to Spegel's for Spegel's own cases. Where Spegel loses or risks user configuration we do not:
 // - prepend keeps every key of every existing host, also hosts defined without their own `[host."…"]` header, and the
 //   top-level settings for the upstream (`ca`, `client`, `skip_verify`, `[header]`…); only `server` is replaced;
+// - a registry directory of the user's that we do not write is not lost: containerd reads it instead of `_default`,
+//   so with `_default` mirrored it gets our targets first and all of its own configuration after (its `server` too),
+//   and otherwise it is put back as it was (Spegel moves it to `_backup`, and its CA or mirrors go with it);
 // - an existing host with the same URL as one of our targets is left out (a duplicate table is invalid TOML);
 // - files next to an existing hosts.toml are copied even when it has no host tables, with their modes, symlinks kept;
 // - everything is validated and parsed before anything is deleted, files are written atomically, and the backup and
@@ -90,6 +93,14 @@ interface PlannedHostsFile {
   copyFrom?: string
 }
 
+/** A backed-up registry directory that is put back as it was (hosts.toml included), or a symlink to one. */
+interface KeptDirectory {
+  name: string
+  from: string
+  /** The link's target, as written, for a symlink. */
+  link?: string
+}
+
 /**
  * Installs the mirror configuration: validates the URLs, backs up the existing configuration into `_backup` (once:
  * on a re-run the existing backup is kept and what is outside it is our previous output), replaces everything outside
@@ -136,18 +147,63 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
       content: renderHostsToml({ registry, mirrorTargets: targets, capabilities, authorization, ...(tlsFiles !== undefined ? { tls: tlsFiles } : {}) }, existing),
       mode: (await fileMode(backupHostsFile)) ?? hostsFileMode,
       copyFrom,
-      extra: options.tls === undefined
-        ? []
-        : [
-            { name: clientTlsFiles.ca, bytes: options.tls.ca, mode: 0o644 },
-            { name: clientTlsFiles.cert, bytes: options.tls.cert, mode: 0o644 },
-            { name: clientTlsFiles.key, bytes: options.tls.key, mode: 0o600 },
-          ],
+      extra: tlsExtra(options.tls),
+    })
+  }
+
+  // Directories of registries we do not write (the user's, e.g. Talos `machine.registries`). containerd reads a
+  // registry's own directory instead of `_default`, never both: moved away, its settings (a private CA, client
+  // certificates, a pull-through cache) would be lost to containerd while Spegel runs (Spegel clears them; Talos
+  // #10647). With `_default` mirrored, the registry gets our targets first and its whole existing file after them,
+  // its own `server` included, so it is mirrored like every other registry; otherwise it is put back as it was.
+  const kept: KeptDirectory[] = []
+  const wildcard = registries.some((r) => r.wildcard)
+  const ours = new Set(registries.map((r) => r.host))
+  for (const { name, link } of await registryDirectories(join(configPath, backupDirName))) {
+    if (ours.has(name)) continue
+    signal?.throwIfAborted()
+    const from = join(configPath, backupDirName, name)
+    if (link !== undefined) {
+      // Another name for a directory (index.docker.io -> docker.io): it names that directory again once put back.
+      kept.push({ name, from, link })
+      continue
+    }
+    const hostsFile = join(from, 'hosts.toml')
+    let existing: ExistingHosts | undefined
+    try {
+      existing = wildcard ? await readExistingHosts(hostsFile, signal) : undefined
+    } catch (err) {
+      if (!(err instanceof InvalidHostsFileError)) throw err
+      // Not ours to fix: containerd gets it back as it was, and says what it makes of it.
+      logger?.warn({ registry: name, err }, 'the hosts.toml of a registry with its own directory is not valid TOML: kept as it was, not mirrored')
+    }
+    if (existing === undefined) {
+      kept.push({ name, from })
+      continue
+    }
+    const registry: RegistryUrl = { wildcard: false, scheme: '', host: name, href: '' }
+    logger?.info({ registry: name }, 'prepending to the existing containerd configuration of a registry with its own directory')
+    planned.push({
+      registry,
+      directory: join(configPath, name),
+      content: renderHostsToml({ registry, server: existing.server ?? null, mirrorTargets: targets, capabilities, authorization, ...(tlsFiles !== undefined ? { tls: tlsFiles } : {}) }, dropDuplicateHosts(existing, targets, registry, logger)),
+      mode: (await fileMode(hostsFile)) ?? hostsFileMode,
+      copyFrom: from,
+      extra: tlsExtra(options.tls),
     })
   }
 
   signal?.throwIfAborted()
   await clearConfiguration(configPath)
+  for (const dir of kept) {
+    if (dir.link !== undefined) {
+      await symlink(dir.link, join(configPath, dir.name))
+      continue
+    }
+    await copyTree(dir.from, join(configPath, dir.name), new Set())
+    await chmod(join(configPath, dir.name), (await stat(dir.from)).mode & 0o7777)
+    logger?.info({ registry: dir.name, path: join(configPath, dir.name) }, 'kept the containerd configuration of a registry that is not mirrored')
+  }
   const written: WrittenHostsFile[] = []
   for (const file of planned) {
     await mkdir(file.directory, { recursive: true, mode: 0o755 })
@@ -162,6 +218,26 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
     written.push({ registry: file.registry, path })
   }
   return written
+}
+
+/** The registry's TLS files written next to each hosts.toml (see WriteMirrorConfigurationOptions.tls). */
+function tlsExtra (tls: RegistryTls | undefined): PlannedHostsFile['extra'] {
+  if (tls === undefined) return []
+  return [
+    { name: clientTlsFiles.ca, bytes: tls.ca, mode: 0o644 },
+    { name: clientTlsFiles.cert, bytes: tls.cert, mode: 0o644 },
+    { name: clientTlsFiles.key, bytes: tls.key, mode: 0o600 },
+  ]
+}
+
+/** The directories in `dir`, and the symlinks to directories (with their targets): what containerd takes for registry hosts. */
+async function registryDirectories (dir: string): Promise<Array<{ name: string, link?: string }>> {
+  const found: Array<{ name: string, link?: string }> = []
+  for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    if (entry.isDirectory()) found.push({ name: entry.name })
+    else if (entry.isSymbolicLink() && await directoryExists(join(dir, entry.name))) found.push({ name: entry.name, link: await readlink(join(dir, entry.name)) })
+  }
+  return found
 }
 
 async function readExistingHosts (path: string, signal: AbortSignal | undefined): Promise<ExistingHosts | undefined> {
@@ -199,7 +275,8 @@ function dropDuplicateHosts (existing: ExistingHosts, targets: readonly Registry
     return true
   })
   const server = serverForRegistry(registry)
-  if (existing.server !== undefined && existing.server !== server) {
+  // (A registry directory of the user's, written because `_default` is mirrored, keeps its own server: no href here.)
+  if (existing.server !== undefined && server !== undefined && registry.href !== '' && existing.server !== server) {
     logger?.warn({ registry: registry.href || registry.host, existing: existing.server, server }, 'existing server setting replaced')
   }
   return { ...existing, hosts }

@@ -13,6 +13,8 @@ export type MirrorCapability = 'pull' | 'resolve'
 export interface MirrorHostsOptions {
   /** The mirrored registry (directory) this file is for. */
   registry: RegistryUrl
+  /** The `server` line: by default the registry's own URL (none for `_default`); null for none. */
+  server?: string | null
   /** Our mirror hosts, in priority order. */
   mirrorTargets: readonly RegistryUrl[]
   capabilities: readonly MirrorCapability[]
@@ -56,7 +58,7 @@ export function renderMirrorHostBlocks (options: MirrorHostsOptions): string[] {
  */
 export function renderHostsToml (options: MirrorHostsOptions, existing?: ExistingHosts): string {
   const topLevel: string[] = []
-  const server = serverForRegistry(options.registry)
+  const server = options.server === undefined ? serverForRegistry(options.registry) : options.server ?? undefined
   if (server !== undefined) {
     topLevel.push(`server = ${formatString(server)}`)
   }

@@ -4,7 +4,7 @@
 // multi-node cluster (./spegel-cluster.ts) covers real interfaces.
 import { join } from 'node:path'
 import { startContainerd, writeOciArchive, type ContainerdInstance, type TestImage } from './containerd.ts'
-import { freePort } from './ports.ts'
+import { freePorts } from './ports.ts'
 import { startSpegelRegistry, type SpegelRegistry } from './spegel.ts'
 import { requireKnownTool } from './tools.ts'
 
@@ -57,8 +57,7 @@ export async function startSpegelPair (options: SpegelPairOptions): Promise<Speg
     const archive = join(a.dir, 'images.tar')
     await writeOciArchive(archive, [...options.images])
     await a.ctr(['images', 'import', '--no-unpack', ...options.importArgs ?? [], archive])
-    const registryPort = await freePort()
-    const routerPort = await freePort()
+    const [registryPort, routerPort] = await freePorts(2) as [number, number]
     await options.beforeStart?.({ a, b, urlA: `http://${pairHostA}:${registryPort}`, urlB: `http://${pairHostB}:${registryPort}` })
     const env = { SPEGEL_ALLOW_LOOPBACK: 'true' }
     const spegelA = await startSpegelRegistry({

@@ -1,7 +1,7 @@
 // Runs this repository's CLI as a real process, the way the DaemonSet runs it.
 import { fileURLToPath } from 'node:url'
 import { run, startProcess, type ProcessHandle, type RunResult } from './process.ts'
-import { freePort } from './ports.ts'
+import { freePorts } from './ports.ts'
 import { waitFor } from './wait.ts'
 
 export const cliPath = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url))
@@ -38,9 +38,10 @@ export interface StartSpegelOptions {
 /** Starts `spegel registry` and waits until it answers /readyz. */
 export async function startSpegelRegistry (options: StartSpegelOptions): Promise<SpegelRegistry> {
   const host = options.host ?? '127.0.0.1'
-  const registryPort = options.registryPort ?? await freePort()
-  const metricsPort = options.metricsPort ?? await freePort()
-  const routerPort = options.routerPort ?? await freePort()
+  const picked = await freePorts(3)
+  const registryPort = options.registryPort ?? picked[0]!
+  const metricsPort = options.metricsPort ?? picked[1]!
+  const routerPort = options.routerPort ?? picked[2]!
   const bracket = host.includes(':') ? `[${host}]` : host
   const args = [
     options.cli ?? cliPath, 'registry',

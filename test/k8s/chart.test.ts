@@ -259,6 +259,12 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     for (const node of c.nodes) {
       const hosts = await readFile(node.path(`${hostsDir}/_default/hosts.toml`), 'utf8')
       assert.ok(hosts.includes(`[host.'http://${node.member.ip}:30020']`), `${node.name}'s hosts.toml names its own NodePort:\n${hosts}`)
+      // The upstream's own directory, which containerd reads instead of _default: our mirror first, then its CA, kept
+      // (containerd trusts the upstream through nothing else: without it every miss would fail).
+      const own = await readFile(node.path(`${hostsDir}/${c.upstream.host}/hosts.toml`), 'utf8')
+      const mirrorAt = own.indexOf(`[host.'http://${node.member.ip}:30020']`)
+      const upstreamAt = own.indexOf(`[host.'https://${c.upstream.host}']`)
+      assert.ok(mirrorAt >= 0 && upstreamAt > mirrorAt && own.includes(`ca = '${hostsDir}/${c.upstream.host}/ca.crt'`), `${node.name}'s ${c.upstream.host}/hosts.toml sends containerd to the mirror first and keeps the CA:\n${own}`)
     }
     // The NodePort keeps each node's containerd on its own node's Spegel (the metrics below count per node).
     await waitFor(async () => await nodePortsStayOnNode(), { timeoutMs: 60_000, intervalMs: 1000, what: 'each node\'s NodePort to reach its own Spegel pod' })

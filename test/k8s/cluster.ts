@@ -23,7 +23,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { mkdir, readdir, readFile, readlink, rmdir, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { freePort } from '../helpers/ports.ts'
+import { freePorts } from '../helpers/ports.ts'
 import { createCluster, type NetnsCluster, type NetnsMember } from '../helpers/netns.ts'
 import { run, startProcess, type ProcessHandle } from '../helpers/process.ts'
 import { startRegistry, type RegistryHandle } from '../helpers/registry.ts'
@@ -57,7 +57,8 @@ export interface K8sCluster {
   readonly nodes: readonly K8sNode[]
   /**
    * The upstream registry (`<subnet>.100:5000`), over HTTPS with a certificate of the test's own CA, which the nodes'
-   * containerds trust as a system root (SSL_CERT_FILE), as a node trusts a public registry.
+   * containerds trust only through the CA that hostsFiles names, as a Talos node trusts a private registry (its
+   * `machine.registries.config.<host>.tls.ca`): not a system root.
    */
   readonly upstream: RegistryHandle
   /** KUBECONFIG for an admin (system:masters). */
@@ -78,7 +79,7 @@ export interface StartK8sClusterOptions {
   machineFiles: ReadonlyArray<{ path: string, content: string }>
   /**
    * Files each node has in /etc/cri/conf.d/hosts before anything is installed (paths relative to it), given the
-   * upstream registry's host:port and CA certificate (PEM).
+   * upstream registry's host:port and CA certificate (PEM): the upstream's own hosts.toml and CA, or nothing pulls.
    */
   hostsFiles: (upstream: { host: string, ca: string }) => Array<{ path: string, content: string }>
   /** The sandbox (pause) image reference: pushed by the caller to the upstream before the nodes start. */
@@ -169,9 +170,6 @@ export async function startK8sCluster (options: StartK8sClusterOptions): Promise
     await mkdir(upstreamTls)
     const upstreamCert = await makeCertDir(upstreamTls, { name: 'upstream registry', ips: [upstreamMember.ip], caKey: false })
     upstream = await startRegistry({ host: upstreamMember.ip, port: 5000, netns: upstreamMember.netns, tls: { cert: join(upstreamTls, 'tls.crt'), key: join(upstreamTls, 'tls.key') } })
-    // The nodes' system roots: the host's plus the upstream's CA.
-    const systemRoots = join(dir, 'node-roots.pem')
-    await writeFile(systemRoots, Buffer.concat([await readFile('/etc/ssl/certs/ca-certificates.crt').catch(() => Buffer.alloc(0)), Buffer.from('\n'), upstreamCert.ca]))
 
     // ---- PKI and credentials
     const pki = join(dir, 'pki')
@@ -210,8 +208,7 @@ export async function startK8sCluster (options: StartK8sClusterOptions): Promise
     const kubeconfig = kubeconfigs.get('admin')!
 
     // ---- control plane
-    const etcdClient = await freePort()
-    const etcdPeer = await freePort()
+    const [etcdClient, etcdPeer] = await freePorts(2) as [number, number]
     await start('etcd', ['etcd', '--name=test', `--data-dir=${join(dir, 'etcd')}`,
       `--listen-client-urls=http://127.0.0.1:${etcdClient}`, `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
       `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`, `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
@@ -354,7 +351,7 @@ export async function startK8sCluster (options: StartK8sClusterOptions): Promise
         '  disable = true',
         '',
       ].join('\n'))
-      await start(`${name}-containerd`, [...inNode, options.containerd, '--config', containerdConfig], { SSL_CERT_FILE: systemRoots })
+      await start(`${name}-containerd`, [...inNode, options.containerd, '--config', containerdConfig])
       const containerdSocket = onNode('/run/containerd/containerd.sock')
       await waitFor(() => existsSync(containerdSocket), { timeoutMs: 30_000, what: `${name}'s containerd socket`, context: diagnostics })
 

@@ -13,7 +13,7 @@ import { StaticBootstrapper } from '../../../src/routing/bootstrap.ts'
 import type { Libp2pRouter } from '../../../src/routing/libp2p.ts'
 import { formatSwarmKey } from '../../../src/routing/psk.ts'
 import { requireGoDhtPeer, startGoDhtPeer, type GoDhtPeer } from '../../helpers/go-dht-peer.ts'
-import { freePort } from '../../helpers/ports.ts'
+import { freePorts } from '../../helpers/ports.ts'
 import { closeAll, loopbackIp, startRouter, tcpPort } from '../../helpers/routing.ts'
 import { waitFor } from '../../helpers/wait.ts'
 import { atLeast, collect, lookupUntil } from '../../routing/conformance.ts'
@@ -71,7 +71,8 @@ test('go-libp2p\'s private network and ours are one: the Go DHT peer with the sa
   started.push(ours)
   const seed = `/ip4/${loopbackIp(20)}/tcp/${tcpPort(ours)}/p2p/${ours.peerId}`
   const startGo = async (i: number, pskFile: string): Promise<GoDhtPeer> => {
-    const peer = await startGoDhtPeer({ listen: `${loopbackIp(i)}:${await freePort()}`, control: `127.0.0.1:${await freePort()}`, bootstrap: [seed], pskFile, name: `dhtpeer-${i}` })
+    const [listenPort, controlPort] = await freePorts(2)
+    const peer = await startGoDhtPeer({ listen: `${loopbackIp(i)}:${listenPort!}`, control: `127.0.0.1:${controlPort!}`, bootstrap: [seed], pskFile, name: `dhtpeer-${i}` })
     goPeers.push(peer)
     return peer
   }

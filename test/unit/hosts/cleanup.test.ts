@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, mkdtemp, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -98,9 +98,10 @@ describe('cleanupMirrorConfiguration', () => {
     await buildUserTree(configPath)
     const original = await snapshotTree(configPath, { metadata: true })
     await write(configPath, true)
-    // State of a crash in the middle of cleanup: ours deleted, _backup renamed, one entry already moved back.
-    for (const name of ['docker.io', 'foo.bar:5000']) {
-      await rm(join(configPath, name), { recursive: true })
+    // State of a crash in the middle of cleanup: ours deleted (everything outside _backup), _backup renamed, one entry
+    // already moved back.
+    for (const name of await readdir(configPath)) {
+      if (name !== '_backup') await rm(join(configPath, name), { recursive: true })
     }
     await rename(join(configPath, '_backup'), join(configPath, '_backup.restoring'))
     await rename(join(configPath, '_backup.restoring', 'docker.io'), join(configPath, 'docker.io'))
@@ -114,8 +115,9 @@ describe('cleanupMirrorConfiguration', () => {
     await buildUserTree(configPath)
     const original = await snapshotTree(configPath, { metadata: true })
     await write(configPath, false)
-    await rm(join(configPath, 'docker.io'), { recursive: true })
-    await rm(join(configPath, 'foo.bar:5000'), { recursive: true })
+    for (const name of await readdir(configPath)) {
+      if (name !== '_backup') await rm(join(configPath, name), { recursive: true })
+    }
     await rename(join(configPath, '_backup'), join(configPath, '_backup.restoring'))
     await rename(join(configPath, '_backup.restoring', 'stray-file.txt'), join(configPath, 'stray-file.txt'))
 
