@@ -3,7 +3,7 @@ import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
 import { Advertiser } from '../advertise/index.ts'
 import { ContainerdClient, ContainerdStore } from '../containerd/index.ts'
-import { basicAuthFromEnv, issueServingCertificate, readRegistryTls } from '../hosts/index.ts'
+import { basicAuthFromEnv, issueServingCertificate, readRegistryTls, readUpstreamAccess } from '../hosts/index.ts'
 import { CriClient, Doctor, readyzDetail, runDoctorLoop } from '../doctor/index.ts'
 import { Metrics } from '../metrics/index.ts'
 import { RequestFilter } from '../oci/filter.ts'
@@ -159,7 +159,15 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
       metrics,
       ...(basicAuth !== undefined ? { basicAuth } : {}),
       ...(tls !== undefined ? { tls } : {}),
-      ...(config.confirmTags ? { tags: new TagConfirmer({ registries: parseMirroredRegistries(config.mirroredRegistries) }) } : {}),
+      ...(config.confirmTags
+        ? {
+            tags: new TagConfirmer({
+              registries: parseMirroredRegistries(config.mirroredRegistries),
+              // The upstream is asked as this node's containerd reaches it (the chart mounts the hosts directory).
+              access: async (registry) => await readUpstreamAccess(config.containerdRegistryConfigPath, registry),
+            }),
+          }
+        : {}),
     })
     const mirrorRef = mirror
     const advertiser = new Advertiser({ store, router, logger: logger.child({ component: 'advertiser' }), filter, metrics, changes: (signal) => store.changes(signal) })

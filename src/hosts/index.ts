@@ -38,6 +38,8 @@ export { basicAuthChecker, basicAuthFromEnv, basicAuthHeaderValue, defaultBasicA
 export type { BasicAuth } from './auth.ts'
 export { BackupConflictError, InvalidHostsFileError, InvalidRegistryUrlError, MirrorTargetsRequiredError } from './errors.ts'
 export { backupDirName } from './fs.ts'
+export { readUpstreamAccess } from './upstream-access.ts'
+export type { UpstreamAccess } from './upstream-access.ts'
 export { parseExistingHosts, renderHostsToml, renderMirrorHostBlocks, serverForRegistry } from './toml.ts'
 export type { ExistingHost, ExistingHosts, MirrorCapability, MirrorHostsOptions } from './toml.ts'
 export {

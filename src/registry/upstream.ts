@@ -2,7 +2,8 @@ import { manifestAccept } from '../oci/mediatypes.ts'
 import { serverForRegistry } from '../hosts/toml.ts'
 import type { RegistryUrl } from '../hosts/url.ts'
 import { Header } from '../util/http.ts'
-import { httpRequest, type HttpReply, type HttpRequest } from '../util/http-client.ts'
+import type { UpstreamAccess } from '../hosts/upstream-access.ts'
+import { httpRequest, type HttpReply, type HttpRequest, type HttpRequestInit } from '../util/http-client.ts'
 
 /**
  * What the upstream registry says of a tag a peer answered:
@@ -30,6 +31,13 @@ export interface TagConfirmerOptions {
    * during an outage only the first tag of a rollout waits for the timeout, the others are answered from peers at once.
    */
   downTtlMs?: number
+  /**
+   * How containerd reaches a registry (its hosts.toml: the server, a private CA, skip_verify): the upstream is asked
+   * the same way. Read again after accessTtlMs. Without it: the system's CAs, https unless the registry is listed.
+   */
+  access?: (registry: string) => Promise<UpstreamAccess | undefined>
+  /** How long a registry's access is reused (default 30 s). */
+  accessTtlMs?: number
   /** For tests: how requests are sent. */
   request?: HttpRequest
 }
@@ -48,9 +56,10 @@ export class TagConfirmer {
   private readonly cache = new Map<string, { check: TagCheck, until: number }>()
   /** Registries that could not be reached, until when they are not asked again. */
   private readonly down = new Map<string, { reason: string, until: number }>()
+  private readonly accesses = new Map<string, { access: UpstreamAccess | undefined, until: number }>()
 
   constructor (options: TagConfirmerOptions) {
-    this.options = { timeoutMs: 5_000, cacheTtlMs: 10_000, downTtlMs: 10_000, request: httpRequest, ...options }
+    this.options = { timeoutMs: 5_000, cacheTtlMs: 10_000, downTtlMs: 10_000, access: async () => undefined, accessTtlMs: 30_000, request: httpRequest, ...options }
   }
 
   async check (registry: string, repository: string, tag: string, digest: string, signal: AbortSignal): Promise<TagCheck> {
@@ -73,20 +82,38 @@ export class TagConfirmer {
     return check
   }
 
-  /** `scheme://host` of the registry's API (Docker Hub's is registry-1.docker.io). */
-  base (registry: string): string {
+  /**
+   * `scheme://host` of the registry's API: a listed registry's own URL (Docker Hub's is registry-1.docker.io), else the
+   * server containerd's configuration names, else https.
+   */
+  base (registry: string, access?: UpstreamAccess): string {
     const listed = this.options.registries.find((r) => !r.wildcard && r.host === registry)
+    if (listed === undefined && access?.server !== undefined) return access.server
     return serverForRegistry(listed ?? { wildcard: false, scheme: 'https', host: registry, href: `https://${registry}` }) ?? `https://${registry}`
+  }
+
+  /** The registry's access from containerd's configuration, reused for accessTtlMs; undefined when it cannot be read. */
+  private async accessOf (registry: string): Promise<UpstreamAccess | undefined> {
+    const now = performance.now()
+    const cached = this.accesses.get(registry)
+    if (cached !== undefined && cached.until > now) return cached.access
+    // A file that cannot be read or parsed leaves the system's trust: at worst the upstream is taken as unreachable.
+    const access = await this.options.access(registry).catch(() => undefined)
+    if (this.accesses.size > 1000) this.accesses.clear()
+    this.accesses.set(registry, { access, until: now + this.options.accessTtlMs })
+    return access
   }
 
   private async ask (registry: string, repository: string, tag: string, digest: string, signal: AbortSignal): Promise<TagCheck> {
     try {
-      const url = new URL(`${this.base(registry)}/v2/${repository}/manifests/${encodeURIComponent(tag)}`)
-      let res = await this.head(url, undefined, signal)
+      const access = await this.accessOf(registry)
+      const url = new URL(`${this.base(registry, access)}/v2/${repository}/manifests/${encodeURIComponent(tag)}`)
+      const tls = access !== undefined ? { ca: access.ca, verify: !access.skipVerify } : undefined
+      let res = await this.head(url, undefined, signal, tls)
       if (res.status === 401) {
-        const token = await this.token(res.header('www-authenticate'), repository, signal)
+        const token = await this.token(res.header('www-authenticate'), repository, signal, url.origin, tls)
         if (token === undefined) return { outcome: 'unconfirmable', status: 401 }
-        res = await this.head(url, `Bearer ${token}`, signal)
+        res = await this.head(url, `Bearer ${token}`, signal, tls)
       }
       if (res.status >= 500) return { outcome: 'unreachable', reason: `the upstream answered ${res.status}` }
       if (res.status !== 200) return { outcome: 'unconfirmable', status: res.status }
@@ -99,18 +126,19 @@ export class TagConfirmer {
     }
   }
 
-  private async head (url: URL, authorization: string | undefined, signal: AbortSignal): Promise<HttpReply> {
+  private async head (url: URL, authorization: string | undefined, signal: AbortSignal, tls: HttpRequestInit['tls']): Promise<HttpReply> {
     const res = await this.options.request(url, {
       method: 'HEAD',
       headers: { [Header.accept]: manifestAccept, ...(authorization !== undefined ? { authorization } : {}) },
       signal,
+      ...(tls !== undefined ? { tls } : {}),
     })
     res.discard()
     return res
   }
 
   /** An anonymous pull token from the realm a `WWW-Authenticate: Bearer …` challenge names; undefined if none is given. */
-  private async token (challenge: string | undefined, repository: string, signal: AbortSignal): Promise<string | undefined> {
+  private async token (challenge: string | undefined, repository: string, signal: AbortSignal, serverOrigin: string, tls: HttpRequestInit['tls']): Promise<string | undefined> {
     const params = parseBearerChallenge(challenge ?? '')
     if (params === undefined || params.realm === undefined) return undefined
     let realm: URL
@@ -122,7 +150,8 @@ export class TagConfirmer {
     if (realm.protocol !== 'https:' && realm.protocol !== 'http:') return undefined
     if (params.service !== undefined) realm.searchParams.set('service', params.service)
     realm.searchParams.set('scope', params.scope ?? `repository:${repository}:pull`)
-    const res = await this.options.request(realm, { method: 'GET', signal })
+    // The server's own trust only for a realm on the server itself (a token service elsewhere is verified as usual).
+    const res = await this.options.request(realm, { method: 'GET', signal, ...(tls !== undefined && realm.origin === serverOrigin ? { tls } : {}) })
     if (res.status !== 200) {
       res.discard()
       return undefined

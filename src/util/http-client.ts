@@ -1,5 +1,6 @@
 import http from 'node:http'
 import https from 'node:https'
+import { getCACertificates } from 'node:tls'
 
 /**
  * A small HTTP client on node:http and node:https, for the daemon's few requests to upstream registries (tag
@@ -21,6 +22,11 @@ export interface HttpRequestInit {
   method: 'GET' | 'HEAD'
   headers?: Record<string, string>
   signal: AbortSignal
+  /**
+   * For https: CA certificates trusted besides the system's, and whether the certificate is verified at all (false
+   * only as containerd's `skip_verify` says). Not carried to another origin by a redirect.
+   */
+  tls?: { ca?: readonly Buffer[], verify?: boolean }
 }
 
 export type HttpRequest = (url: URL, init: HttpRequestInit) => Promise<HttpReply>
@@ -41,6 +47,13 @@ export function httpRequestWith (env: Record<string, string | undefined>): HttpR
   return async (url, init) => await request(url, init, agents)
 }
 
+/** The CA certificates Node trusts by default (its bundled roots, or the system's with --use-system-ca / NODE_EXTRA_CA_CERTS). */
+function tlsRoots (): string[] {
+  defaultRoots ??= getCACertificates('default')
+  return defaultRoots
+}
+let defaultRoots: string[] | undefined
+
 /** Sends one request with the process environment's proxies (see httpRequestWith). */
 export async function httpRequest (url: URL, init: HttpRequestInit): Promise<HttpReply> {
   defaultRequest ??= httpRequestWith(process.env)
@@ -55,25 +68,33 @@ let defaultRequest: HttpRequest | undefined
 async function request (url: URL, init: HttpRequestInit, agents: { http: http.Agent, https: https.Agent } | undefined): Promise<HttpReply> {
   let target = url
   let headers = init.headers ?? {}
+  let tls = init.tls
   for (let hops = 0; ; hops++) {
-    const reply = await send(target, init.method, headers, init.signal, agents)
+    const reply = await send(target, init.method, headers, init.signal, agents, tls)
     const location = reply.header('location')
     if (!redirects.has(reply.status) || location === undefined) return reply
     reply.discard()
     if (hops === maxRedirects) throw new Error(`more than ${maxRedirects} redirects from ${url.origin}`)
     const next = new URL(location, target)
-    if (next.origin !== target.origin) headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'))
+    if (next.origin !== target.origin) {
+      headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'))
+      tls = undefined
+    }
     target = next
   }
 }
 
-async function send (url: URL, method: string, headers: Record<string, string>, signal: AbortSignal, agents: { http: http.Agent, https: https.Agent } | undefined): Promise<HttpReply> {
+async function send (url: URL, method: string, headers: Record<string, string>, signal: AbortSignal, agents: { http: http.Agent, https: https.Agent } | undefined, tls: HttpRequestInit['tls']): Promise<HttpReply> {
   const secure = url.protocol === 'https:'
   if (!secure && url.protocol !== 'http:') throw new Error(`unsupported scheme ${url.protocol}`)
   signal.throwIfAborted()
   const agent = agents === undefined ? undefined : secure ? agents.https : agents.http
+  // (An agent keeps connections apart by these options: one made with other trust is never reused for this.)
+  const trust = secure && tls !== undefined
+    ? { ...((tls.ca?.length ?? 0) > 0 ? { ca: [...tlsRoots(), ...tls.ca!] } : {}), ...(tls.verify === false ? { rejectUnauthorized: false } : {}) }
+    : {}
   return await new Promise<HttpReply>((resolve, reject) => {
-    const req = (secure ? https : http).request(url, { method, headers, signal, ...(agent !== undefined ? { agent } : {}) }, (res) => { resolve(reply(res)) })
+    const req = (secure ? https : http).request(url, { method, headers, signal, ...trust, ...(agent !== undefined ? { agent } : {}) }, (res) => { resolve(reply(res)) })
     req.once('error', reject)
     req.end()
   })

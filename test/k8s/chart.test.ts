@@ -318,6 +318,9 @@ describe('the chart on a real 3-node Kubernetes', { timeout: 30 * 60_000 }, () =
     assert.ok(served.reduce((a, b) => a + b, 0) >= 2 * layerBytes, `the nodes served the layers to nodes 2 and 3 from their own content (${served.join(', ')} bytes)`)
     for (const [name, text] of [['node-2', m2], ['node-3', m3]] as const) {
       assert.ok(metricSum(text, 'spegel_mirror_requests_total', { cache: 'hit' }) >= ownLayers(v1).length, `${name} counts its mirror hits`)
+      // The tag came from node 1 and was confirmed with the upstream, which the pod trusts through the CA in the
+      // node's hosts.toml (mounted read-only), as containerd does: not taken as unreachable.
+      assert.ok(metricSum(text, 'spegel_tag_confirmations_total', { outcome: 'confirmed' }) >= 1, `${name} confirmed the tag with the upstream:\n${text.split('\n').filter((l) => l.startsWith('spegel_tag_confirmations_total')).join('\n')}`)
     }
     // And through the Service's own address, as Prometheus would scrape it.
     const svc = await c.kubectl(['get', 'service', '-n', namespace, 'spegel', '-o', 'jsonpath={.spec.clusterIP}'])

@@ -314,7 +314,7 @@ describe('chart rendered with default values', () => {
     assert.equal(c.livenessProbe, undefined)
   })
 
-  it('mounts the containerd socket, the content store read-only, the config dir and the data dir from the host', () => {
+  it('mounts the containerd socket, the content store read-only, the config dir (read-only for the registry) and the data dir from the host', () => {
     const volumes = Object.fromEntries(podSpec(r).volumes.filter((v: K8sObject) => v.hostPath !== undefined).map((v: K8sObject) => [v.name, v.hostPath]))
     assert.deepEqual(volumes, {
       'spegel-data': { path: '/var/lib/spegel', type: 'DirectoryOrCreate' },
@@ -325,6 +325,7 @@ describe('chart rendered with default values', () => {
     assert.deepEqual(container(r, 'registry').volumeMounts, [
       { name: 'router-psk', mountPath: '/etc/secrets/router-psk', readOnly: true },
       { name: 'containerd-sock', mountPath: '/run/containerd/containerd.sock' },
+      { name: 'containerd-config', mountPath: '/etc/containerd/certs.d', readOnly: true },
       { name: 'containerd-content', mountPath: '/var/lib/containerd/io.containerd.content.v1.content', readOnly: true },
       { name: 'spegel-data', mountPath: '/var/lib/spegel' },
     ])
@@ -350,12 +351,13 @@ describe('chart rendered with default values', () => {
     assert.equal(p.values.get('metrics-addr'), ':9090')
     assert.equal(p.values.get('containerd-sock'), '/run/containerd/containerd.sock')
     assert.equal(p.values.get('containerd-namespace'), 'k8s.io')
+    // Read for tag confirmation (a private registry's CA) and the doctor.
+    assert.equal(p.values.get('containerd-registry-config-path'), '/etc/containerd/certs.d')
     assert.equal(p.values.get('containerd-content-path'), '/var/lib/containerd/io.containerd.content.v1.content')
     assert.equal(p.values.get('bootstrap-kind'), 'dns')
     assert.equal(p.values.get('dns-bootstrap-domain'), 'spegel-bootstrap.spegel.svc.cluster.local.')
     assert.equal(p.values.get('debug-web-enabled'), true)
     assert.equal(p.values.get('data-dir'), '/var/lib/spegel')
-    assert.ok(!containerArgs(container(r, 'registry')).some((a) => a.startsWith('--containerd-registry-config-path')))
   })
 
   it('services: metrics ClusterIP, registry NodePort 30020 preferring the same node, headless bootstrap', () => {
@@ -574,10 +576,10 @@ describe('chart rendered with non-default values', () => {
     assert.deepEqual(dataDirOf(renderChart({ values: { spegel: { persistence: { hostPath: '/opt/spegel' } } } })), { arg: '--data-dir=/var/lib/spegel', mount: '/var/lib/spegel', hostPath: '/opt/spegel' })
   })
 
-  it('containerdMirrorAdd false: no configuration init container, no config mount, no post-delete hook', () => {
+  it('containerdMirrorAdd false: no configuration init container, no post-delete hook; the config dir is only read', () => {
     const r = renderChart({ values: { spegel: { containerdMirrorAdd: false } } })
     assert.equal(podSpec(r).initContainers, undefined)
-    assert.ok(!podSpec(r).volumes.some((v: K8sObject) => v.name === 'containerd-config'))
+    assert.deepEqual(container(r, 'registry').volumeMounts.filter((m: K8sObject) => m.name === 'containerd-config'), [{ name: 'containerd-config', mountPath: '/etc/containerd/certs.d', readOnly: true }])
     assert.ok(!r.objects.some((o) => o.metadata.annotations?.['helm.sh/hook'] !== undefined))
   })
 
