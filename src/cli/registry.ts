@@ -127,7 +127,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
     registryConfigPath: config.containerdRegistryConfigPath,
     mirroredRegistries: config.mirroredRegistries,
     namespace: config.containerdNamespace,
-    // Spegel's chart does not mount the hosts directory into the registry container.
+    // Our chart mounts the hosts directory into the registry container (read-only); Spegel's chart does not.
     hostsOptional: true,
   })
   const recent = new RecentRequests(100)

@@ -1,8 +1,8 @@
-import { readFile, stat } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parse as parseToml } from 'smol-toml'
 import { defaultNamespace } from '../containerd/constants.ts'
-import { parseMirroredRegistries, parseMirrorTargets, type RegistryUrl } from '../hosts/url.ts'
+import { defaultHostDirectory, parseMirroredRegistries, parseMirrorTargets, type RegistryUrl } from '../hosts/url.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { isIndexMediaType } from '../oci/mediatypes.ts'
 import type { ContentStore, ImageRecord, StoreOptions } from '../store/types.ts'
@@ -274,6 +274,43 @@ export class Doctor {
     }, `${pulled.length} new images, 0 requests to the mirror`)
   }
 
+  /**
+   * Registry directories other than `_default` (and the backup) whose hosts.toml does not name the mirror `_default`
+   * names (`mirror.href`, or its first host when the target is not known here).
+   */
+  private async shadowingDirectories (root: string, dir: string, registries: readonly RegistryUrl[], mirror: { href?: string }, fix: string): Promise<Finding[]> {
+    const hostsOf = async (name: string): Promise<string[] | undefined> => {
+      try {
+        const doc = parseToml(await readFile(join(root, dir, name, 'hosts.toml'), 'utf8')) as { host?: Record<string, unknown> }
+        return Object.keys(doc.host ?? {}).map((h) => h.replace(/\/+$/, ''))
+      } catch {
+        return undefined
+      }
+    }
+    const wanted = mirror.href ?? (await hostsOf(defaultHostDirectory))?.[0]
+    if (wanted === undefined) return []
+    let names: string[]
+    try {
+      names = (await readdir(join(root, dir), { withFileTypes: true })).filter((e) => e.isDirectory() || e.isSymbolicLink()).map((e) => e.name)
+    } catch {
+      return []
+    }
+    const listed = new Set(registries.map((r) => r.host))
+    const findings: Finding[] = []
+    for (const name of names.sort()) {
+      if (listed.has(name) || name.startsWith('_backup')) continue
+      const hosts = await hostsOf(name)
+      if (hosts === undefined || hosts.includes(wanted)) continue
+      findings.push({
+        check: 'hosts-toml',
+        problem: `${join(dir, name, 'hosts.toml')} does not name this node's mirror ${wanted}, and containerd reads it for ${name} instead of _default.`,
+        impact: `pulls from ${name} do not go through this node's mirror.`,
+        fix: `${fix} (the configuration puts the mirror first in every registry's own directory and keeps the rest)`,
+      })
+    }
+    return findings
+  }
+
   private async checkHosts (settings: CriImageSettings, talos: boolean): Promise<CheckResult> {
     const dir = normalizeDir(this.init.registryConfigPath)
     const root = this.init.hostRoot ?? ''
@@ -342,9 +379,20 @@ export class Doctor {
         })
       }
     }
+    // With every registry mirrored, a registry with a directory of its own is read there instead of from _default:
+    // `spegel configuration` puts the mirror into each, but a directory written since (Talos rewrites its registries
+    // when the machine config changes) sends that registry past the mirror until the configuration runs again.
+    const wildcardMirror = defaultMirror(registries, target)
+    if (wildcardMirror !== undefined) findings.push(...await this.shadowingDirectories(root, dir, registries, wildcardMirror, rerun))
     if (findings.length > 0) return { check: 'hosts-toml', status: 'finding', summary: `${findings.length} registr${findings.length === 1 ? 'y is' : 'ies are'} not mirrored through this node`, findings }
     return ok('hosts-toml', `hosts.toml in ${dir} sends ${registries.map((r) => r.wildcard ? '_default' : r.host).join(', ')} to ${target?.href ?? 'a mirror'}`)
   }
+}
+
+/** The mirror that `_default` must name when every registry is mirrored: the first target, or any host (unknown target). */
+function defaultMirror (registries: readonly RegistryUrl[], target: RegistryUrl | undefined): { href?: string } | undefined {
+  if (!registries.some((r) => r.wildcard)) return undefined
+  return target !== undefined ? { href: target.href } : {}
 }
 
 function discardFix (layout: CriLayout, talos: boolean): string {

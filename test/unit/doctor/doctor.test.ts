@@ -158,6 +158,26 @@ describe('Doctor', () => {
     assert.match(report.results.find((r) => r.check === 'hosts-toml')?.summary ?? '', /^hosts\.toml in \/certs\.d sends example\.com to http:\/\/10\.0\.0\.1:30020$/)
   })
 
+  it('with every registry mirrored, a registry directory that does not name the mirror is a finding (containerd reads it instead of _default)', async (t) => {
+    const certs = join(dir, 'shadow.d')
+    t.after(async () => { await rm(certs, { recursive: true, force: true }) })
+    const write = async (name: string, text: string): Promise<void> => {
+      await mkdir(join(certs, name), { recursive: true })
+      await writeFile(join(certs, name, 'hosts.toml'), text)
+    }
+    await write('_default', "[host.'http://10.0.0.1:30020']\ncapabilities = ['pull', 'resolve']\n")
+    await write('registry.corp', "server = 'https://registry.corp'\n\n[host.'http://10.0.0.1:30020']\ncapabilities = ['pull']\n\n[host.'https://registry.corp']\nca = 'ca.crt'\n")
+    await write('_backup/ghcr.io', "server = 'https://ghcr.io'\n")
+    const run = async (mirrorTargets?: string[]): Promise<DoctorReport> =>
+      await new Doctor({ store: storeWithImage(true), cri: fakeCri(config16(certs, false)) }, { registryConfigPath: certs, mirroredRegistries: [], ...(mirrorTargets !== undefined ? { mirrorTargets } : {}) }).run()
+    assert.deepEqual((await run()).findings, [], 'every registry directory names the mirror')
+    // Talos rewrote a registry's directory after the configuration ran.
+    await write('quay.io', "server = 'https://quay.io'\n\n[host.'https://quay-cache.corp']\ncapabilities = ['pull']\n")
+    for (const report of [await run(), await run(['http://10.0.0.1:30020'])]) {
+      assert.deepEqual(report.findings.map((f) => f.problem), [`${join(certs, 'quay.io', 'hosts.toml')} does not name this node's mirror http://10.0.0.1:30020, and containerd reads it for quay.io instead of _default.`])
+    }
+  })
+
   it('reports a missing hosts directory unless it is optional (the daemon does not mount it)', async () => {
     const missing = { registryConfigPath: join(dir, 'nope'), mirroredRegistries: [] }
     const strict = await new Doctor({ store: storeWithImage(true), cri: fakeCri(config16(join(dir, 'nope'), false)) }, missing).run()
