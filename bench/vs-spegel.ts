@@ -12,7 +12,8 @@
 //   big         node 1 holds a single-layer image (1 GiB); nodes 2..4 pull it at once (upstream not shaped)
 // For each: pull times (mean, slowest), upstream blob bytes after the first pull (as a multiple of the image), CPU
 // seconds of every daemon (from /proc/PID/stat; start-up is reported apart), peak RSS and RssAnon per daemon (sampled
-// every 250 ms), idle RSS after start, and rejections from /metrics (spegel_transfer_rejections_total, ours only).
+// every 250 ms), idle RSS after start, and rejections from /metrics (spegel_transfer_rejections_total, ours only; the
+// herd's outcomes are printed per scenario).
 //
 // Needs a Spegel binary: build one outside this repository (it is never vendored), e.g.
 //   tar -xzf ../shared/peers/spegel-b8c715a.tar.gz -C /tmp && cd /tmp/spegel-b8c715a && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o /tmp/spegel-go .
@@ -149,13 +150,31 @@ async function measured<T> (cluster: SpegelCluster, fn: () => Promise<T>): Promi
   }
 }
 
-async function rejections (cluster: SpegelCluster): Promise<number> {
-  let total = 0
+/** Sums of counters over every daemon, by metric and label set (ours only; Spegel has none of these). */
+async function counters (cluster: SpegelCluster): Promise<Map<string, number>> {
+  const sums = new Map<string, number>()
   for (const n of cluster.nodes) {
     const text = await fetch(`http://${n.ip}:${metricsPort}/metrics`).then(async (r) => await r.text()).catch(() => '')
-    for (const line of text.split('\n')) if (line.startsWith('spegel_transfer_rejections_total{')) total += Number(line.split(' ').at(-1))
+    for (const line of text.split('\n')) {
+      if (!line.startsWith('spegel_transfer_rejections_total{') && !line.startsWith('spegel_herd_outcomes_total{')) continue
+      const at = line.lastIndexOf(' ')
+      sums.set(line.slice(0, at), (sums.get(line.slice(0, at)) ?? 0) + Number(line.slice(at + 1)))
+    }
   }
-  return total
+  return sums
+}
+
+const rejectionsIn = (c: Map<string, number>): number => [...c].filter(([k]) => k.startsWith('spegel_transfer_rejections_total')).reduce((n, [, v]) => n + v, 0)
+
+/** What the herd did in one scenario, all daemons together: `won 3, lost 18, held 1`. */
+function herdSummary (before: Map<string, number>, after: Map<string, number>): string {
+  const parts: string[] = []
+  for (const [key, value] of after) {
+    const outcome = /^spegel_herd_outcomes_total\{outcome="(\w+)"\}$/.exec(key)?.[1]
+    const delta = value - (before.get(key) ?? 0)
+    if (outcome !== undefined && delta > 0) parts.push(`${outcome} ${delta}`)
+  }
+  return parts.join(', ')
 }
 
 const blobBytes = (image: PushedImage): number => image.children.reduce((n, c) => n + c.size, 0)
@@ -217,14 +236,16 @@ async function round (impl: Impl, r: number): Promise<RoundResult> {
     const scenario = async (name: string, image: PushedImage, pullers: readonly SpegelNode[], measure: () => Promise<number[]>): Promise<void> => {
       await cluster.upstream.waitForQuiet()
       cluster.upstream.resetAccessLog()
-      const rejectedBefore = await rejections(cluster)
+      const before = await counters(cluster)
       const { value: pulls, usage } = await measured(cluster, measure)
       await cluster.upstream.waitForQuiet()
       const upstream = cluster.upstream.blobBytesServed({ repository: image.repository }) / blobBytes(image)
-      const res: ScenarioResult = { pulls, upstream, usage, moved: blobBytes(image) * pullers.length, rejections: await rejections(cluster) - rejectedBefore }
+      const after = await counters(cluster)
+      const res: ScenarioResult = { pulls, upstream, usage, moved: blobBytes(image) * pullers.length, rejections: rejectionsIn(after) - rejectionsIn(before) }
       result.scenarios.set(name, res)
       const mean = pulls.reduce((a, b) => a + b, 0) / pulls.length
-      console.error(`  ${label(impl)} ${name}: mean ${(mean / 1000).toFixed(2)} s, slowest ${(Math.max(...pulls) / 1000).toFixed(2)} s, upstream ${upstream.toFixed(2)}×, cpu ${usage.cpu.toFixed(2)} s, peak RSS ${usage.peakRss.toFixed(0)} MiB (anon ${usage.peakAnon.toFixed(0)}), rejections ${res.rejections}`)
+      const herd = herdSummary(before, after)
+      console.error(`  ${label(impl)} ${name}: mean ${(mean / 1000).toFixed(2)} s, slowest ${(Math.max(...pulls) / 1000).toFixed(2)} s, upstream ${upstream.toFixed(2)}×, cpu ${usage.cpu.toFixed(2)} s, peak RSS ${usage.peakRss.toFixed(0)} MiB (anon ${usage.peakAnon.toFixed(0)}), rejections ${res.rejections}${herd !== '' ? `, herd: ${herd}` : ''}`)
     }
     const third = Math.round(Number(values['image-mib']) * MiB / 3)
     if (values.rate !== 'none') await cluster.net.shape(up, { rate: values.rate })
