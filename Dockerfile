@@ -21,10 +21,10 @@ COPY src ./src
 # startup does no per-file transform, and the daemon holds about half the JavaScript heap it would with the unbundled
 # tree (~14 MiB instead of ~31 MiB), which is what keeps it under 100 MiB RSS while serving (docs/benchmarks.md;
 # scripts/bundle.ts says why it is split into several modules). The containerd .proto definitions are loaded relative
-# to the bundle, from dist/proto/.
+# to the bundle, from dist/proto/, and kad-dht's table of key prefixes from dist/spegel-kad-prefixes.bin.
 RUN npm run typecheck \
  && npm run bundle \
- && test -f dist/spegel.mjs && test -f dist/proto/services/content/v1/content.proto
+ && test -f dist/spegel.mjs && test -f dist/proto/services/content/v1/content.proto && test -f dist/spegel-kad-prefixes.bin
 
 # Distroless Node 24 on Debian 12: no shell, no package manager; CA certificates and tzdata included.
 # Spegel's preflight refuses to start in Kubernetes unless /etc/os-release says "Distroless"; we deliberately do not
@@ -32,7 +32,7 @@ RUN npm run typecheck \
 FROM gcr.io/distroless/nodejs24-debian12
 WORKDIR /app
 COPY --from=build /src/package.json ./package.json
-COPY --from=build /src/dist/spegel.mjs /src/dist/spegel-*.mjs /src/dist/spegel.LEGAL.txt ./dist/
+COPY --from=build /src/dist/spegel.mjs /src/dist/spegel-* /src/dist/spegel.LEGAL.txt ./dist/
 COPY --from=build /src/dist/proto ./dist/proto
 # Like Spegel, run as root: the containerd socket and content store on the host are root-owned.
 USER root:root

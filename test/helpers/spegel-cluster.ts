@@ -231,9 +231,10 @@ export async function prepareImageApp (root: string = repoRoot): Promise<ImageAp
     const dist = join(root, 'dist')
     await mkdir(join(appDir, 'dist'), { recursive: true })
     await cp(join(root, 'package.json'), join(appDir, 'package.json'))
-    // What the Dockerfile copies: dist/spegel.mjs, dist/spegel-*.mjs, dist/spegel.LEGAL.txt and dist/proto.
+    // What the Dockerfile copies: dist/spegel.mjs, dist/spegel-* (the modules and kad-dht's prefix table),
+    // dist/spegel.LEGAL.txt and dist/proto.
     for (const name of await readdir(dist)) {
-      if (name === 'spegel.mjs' || (name.startsWith('spegel-') && name.endsWith('.mjs')) || name === 'spegel.LEGAL.txt' || name === 'proto') {
+      if (name === 'spegel.mjs' || name.startsWith('spegel-') || name === 'spegel.LEGAL.txt' || name === 'proto') {
         await cp(join(dist, name), join(appDir, 'dist', name), { recursive: true })
       }
     }
