@@ -127,6 +127,17 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
   await backupConfiguration(configPath, logger)
 
   const planned: PlannedHostsFile[] = []
+  /** One registry's hosts.toml: ours first, then `existing` (already without our targets); `server` as renderHostsToml takes it. */
+  const plan = async (registry: RegistryUrl, existing: ExistingHosts | undefined, copyFrom: string | undefined, server?: string | null): Promise<void> => {
+    planned.push({
+      registry,
+      directory: join(configPath, registry.host),
+      content: renderHostsToml({ registry, ...(server !== undefined ? { server } : {}), mirrorTargets: targets, capabilities, authorization, ...(tlsFiles !== undefined ? { tls: tlsFiles } : {}) }, existing),
+      mode: (await fileMode(join(configPath, backupDirName, registry.host, 'hosts.toml'))) ?? hostsFileMode,
+      copyFrom,
+      extra: tlsExtra(options.tls),
+    })
+  }
   for (const registry of registries) {
     signal?.throwIfAborted()
     const backupHostDir = join(configPath, backupDirName, registry.host)
@@ -143,14 +154,7 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
         copyFrom = backupHostDir
       }
     }
-    planned.push({
-      registry,
-      directory: join(configPath, registry.host),
-      content: renderHostsToml({ registry, mirrorTargets: targets, capabilities, authorization, ...(tlsFiles !== undefined ? { tls: tlsFiles } : {}) }, existing),
-      mode: (await fileMode(backupHostsFile)) ?? hostsFileMode,
-      copyFrom,
-      extra: tlsExtra(options.tls),
-    })
+    await plan(registry, existing, copyFrom)
   }
 
   // Directories of registries we do not write (the user's, e.g. Talos `machine.registries`). containerd reads a
@@ -185,14 +189,7 @@ export async function writeMirrorConfiguration (options: WriteMirrorConfiguratio
     }
     const registry: RegistryUrl = { wildcard: false, scheme: '', host: name, href: '' }
     logger?.info({ registry: name }, 'prepending to the existing containerd configuration of a registry with its own directory')
-    planned.push({
-      registry,
-      directory: join(configPath, name),
-      content: renderHostsToml({ registry, server: existing.server ?? null, mirrorTargets: targets, capabilities, authorization, ...(tlsFiles !== undefined ? { tls: tlsFiles } : {}) }, dropDuplicateHosts(existing, targets, registry, logger)),
-      mode: (await fileMode(hostsFile)) ?? hostsFileMode,
-      copyFrom: from,
-      extra: tlsExtra(options.tls),
-    })
+    await plan(registry, dropDuplicateHosts(existing, targets, registry, logger), from, existing.server ?? null)
   }
 
   signal?.throwIfAborted()

@@ -127,11 +127,8 @@ export class HerdMirror implements Mirror {
     if (winner === self) {
       // A holder the first lookup was too slow to name (it had the resolve timeout, a few ms, on a loaded node) has
       // likely been found since: its query ran on in the lookup cache while the herd waited.
-      const held = await this.recheck(request)
-      if (held !== undefined) {
-        this.record(digest, 'held', held.peer)
-        return held
-      }
+      const held = await this.recheck(request, digest)
+      if (held !== undefined) return held
       // (3) This node downloads: its containerd goes upstream; peers stream the download from here.
       this.record(digest, 'won')
       logger.debug({ digest, rivals: rivals.length }, 'herd: this node downloads the blob')
@@ -143,11 +140,8 @@ export class HerdMirror implements Mirror {
       this.record(digest, 'lost', followed.peer)
       return followed
     }
-    const held = await this.recheck(request)
-    if (held !== undefined) {
-      this.record(digest, 'held', held.peer)
-      return held
-    }
+    const held = await this.recheck(request, digest)
+    if (held !== undefined) return held
     this.record(digest, 'fallback')
     logger.debug({ digest, winner }, 'herd: the winner\'s download could not be followed; downloading here')
     throw miss
@@ -188,11 +182,16 @@ export class HerdMirror implements Mirror {
     }
   }
 
-  /** The blob from a peer that holds it complete, asked once more before a download; undefined when none can serve it. */
-  private async recheck (request: MirrorRequest): Promise<MirrorResponse | undefined> {
+  /**
+   * The blob from a peer that holds it complete, asked once more before a download (recorded as `held`); undefined
+   * when none can serve it.
+   */
+  private async recheck (request: MirrorRequest, digest: string): Promise<MirrorResponse | undefined> {
     if (request.signal.aborted) return undefined
     try {
-      return await this.options.mirror.fetch(request)
+      const held = await this.options.mirror.fetch(request)
+      this.record(digest, 'held', held.peer)
+      return held
     } catch {
       // Nobody, or the holders failed: the containerd downloads it, as it would have.
       return undefined

@@ -1,6 +1,6 @@
 import http from 'node:http'
 import https from 'node:https'
-import { getCACertificates } from 'node:tls'
+import { createSecureContext, getCACertificates, type SecureContext } from 'node:tls'
 
 /**
  * A small HTTP client on node:http and node:https, for the daemon's few requests to upstream registries (tag
@@ -47,12 +47,20 @@ export function httpRequestWith (env: Record<string, string | undefined>): HttpR
   return async (url, init) => await request(url, init, agents)
 }
 
-/** The CA certificates Node trusts by default (its bundled roots, or the system's with --use-system-ca / NODE_EXTRA_CA_CERTS). */
-function tlsRoots (): string[] {
-  defaultRoots ??= getCACertificates('default')
-  return defaultRoots
+/**
+ * A TLS context trusting Node's default CAs (its bundled roots, or the system's with --use-system-ca /
+ * NODE_EXTRA_CA_CERTS) plus `extra`: made once per list (the caller keeps its list while the trust holds), not per
+ * connection, which would parse the ~150 default roots each time.
+ */
+function contextTrusting (extra: readonly Buffer[]): SecureContext {
+  let context = contexts.get(extra)
+  if (context === undefined) {
+    context = createSecureContext({ ca: [...getCACertificates('default'), ...extra] })
+    contexts.set(extra, context)
+  }
+  return context
 }
-let defaultRoots: string[] | undefined
+const contexts = new WeakMap<readonly Buffer[], SecureContext>()
 
 /** Sends one request with the process environment's proxies (see httpRequestWith). */
 export async function httpRequest (url: URL, init: HttpRequestInit): Promise<HttpReply> {
@@ -89,9 +97,13 @@ async function send (url: URL, method: string, headers: Record<string, string>, 
   if (!secure && url.protocol !== 'http:') throw new Error(`unsupported scheme ${url.protocol}`)
   signal.throwIfAborted()
   const agent = agents === undefined ? undefined : secure ? agents.https : agents.http
-  // (An agent keeps connections apart by these options: one made with other trust is never reused for this.)
-  const trust = secure && tls !== undefined
-    ? { ...((tls.ca?.length ?? 0) > 0 ? { ca: [...tlsRoots(), ...tls.ca!] } : {}), ...(tls.verify === false ? { rejectUnauthorized: false } : {}) }
+  // Agents pool connections by host and options, and a secureContext is not among them: a request with trust of its own
+  // gets a connection of its own (no agent) rather than one made with other trust. Through a proxy the proxy's agent
+  // is kept; its connections to a registry were all made with that registry's trust, which changes only with its
+  // hosts.toml.
+  const custom = secure && tls !== undefined
+  const trust = custom
+    ? { ...((tls.ca?.length ?? 0) > 0 ? { secureContext: contextTrusting(tls.ca!) } : {}), ...(tls.verify === false ? { rejectUnauthorized: false } : {}), ...(agent === undefined ? { agent: false as const } : {}) }
     : {}
   return await new Promise<HttpReply>((resolve, reject) => {
     const req = (secure ? https : http).request(url, { method, headers, signal, ...trust, ...(agent !== undefined ? { agent } : {}) }, (res) => { resolve(reply(res)) })
