@@ -88,6 +88,8 @@ process.once('exit', () => { if (baseline !== undefined) rmSync(dirname(dirname(
 interface Usage {
   /** CPU seconds of every daemon together. */
   cpu: number
+  /** CPU seconds of node 1's daemon (the holder in fan-out, sequential and big). */
+  firstCpu: number
   /** Highest VmRSS / RssAnon of any one daemon, MiB. */
   peakRss: number
   peakAnon: number
@@ -144,7 +146,7 @@ async function measured<T> (cluster: SpegelCluster, fn: () => Promise<T>): Promi
     await sample()
     const after = await Promise.all(ps.map(procStat))
     const cpu = after.reduce((n, s, i) => n + s.cpu - before[i]!.cpu, 0)
-    return { value, usage: { cpu, peakRss, peakAnon } }
+    return { value, usage: { cpu, firstCpu: after[0]!.cpu - before[0]!.cpu, peakRss, peakAnon } }
   } finally {
     clearInterval(timer)
   }
@@ -245,7 +247,7 @@ async function round (impl: Impl, r: number): Promise<RoundResult> {
       result.scenarios.set(name, res)
       const mean = pulls.reduce((a, b) => a + b, 0) / pulls.length
       const herd = herdSummary(before, after)
-      console.error(`  ${label(impl)} ${name}: mean ${(mean / 1000).toFixed(2)} s, slowest ${(Math.max(...pulls) / 1000).toFixed(2)} s, upstream ${upstream.toFixed(2)}×, cpu ${usage.cpu.toFixed(2)} s, peak RSS ${usage.peakRss.toFixed(0)} MiB (anon ${usage.peakAnon.toFixed(0)}), rejections ${res.rejections}${herd !== '' ? `, herd: ${herd}` : ''}`)
+      console.error(`  ${label(impl)} ${name}: mean ${(mean / 1000).toFixed(2)} s, slowest ${(Math.max(...pulls) / 1000).toFixed(2)} s, upstream ${upstream.toFixed(2)}×, cpu ${usage.cpu.toFixed(2)} s (node 1 ${usage.firstCpu.toFixed(2)} s), peak RSS ${usage.peakRss.toFixed(0)} MiB (anon ${usage.peakAnon.toFixed(0)}), rejections ${res.rejections}${herd !== '' ? `, herd: ${herd}` : ''}`)
     }
     const third = Math.round(Number(values['image-mib']) * MiB / 3)
     if (values.rate !== 'none') await cluster.net.shape(up, { rate: values.rate })
@@ -335,6 +337,7 @@ for (const name of ['fanout', 'first', 'cold', 'sequential', 'big']) {
   row('… upstream blob bytes (× the image)', (s) => s.upstream, 2, false)
   row('… CPU s of all daemons', (s) => s.usage.cpu)
   row('… CPU s per GiB moved', (s) => s.usage.cpu / (s.moved / gib))
+  row('… CPU s of node 1 (the holder, but in first and cold)', (s) => s.usage.firstCpu)
   row('… peak RSS of a daemon, MiB', (s) => s.usage.peakRss, 0)
   row('… peak RssAnon of a daemon, MiB', (s) => s.usage.peakAnon, 0)
   row('… transfers refused (429/404 for want of memory)', (s) => s.rejections, 0, false)

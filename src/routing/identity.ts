@@ -1,7 +1,7 @@
-import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { generateKeyPair, generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { generateKeyPair, privateKeyFromRaw } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
 import { IdentityError } from './errors.ts'
@@ -31,11 +31,11 @@ export async function loadIdentity (dataDir: string | undefined, logger: Logger)
     if (errorCode(err) !== 'ENOENT' && errorCode(err) !== 'ENOTDIR') throw new IdentityError(`cannot read ${path}: ${errorCode(err) ?? (err as Error).message}`, { cause: err })
   }
   if (pem !== undefined) {
-    const seed = ed25519Seed(pem)
-    if (!(seed instanceof Error)) return await generateKeyPairFromSeed('Ed25519', seed)
+    const key = ed25519Key(pem)
+    if (!(key instanceof Error)) return key
     const movedTo = `${path}.corrupt-${Date.now()}`
     await writing(dataDir, async () => { await rename(path, movedTo) })
-    logger.warn({ path, movedTo, reason: seed.message }, 'identity key is unusable; moved it aside and created a new one (this node gets a new peer id)')
+    logger.warn({ path, movedTo, reason: key.message }, 'identity key is unusable; moved it aside and created a new one (this node gets a new peer id)')
   }
 
   const { privateKey } = generateKeyPairSync('ed25519')
@@ -54,20 +54,30 @@ export async function loadIdentity (dataDir: string | undefined, logger: Logger)
       throw err
     }
   })
-  return await generateKeyPairFromSeed('Ed25519', Buffer.from(privateKey.export({ format: 'jwk' }).d ?? '', 'base64url'))
+  const key = libp2pKey(privateKey)
+  if (key instanceof Error) throw key
+  return key
 }
 
-/** The 32-byte Ed25519 seed of a PKCS#8 PEM key, or why there is none. */
-function ed25519Seed (pem: string): Buffer | Error {
+/** The libp2p key of a PKCS#8 PEM Ed25519 key, or why there is none. */
+function ed25519Key (pem: string): PrivateKey | Error {
   try {
     const key = createPrivateKey({ key: pem, format: 'pem' })
     if (key.asymmetricKeyType !== 'ed25519') return new Error(`key type is ${key.asymmetricKeyType ?? 'unknown'}, expected ed25519`)
-    const jwk = key.export({ format: 'jwk' })
-    if (typeof jwk.d !== 'string') return new Error('missing private part')
-    return Buffer.from(jwk.d, 'base64url')
+    return libp2pKey(key)
   } catch (err) {
     return err instanceof Error ? err : new Error(String(err))
   }
+}
+
+/**
+ * libp2p's form of an Ed25519 key: the seed followed by the public key, both as Node's crypto has them (libp2p's own
+ * generateKeyPairFromSeed derives the public key in JavaScript, tens of milliseconds of each start).
+ */
+function libp2pKey (key: KeyObject): PrivateKey | Error {
+  const jwk = key.export({ format: 'jwk' })
+  if (typeof jwk.d !== 'string' || typeof jwk.x !== 'string') return new Error('missing private or public part')
+  return privateKeyFromRaw(Buffer.concat([Buffer.from(jwk.d, 'base64url'), Buffer.from(jwk.x, 'base64url')]))
 }
 
 /**

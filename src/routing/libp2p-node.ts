@@ -22,6 +22,7 @@ import {
   reprovideIntervalMs,
 } from './constants.ts'
 import { loadIdentity } from './identity.ts'
+import { memoizePeerStoreMerges } from './peer-store-memo.ts'
 import { formatSwarmKey } from './psk.ts'
 
 export interface Libp2pRouterOptions {
@@ -102,6 +103,8 @@ export async function startDhtNode (init: Libp2pRouterOptions): Promise<DhtNode>
     return ip !== undefined && isShareableIp(ip, allowLoopback)
   })
   const node = await createLibp2p<Services>({
+    // Started below, once the peer store skips merges that add nothing (see peer-store-memo.ts).
+    start: false,
     // libp2p's own debug logging costs CPU on every stream even when off (it creates a logger and checks the
     // terminal each time); it is kept only when asked for with DEBUG=libp2p:*.
     ...(/libp2p/.test(process.env.DEBUG ?? '') ? {} : { logger: silentLogger }),
@@ -150,6 +153,14 @@ export async function startDhtNode (init: Libp2pRouterOptions): Promise<DhtNode>
       }),
     },
   })
+  memoizePeerStoreMerges(node.peerStore)
+  try {
+    await node.start()
+  } catch (err) {
+    // A listen address in use, for instance: what did start is stopped.
+    await Promise.resolve(node.stop()).catch(() => {})
+    throw err
+  }
   const dht = node.services.dht as Partial<DhtService>
   if (typeof dht.routingTable?.size !== 'number' || typeof dht.routingTable.kb?.toIterable !== 'function' || typeof dht.providers?.addProvider !== 'function' || typeof dht.providers.getProviders !== 'function') {
     await node.stop()
