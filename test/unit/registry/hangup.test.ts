@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { MediaType } from '../../../src/oci/mediatypes.ts'
 import { bufferStats } from '../../../src/registry/buffers.ts'
-import { sendFileRange } from '../../../src/registry/sendfile.ts'
+import { FileReads, sendFileRange } from '../../../src/registry/sendfile.ts'
 import { MemoryStore } from '../../../src/store/index.ts'
 import { waitFor } from '../../helpers/wait.ts'
 import { startPeerPair, type PeerPair } from './peer-pair.ts'
@@ -45,49 +45,59 @@ async function waitForBuffersBack (): Promise<void> {
 }
 
 describe('clients hanging up mid-body', () => {
-  it('a local file: no unhandled rejection, no lost buffer, and the next client gets every byte', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'spegel-hangup-'))
-    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
-    const path = join(dir, 'blob')
-    await writeFile(path, blob)
-    const failures: Error[] = []
-    /** Bytes each failed transfer read from its file. */
-    const readByFailed: number[] = []
-    const server = http.createServer((_req, res) => {
-      void (async () => {
-        const file = await open(path)
-        let read = 0
-        // Counts what the transfer reads: one whose client is gone must stop reading, not finish the file.
-        const counting = new Proxy(file, {
-          get: (target, name) => name === 'read'
-            ? async (...args: Parameters<typeof file.read>) => { const r = await target.read(...args); read += r.bytesRead; return r }
-            : Reflect.get(target, name, target) as unknown,
-        })
-        try {
-          res.writeHead(200, { 'content-length': String(blob.length) })
-          await sendFileRange(counting, 0, blob.length - 1, res)
-        } catch (err) {
-          failures.push(err as Error)
-          readByFailed.push(read)
-        } finally {
-          await file.close()
-        }
-      })()
+  // Reads on the thread pool are counted (the file's read method); reads on the event loop go to the file descriptor,
+  // so only their number is seen: their loop is the same one.
+  for (const onEventLoop of [false, true]) {
+    it(`a local file, read ${onEventLoop ? 'on the event loop' : 'on the thread pool'}: no unhandled rejection, no lost buffer, and the next client gets every byte`, async (t) => {
+      const dir = await mkdtemp(join(tmpdir(), 'spegel-hangup-'))
+      t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+      const path = join(dir, 'blob')
+      await writeFile(path, blob)
+      const failures: Error[] = []
+      let syncReads = 0
+      /** Bytes each failed transfer read from its file. */
+      const readByFailed: number[] = []
+      const server = http.createServer((_req, res) => {
+        void (async () => {
+          const file = await open(path)
+          let read = 0
+          // Counts what the transfer reads: one whose client is gone must stop reading, not finish the file.
+          const counting = new Proxy(file, {
+            get: (target, name) => {
+              if (name === 'fd') syncReads++
+              return name === 'read'
+                ? async (...args: Parameters<typeof file.read>) => { const r = await target.read(...args); read += r.bytesRead; return r }
+                : Reflect.get(target, name, target) as unknown
+            },
+          })
+          try {
+            res.writeHead(200, { 'content-length': String(blob.length) })
+            await sendFileRange(counting, 0, blob.length - 1, res, undefined, undefined, new FileReads({ onEventLoop }))
+          } catch (err) {
+            failures.push(err as Error)
+            readByFailed.push(read)
+          } finally {
+            await file.close()
+          }
+        })()
+      })
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      t.after(async () => { server.closeAllConnections(); await new Promise((resolve) => server.close(resolve)) })
+      const port = (server.address() as AddressInfo).port
+      await Promise.all(Array.from({ length: 40 }, async (_, i) => { await hangUp(port, '127.0.0.1', '/', 1000 + i * 150_000, i % 2 === 0) }))
+      await waitForBuffersBack()
+      assert.deepEqual(unhandled, [])
+      assert.ok(failures.length >= 30, `${failures.length} transfers saw their client go away`)
+      for (const err of failures) assert.equal(err.name, 'ClientGoneError', err.message)
+      // Clients hang up within the first 6 MB; what socket buffers took and one read ahead come on top, not the rest.
+      const readOn = readByFailed.filter((n) => n > 16 * 1024 * 1024)
+      assert.deepEqual(readOn, [], 'transfers whose client had gone kept reading the file')
+      if (onEventLoop) assert.ok(syncReads > 0, 'no read was made on the event loop')
+      else assert.equal(syncReads, 0)
+      const res = await fetch(`http://127.0.0.1:${port}/`)
+      assert.deepEqual(Buffer.from(await res.arrayBuffer()), blob)
     })
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    t.after(async () => { server.closeAllConnections(); await new Promise((resolve) => server.close(resolve)) })
-    const port = (server.address() as AddressInfo).port
-    await Promise.all(Array.from({ length: 40 }, async (_, i) => { await hangUp(port, '127.0.0.1', '/', 1000 + i * 150_000, i % 2 === 0) }))
-    await waitForBuffersBack()
-    assert.deepEqual(unhandled, [])
-    assert.ok(failures.length >= 30, `${failures.length} transfers saw their client go away`)
-    for (const err of failures) assert.equal(err.name, 'ClientGoneError', err.message)
-    // Clients hang up within the first 6 MB; what socket buffers took and one read ahead come on top, not the rest.
-    const readOn = readByFailed.filter((n) => n > 16 * 1024 * 1024)
-    assert.deepEqual(readOn, [], 'transfers whose client had gone kept reading the file')
-    const res = await fetch(`http://127.0.0.1:${port}/`)
-    assert.deepEqual(Buffer.from(await res.arrayBuffer()), blob)
-  })
+  }
 
   describe('a peer-proxied blob', () => {
     let pair: PeerPair
