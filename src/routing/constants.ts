@@ -21,11 +21,6 @@ export const provideConcurrency = 16
 /** Keys whose provider records share one stream to each peer in a cluster smaller than k (about 100 bytes each). */
 export const directBatchKeys = 512
 /**
- * Direct batches go out at most this often: keys that arrive meanwhile (containerd stores an image's blobs one after
- * another, each a pass of the advertiser) wait and go together, one stream per peer instead of one per blob.
- */
-export const directBatchIntervalMs = 500
-/**
  * DHT provider queries this node runs at once; more wait their turn. Each query opens at most one stream at a time to
  * a given peer, and kad-dht refuses streams beyond 32 inbound per connection (js) or per its resource limits (Go): a
  * burst of lookups (a busy node starting many pods in a cluster larger than k) would otherwise have peers refuse

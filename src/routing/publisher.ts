@@ -1,8 +1,7 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../log/index.ts'
-import { dhtProtocol, directBatchIntervalMs, directBatchKeys, provideConcurrency, provideTimeoutMs } from './constants.ts'
+import { dhtProtocol, directBatchKeys, provideConcurrency, provideTimeoutMs } from './constants.ts'
 import { encodeAddProvider } from './kad-message.ts'
 import { keyToCid } from './keys.ts'
 import type { DhtService, Services } from './libp2p-node.ts'
@@ -31,8 +30,6 @@ export class ProviderPublisher {
   private readonly pending = new Set<string>()
   private retry: string[] = []
   private publishing?: Promise<void>
-  /** performance.now() of the last direct batch (see directBatchIntervalMs). */
-  private lastDirectAt = -Infinity
 
   constructor (options: ProviderPublisherOptions) {
     this.options = options
@@ -92,10 +89,6 @@ export class ProviderPublisher {
       try {
         while (this.pending.size > 0 && !this.options.shutdown.aborted && this.options.dht.routingTable.size > 0) {
           if (this.options.dht.routingTable.size < this.options.kBucketSize) {
-            const wait = this.lastDirectAt + directBatchIntervalMs - performance.now()
-            if (wait > 0) await sleep(wait, undefined, { signal: this.options.shutdown }).catch(() => {})
-            if (this.options.shutdown.aborted) break
-            this.lastDirectAt = performance.now()
             const batch = [...this.pending].slice(0, directBatchKeys)
             for (const key of batch) this.pending.delete(key)
             if (!await this.publishDirect(batch)) this.retry.push(...batch)
