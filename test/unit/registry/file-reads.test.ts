@@ -4,8 +4,10 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, open, rm, writeFile, type FileHandle } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { describe, it } from 'node:test'
-import { FileReads } from '../../../src/registry/sendfile.ts'
+import { FileReads, sendFileRange } from '../../../src/registry/sendfile.ts'
 
 const data = randomBytes(256 * 1024)
 
@@ -80,5 +82,42 @@ describe('FileReads', () => {
     const reads = new FileReads({ onEventLoop: false })
     assert.deepEqual(await readAt(reads, c.file, 10, 100), data.subarray(10, 110))
     assert.deepEqual([c.loop, c.pool], [0, 1])
+  })
+})
+
+describe('sendFileRange buffer sizes', () => {
+  it('gives a client that keeps up large buffers, with reads on the event loop as with the thread pool', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'spegel-file-reads-'))
+    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const body = randomBytes(16 * 1024 * 1024)
+    await writeFile(join(dir, 'blob'), body)
+    for (const onEventLoop of [true, false]) {
+      let grants = 0
+      let held = 0
+      const allowance = { grow: (bytes: number) => { grants++; held += bytes; return true }, shrink: (bytes: number) => { held -= bytes } }
+      const server = http.createServer((_req, res) => {
+        void (async () => {
+          const file = await open(join(dir, 'blob'))
+          try {
+            res.writeHead(200, { 'content-length': String(body.length) })
+            await sendFileRange(file, 0, body.length - 1, res, undefined, allowance, new FileReads({ onEventLoop }))
+          } catch {
+            // The assertions below say what went wrong.
+          } finally {
+            await file.close()
+          }
+        })()
+      })
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      try {
+        const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`)
+        assert.ok(Buffer.from(await res.arrayBuffer()).equals(body), 'the body arrived whole')
+      } finally {
+        server.closeAllConnections()
+        await new Promise((resolve) => server.close(resolve))
+      }
+      assert.ok(grants > 0, `reads ${onEventLoop ? 'on the event loop' : 'on the thread pool'}: a fast client never got a large buffer`)
+      assert.equal(held, 0, 'every large buffer\'s grant was given back')
+    }
   })
 })
