@@ -111,14 +111,31 @@ function readVarint (bytes: Uint8Array, at: { offset: number }): number {
 }
 
 /**
- * Collects the bytes of a stream until one length-prefixed message is complete. `push` returns the message (without
- * its prefix) once it is, else undefined; it throws KadMessageError for a length above maxMessageBytes.
+ * Collects the bytes of a stream into length-prefixed messages. `push` adds bytes and returns the first message
+ * (without its prefix) once it is complete, else undefined; `shift` takes the next complete message off the front
+ * (several on one stream: answers to pipelined requests). Both throw KadMessageError for a length above
+ * maxMessageBytes.
  */
 export class FrameReader {
   private buffered: Uint8Array = new Uint8Array(0)
 
   push (chunk: Uint8Array): Uint8Array | undefined {
+    this.append(chunk)
+    return this.first()?.message
+  }
+
+  append (chunk: Uint8Array): void {
     this.buffered = this.buffered.length === 0 ? chunk : concat([this.buffered, chunk])
+  }
+
+  shift (): Uint8Array | undefined {
+    const first = this.first()
+    if (first === undefined) return undefined
+    this.buffered = this.buffered.subarray(first.end)
+    return first.message
+  }
+
+  private first (): { message: Uint8Array, end: number } | undefined {
     const at = { offset: 0 }
     let length: number
     try {
@@ -130,7 +147,7 @@ export class FrameReader {
     }
     if (length > maxMessageBytes) throw new KadMessageError(`a message of ${length} bytes (at most ${maxMessageBytes})`)
     if (this.buffered.length - at.offset < length) return undefined
-    return this.buffered.subarray(at.offset, at.offset + length)
+    return { message: this.buffered.subarray(at.offset, at.offset + length), end: at.offset + length }
   }
 }
 

@@ -8,8 +8,9 @@ import * as Digest from 'multiformats/hashes/digest'
 import type { Logger } from '../log/index.ts'
 import { Limiter } from '../util/limiter.ts'
 import { uniqueIps } from './addr.ts'
-import { dhtProtocol, queryConcurrency } from './constants.ts'
-import { decodeProviders, encodeGetProviders, FrameReader, KadMessageError, type WirePeer } from './kad-message.ts'
+import { queryConcurrency } from './constants.ts'
+import { decodeProviders, encodeGetProviders, type WirePeer } from './kad-message.ts'
+import { KadSessions } from './kad-sessions.ts'
 import { keyToCid } from './keys.ts'
 import type { DhtService, Services } from './libp2p-node.ts'
 import type { LookupOptions, Peer } from './types.ts'
@@ -32,9 +33,11 @@ export class ProviderLookups {
   private readonly options: ProviderLookupsOptions
   /** DHT provider queries in flight (see queryConcurrency). */
   private readonly queries = new Limiter(queryConcurrency)
+  private readonly sessions: KadSessions
 
   constructor (options: ProviderLookupsOptions) {
     this.options = options
+    this.sessions = new KadSessions({ node: options.node, shutdown: options.shutdown })
   }
 
   /** A thorough lookup: no cache, and the records this node holds do not cut the search short. */
@@ -142,31 +145,9 @@ export class ProviderLookups {
     }
   }
 
-  /** One GET_PROVIDERS request on a stream of its own, and the providers of its answer. */
+  /** One GET_PROVIDERS request (on the peer's kept stream, see KadSessions), and the providers of its answer. */
   private async askPeer (peer: PeerId, request: Uint8Array, signal: AbortSignal): Promise<WirePeer[]> {
-    const stream = await this.options.node.dialProtocol(peer, dhtProtocol, { signal })
-    // Reading waits for the stream's messages; an abort ends it (and the read with it).
-    const onAbort = (): void => { stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }
-    signal.addEventListener('abort', onAbort, { once: true })
-    try {
-      if (!stream.send(request)) await stream.onDrain({ signal })
-      const frames = new FrameReader()
-      for await (const chunk of stream) {
-        const message = frames.push(chunk.subarray())
-        if (message === undefined) continue
-        const providers = decodeProviders(message)
-        // Not awaited: a graceful close waits for the peer to end its side, and the answer is all this needs.
-        stream.close({ signal }).catch((err: unknown) => { stream.abort(err instanceof Error ? err : new Error('close failed')) })
-        return providers
-      }
-      signal.throwIfAborted()
-      throw new KadMessageError('the peer closed the stream without an answer')
-    } catch (err) {
-      stream.abort(err as Error)
-      throw err
-    } finally {
-      signal.removeEventListener('abort', onAbort)
-    }
+    return decodeProviders(await this.sessions.ask(peer, request, signal))
   }
 
   /** A provider with its usable addresses (from the record, else the peer store); undefined when it has none. */
