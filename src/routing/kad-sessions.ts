@@ -68,6 +68,9 @@ class Session {
     let entry: Waiting | undefined
     const answer = new Promise<Uint8Array>((resolve, reject) => { entry = { resolve, reject, abandoned: false } })
     const waiting = entry as Waiting
+    // Settled by whoever comes first (the answer, the session's end, the caller's abort); awaited below unless the
+    // request could not even be written: never a rejection nobody handles.
+    answer.catch(() => {})
     this.waiting.push(waiting)
     const onAbort = (): void => {
       if (waiting.abandoned) return
