@@ -2,6 +2,7 @@ import { lookup } from 'node:dns/promises'
 import { request } from 'node:http'
 import { isIP } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { raceAbort } from '../util/abort.ts'
 import { joinHostPort, parseHostPort } from '../util/addr.ts'
 import { ProbeFailedError } from './errors.ts'
 import { readinessPath } from './probe-server.ts'
@@ -39,17 +40,9 @@ export const resolveAllAddresses: AddressResolver = async (host, options) => {
   if (isIP(host) !== 0) {
     return [host]
   }
-  options.signal?.throwIfAborted()
   // getaddrinfo cannot be cancelled; stop waiting for it instead.
-  const { promise: aborted, reject } = Promise.withResolvers<never>()
-  const onAbort = (): void => { reject(options.signal?.reason) }
-  options.signal?.addEventListener('abort', onAbort, { once: true })
-  try {
-    const addresses = await Promise.race([lookup(host, { all: true, order: 'verbatim' }), aborted])
-    return [...new Set(addresses.map((entry) => entry.address))]
-  } finally {
-    options.signal?.removeEventListener('abort', onAbort)
-  }
+  const addresses = await raceAbort(lookup(host, { all: true, order: 'verbatim' }), options.signal)
+  return [...new Set(addresses.map((entry) => entry.address))]
 }
 
 /**

@@ -111,17 +111,16 @@ function readVarint (bytes: Uint8Array, at: { offset: number }): number {
 }
 
 /**
- * Collects the bytes of a stream into length-prefixed messages. `push` adds bytes and returns the first message
- * (without its prefix) once it is complete, else undefined; `shift` takes the next complete message off the front
- * (several on one stream: answers to pipelined requests). Both throw KadMessageError for a length above
- * maxMessageBytes.
+ * Collects the bytes of a stream into length-prefixed messages. `shift` takes the next complete message (without its
+ * prefix) off the front, else undefined: several may come on one stream (answers to pipelined requests); `push` is
+ * `append` then `shift`. Both throw KadMessageError for a length above maxMessageBytes.
  */
 export class FrameReader {
   private buffered: Uint8Array = new Uint8Array(0)
 
   push (chunk: Uint8Array): Uint8Array | undefined {
     this.append(chunk)
-    return this.first()?.message
+    return this.shift()
   }
 
   append (chunk: Uint8Array): void {

@@ -1,4 +1,5 @@
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { raceAbort } from '../util/abort.ts'
 import { dhtProtocol } from './constants.ts'
 import { FrameReader, KadMessageError } from './kad-message.ts'
 
@@ -65,9 +66,8 @@ class Session {
     signal.throwIfAborted()
     if (this.ended !== undefined) throw this.ended
     clearTimeout(this.idleTimer)
-    let entry: Waiting | undefined
-    const answer = new Promise<Uint8Array>((resolve, reject) => { entry = { resolve, reject, abandoned: false } })
-    const waiting = entry as Waiting
+    const { promise: answer, resolve, reject } = Promise.withResolvers<Uint8Array>()
+    const waiting: Waiting = { resolve, reject, abandoned: false }
     // Settled by whoever comes first (the answer, the session's end, the caller's abort); awaited below unless the
     // request could not even be written: never a rejection nobody handles.
     answer.catch(() => {})
@@ -138,7 +138,7 @@ export class KadSessions {
 
   /** Sends `request` (a length-prefixed DHT message) to `peer` and resolves with its answer (without the prefix). */
   async ask (peer: PeerId, request: Uint8Array, signal: AbortSignal): Promise<Uint8Array> {
-    const session = await abortable(this.session(peer), signal)
+    const session = await raceAbort(this.session(peer), signal)
     return await session.ask(request, signal)
   }
 
@@ -175,20 +175,5 @@ export class KadSessions {
     this.sessions.set(key, opening)
     opening.catch(() => { if (this.sessions.get(key) === opening) this.sessions.delete(key) })
     return await opening
-  }
-}
-
-/** `promise`, or the signal's reason once it aborts first (the promise runs on for others). */
-async function abortable<T> (promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted()
-  let onAbort: (() => void) | undefined
-  const aborted = new Promise<never>((_resolve, reject) => {
-    onAbort = () => { reject(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
-  try {
-    return await Promise.race([promise, aborted])
-  } finally {
-    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
   }
 }

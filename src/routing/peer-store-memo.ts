@@ -38,9 +38,15 @@ export function memoizePeerStoreMerges (store: PeerStore, options: MergeMemoOpti
   const seen = new Map<string, Seen>()
   const original = { merge: store.merge, patch: store.patch, save: store.save, delete: store.delete }
   const merge = original.merge.bind(store)
-  const patch = original.patch.bind(store)
-  const save = original.save.bind(store)
-  const del = original.delete.bind(store)
+  /** `method`, forgetting the peer (its first argument) before and after: it may take data away. */
+  const forgetting = <A extends [PeerId, ...unknown[]], R>(method: (...args: A) => Promise<R>) => async (...args: A): Promise<R> => {
+    seen.delete(args[0].toString())
+    try {
+      return await method(...args)
+    } finally {
+      seen.delete(args[0].toString())
+    }
+  }
 
   store.merge = async (id: PeerId, data: PeerData, opts?: Parameters<PeerStore['merge']>[2]): Promise<Peer> => {
     const key = id.toString()
@@ -56,30 +62,9 @@ export function memoizePeerStoreMerges (store: PeerStore, options: MergeMemoOpti
     })
     return peer
   }
-  store.patch = async (id, data, opts) => {
-    seen.delete(id.toString())
-    try {
-      return await patch(id, data, opts)
-    } finally {
-      seen.delete(id.toString())
-    }
-  }
-  store.save = async (id, data, opts) => {
-    seen.delete(id.toString())
-    try {
-      return await save(id, data, opts)
-    } finally {
-      seen.delete(id.toString())
-    }
-  }
-  store.delete = async (id, opts) => {
-    seen.delete(id.toString())
-    try {
-      await del(id, opts)
-    } finally {
-      seen.delete(id.toString())
-    }
-  }
+  store.patch = forgetting(original.patch.bind(store))
+  store.save = forgetting(original.save.bind(store))
+  store.delete = forgetting(original.delete.bind(store))
   return () => {
     Object.assign(store, original)
     seen.clear()
