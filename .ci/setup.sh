@@ -11,7 +11,7 @@ APT_PACKAGES=(containerd docker-registry skopeo iproute2 prometheus chromium cur
   etcd-server runc containernetworking-plugins conntrack iptables busybox-static util-linux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = 'install ok installed' ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}" >&2

