@@ -158,7 +158,7 @@ async function counters (cluster: SpegelCluster): Promise<Map<string, number>> {
   for (const n of cluster.nodes) {
     const text = await fetch(`http://${n.ip}:${metricsPort}/metrics`).then(async (r) => await r.text()).catch(() => '')
     for (const line of text.split('\n')) {
-      if (!line.startsWith('spegel_transfer_rejections_total{') && !line.startsWith('spegel_herd_outcomes_total{')) continue
+      if (!['spegel_transfer_rejections_total{', 'spegel_herd_outcomes_total{', 'spegel_served_bytes_total{source="local"}', 'spegel_peer_failures_total{'].some((p) => line.startsWith(p))) continue
       const at = line.lastIndexOf(' ')
       sums.set(line.slice(0, at), (sums.get(line.slice(0, at)) ?? 0) + Number(line.slice(at + 1)))
     }
@@ -247,6 +247,12 @@ async function round (impl: Impl, r: number): Promise<RoundResult> {
       result.scenarios.set(name, res)
       const mean = pulls.reduce((a, b) => a + b, 0) / pulls.length
       const herd = herdSummary(before, after)
+      // Ours only: bytes the holders sent for this scenario against the bytes pulled (above 1 when hedged requests
+      // to a second holder were cut off after it had started sending), and failed peer requests by reason.
+      const delta = (key: string): number => (after.get(key) ?? 0) - (before.get(key) ?? 0)
+      const served = delta('spegel_served_bytes_total{source="local"}') / res.moved
+      const failures = [...after.keys()].filter((k) => k.startsWith('spegel_peer_failures_total{') && delta(k) > 0).map((k) => `${/reason="([^"]*)"/.exec(k)?.[1] ?? k} ${delta(k)}`)
+      if (impl !== 'go') console.error(`  ${label(impl)} ${name}: holders sent ${served.toFixed(2)}× the bytes pulled${failures.length > 0 ? `; peer failures: ${failures.join(', ')}` : ''}`)
       console.error(`  ${label(impl)} ${name}: mean ${(mean / 1000).toFixed(2)} s, slowest ${(Math.max(...pulls) / 1000).toFixed(2)} s, upstream ${upstream.toFixed(2)}×, cpu ${usage.cpu.toFixed(2)} s (node 1 ${usage.firstCpu.toFixed(2)} s), peak RSS ${usage.peakRss.toFixed(0)} MiB (anon ${usage.peakAnon.toFixed(0)}), rejections ${res.rejections}${herd !== '' ? `, herd: ${herd}` : ''}`)
     }
     const third = Math.round(Number(values['image-mib']) * MiB / 3)
@@ -273,7 +279,21 @@ async function round (impl: Impl, r: number): Promise<RoundResult> {
       await waitServableEverywhere(cluster, rest, image)
       await scenario('sequential', image, rest, async () => {
         const times: number[] = []
-        for (const n of rest) times.push(...await timedPulls(cri, [n], image.ref))
+        const split: string[] = []
+        const perNode: string[] = []
+        for (const n of rest) {
+          // Each pull's CPU by daemon: the puller's own, node 1's (the holder; a later puller may also fetch from an
+          // earlier one) and the others' together.
+          const before = await Promise.all(pids(cluster).map(procStat))
+          times.push(...await timedPulls(cri, [n], image.ref))
+          const spent = (await Promise.all(pids(cluster).map(procStat))).map((s, i) => s.cpu - (before[i]?.cpu ?? 0))
+          const at = cluster.nodes.indexOf(n)
+          const others = spent.reduce((sum, c, i) => i === 0 || i === at ? sum : sum + c, 0)
+          split.push(`${(spent[at] ?? 0).toFixed(2)}/${(spent[0] ?? 0).toFixed(2)}/${others.toFixed(2)}`)
+          perNode.push(spent.map((c) => c.toFixed(2)).join(' '))
+        }
+        console.error(`  ${label(impl)} sequential CPU s per pull, puller/node 1/others: ${split.join(' ')}`)
+        for (const [i, line] of perNode.entries()) console.error(`    pull by node ${i + 2}, CPU s of nodes 1–${cluster.nodes.length}: ${line}`)
         return times
       })
     }

@@ -1,0 +1,3 @@
+module spegel-ts/bench/floor
+
+go 1.26
