@@ -95,7 +95,7 @@ export async function registryCommand (ctx: CommandContext<RegistryConfig>): Pro
   const { config, logger, signal } = ctx
   const registryAddr = parseListenAddress(config.registryAddr)
   const metricsAddr = parseListenAddress(config.metricsAddr)
-  const filter = new RequestFilter({ mirroredRegistries: config.mirroredRegistries, registryFilters: config.registryFilters })
+  const filter = await RequestFilter.create({ mirroredRegistries: config.mirroredRegistries, registryFilters: config.registryFilters })
   const bootstrapper = bootstrapperFrom(config)
   const transferBytes = transferMemory(config.transferMemory)
   const psk = await routerPsk(config.routerPskFile)

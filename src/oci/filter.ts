@@ -1,4 +1,4 @@
-import { RE2JS } from 're2js'
+import type { RE2JS } from 're2js'
 import { parseMirroredRegistries } from '../hosts/url.ts'
 import type { ImageReference } from './reference.ts'
 
@@ -19,15 +19,22 @@ export interface RegistryFilter {
 }
 
 /**
- * Compiles a filter with Go's regexp syntax, so a filter means here what it means to Spegel (go-arg compiles
+ * Compiles filters with Go's regexp syntax, so a filter means here what it means to Spegel (go-arg compiles
  * `[]*regexp.Regexp` with `regexp.Compile`): `(?i)` flag groups, `\A` and `\z`, `[[:alpha:]]`, `\pL`, and repeat
  * counts up to 1000 work; lookaround and backreferences are errors. A JavaScript RegExp would fail to start on
- * `(?i)` and silently never match `\z`.
+ * `(?i)` and silently never match `\z`. re2js (its Unicode tables take about 0.6 MiB of heap) is loaded only when
+ * there is a filter to compile; the chart sets none by default.
  */
-export function compileRegistryFilter (source: string): RegistryFilter {
+export async function compileRegistryFilters (sources: readonly string[]): Promise<RegistryFilter[]> {
+  if (sources.length === 0) return []
+  const { RE2JS } = await import('re2js')
+  return sources.map((source) => compileWith(RE2JS, source))
+}
+
+function compileWith (engine: typeof RE2JS, source: string): RegistryFilter {
   let re: RE2JS
   try {
-    re = RE2JS.compile(source)
+    re = engine.compile(source)
   } catch (err) {
     // re2js reports Go's own messages ("error parsing regexp: invalid escape sequence: `\1`"); the pattern may hold a
     // newline, which would break the one-line error.
@@ -45,7 +52,12 @@ export class RequestFilter {
   private readonly hosts: ReadonlySet<string> | undefined
   private readonly patterns: readonly RegistryFilter[]
 
-  constructor (options: { mirroredRegistries?: readonly string[], registryFilters?: readonly string[] } = {}) {
+  /** A filter from the flags' values: `--mirrored-registries` and `--registry-filters` (compiled here). */
+  static async create (options: { mirroredRegistries?: readonly string[], registryFilters?: readonly string[] } = {}): Promise<RequestFilter> {
+    return new RequestFilter({ ...options, registryFilters: await compileRegistryFilters(options.registryFilters ?? []) })
+  }
+
+  constructor (options: { mirroredRegistries?: readonly string[], registryFilters?: readonly RegistryFilter[] } = {}) {
     let registries
     try {
       registries = parseMirroredRegistries(options.mirroredRegistries ?? [])
@@ -55,7 +67,7 @@ export class RequestFilter {
     // An empty list or a wildcard entry mirrors every registry. Hosts are kept as written (no lowercasing, no
     // default-port removal), as Go's url.URL.Host compares them against the `ns` parameter.
     this.hosts = registries.some((r) => r.wildcard) ? undefined : new Set(registries.map((r) => r.host))
-    this.patterns = (options.registryFilters ?? []).map(compileRegistryFilter)
+    this.patterns = options.registryFilters ?? []
   }
 
   /**

@@ -55,6 +55,28 @@ describe('the bundled daemon, as the image runs it', { timeout: 120_000 }, () =>
     assert.ok(modules.some((text) => text.includes('spegel-kad-prefixes.bin')))
   })
 
+  it('loads re2js only for --registry-filters: the registry command does not import it statically', async () => {
+    const dist = join(root, 'dist')
+    const files = (await readdir(dist)).filter((f) => f.endsWith('.mjs'))
+    const texts = new Map(await Promise.all(files.map(async (f) => [f, await readFile(join(dist, f), 'utf8')] as const)))
+    const defining = files.filter((f) => texts.get(f)?.includes('"RE2JS"') === true)
+    assert.equal(defining.length, 1, `one chunk defines RE2JS: ${defining.join(', ')}`)
+    const command = files.find((f) => f.startsWith('spegel-registry-'))
+    assert.ok(command !== undefined, 'the registry command is a chunk of its own')
+    // The chunks a module imports statically (`import … from "./x.mjs"`, `import "./x.mjs"`; not `import("./x.mjs")`),
+    // and theirs, transitively: what loading the registry command evaluates.
+    const loaded = new Set<string>()
+    const todo = [command]
+    for (let f = todo.pop(); f !== undefined; f = todo.pop()) {
+      if (loaded.has(f)) continue
+      loaded.add(f)
+      for (const m of (texts.get(f) ?? '').matchAll(/\bimport\s*(?:[\w$\s{},*]+?\s*from\s*)?["']\.\/([^"']+\.mjs)["']/g)) todo.push(m[1] as string)
+    }
+    assert.ok(loaded.size > 1, 'the registry command imports shared chunks')
+    assert.ok(!loaded.has(defining[0] as string), `${defining[0]} (re2js) is loaded with the registry command`)
+    assert.ok([...loaded].some((f) => texts.get(f)?.includes(`import("./${defining[0]}")`) === true), 're2js is imported on demand')
+  })
+
   it('prints its version', async () => {
     const res = await run(process.execPath, [bundle, 'version', '--format', 'json'])
     const info = JSON.parse(res.stdout) as { build: { version: string } }

@@ -57,7 +57,7 @@ describe('advertiser', () => {
     const a = addImage(store, 'docker.io/library/app:1.0', 'a')
     addImage(store, 'docker.io/library/skip:latest', 'skip')
     const changes = feed()
-    const advertiser = new Advertiser({ store, router: self, logger, metrics, changes: changes.source, debounceMs: 5, filter: new RequestFilter({ registryFilters: [':latest$'] }) })
+    const advertiser = new Advertiser({ store, router: self, logger, metrics, changes: changes.source, debounceMs: 5, filter: await RequestFilter.create({ registryFilters: [':latest$'] }) })
     const ac = new AbortController()
     const running = advertiser.run(ac.signal)
     try {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { compileRegistryFilter, InvalidFilterError, RequestFilter } from '../../../src/oci/filter.ts'
+import { compileRegistryFilters, InvalidFilterError, RequestFilter } from '../../../src/oci/filter.ts'
 
 // Expected results were produced with Go 1.26's regexp.MustCompile(pattern).MatchString(subject), which is what
 // Spegel's --registry-filters do (go-arg compiles []*regexp.Regexp with regexp.Compile).
@@ -23,8 +23,9 @@ const matches: Array<[pattern: string, subject: string, match: boolean]> = [
 
 describe('registry filters are Go RE2 expressions', () => {
   for (const [pattern, subject, match] of matches) {
-    it(`${pattern} ${match ? 'matches' : 'does not match'} ${subject}`, () => {
-      assert.equal(compileRegistryFilter(pattern).test(subject), match)
+    it(`${pattern} ${match ? 'matches' : 'does not match'} ${subject}`, async () => {
+      const [filter] = await compileRegistryFilters([pattern])
+      assert.equal(filter?.test(subject), match)
     })
   }
 
@@ -40,8 +41,8 @@ describe('registry filters are Go RE2 expressions', () => {
     ['a\n(', 'missing closing )'],
   ]
   for (const [pattern, reason] of invalid) {
-    it(`rejects ${JSON.stringify(pattern)} with a one-line error naming the filter`, () => {
-      assert.throws(() => new RequestFilter({ registryFilters: [':latest$', pattern] }), (err: unknown) => {
+    it(`rejects ${JSON.stringify(pattern)} with a one-line error naming the filter`, async () => {
+      await assert.rejects(RequestFilter.create({ registryFilters: [':latest$', pattern] }), (err: unknown) => {
         assert.ok(err instanceof InvalidFilterError)
         assert.ok(err.message.startsWith(`invalid registry filter ${JSON.stringify(pattern)}: error parsing regexp: `), err.message)
         assert.ok(err.message.includes(reason), err.message)
@@ -53,7 +54,7 @@ describe('registry filters are Go RE2 expressions', () => {
 })
 
 describe('RequestFilter', () => {
-  const requests: Array<[name: string, init: ConstructorParameters<typeof RequestFilter>[0], registry: string, repository: string, tag: string | undefined, rejected: boolean]> = [
+  const requests: Array<[name: string, init: Parameters<typeof RequestFilter.create>[0], registry: string, repository: string, tag: string | undefined, rejected: boolean]> = [
     ['no filters', {}, 'docker.io', 'library/nginx', 'latest', false],
     ['tag filter matches', { registryFilters: [':latest$'] }, 'docker.io', 'library/nginx', 'latest', true],
     ['digest requests have no tag', { registryFilters: [':latest$'] }, 'docker.io', 'library/nginx', undefined, false],
@@ -67,8 +68,8 @@ describe('RequestFilter', () => {
     ['host compared as written (Go does not lowercase url.Host)', { mirroredRegistries: ['https://Docker.IO'] }, 'docker.io', 'x/y', '1', true],
   ]
   for (const [name, init, registry, repository, tag, rejected] of requests) {
-    it(`${name}: ${rejected ? 'rejected' : 'served'}`, () => {
-      assert.equal(new RequestFilter(init).rejectsImage(registry, repository, tag), rejected)
+    it(`${name}: ${rejected ? 'rejected' : 'served'}`, async () => {
+      assert.equal((await RequestFilter.create(init)).rejectsImage(registry, repository, tag), rejected)
     })
   }
 

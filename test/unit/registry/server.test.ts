@@ -367,9 +367,12 @@ describe('registry counts mirror requests by registry and outcome (spegel_mirror
   })
 })
 
+/** Rejects every `:latest` tag, as `--registry-filters=:latest$` does. */
+const noLatest = await RequestFilter.create({ registryFilters: [':latest$'] })
+
 describe('registry API rejects bad requests with OCI errors', () => {
   const f = fixture()
-  const app = createRegistryApp({ store: f.store, logger, filter: new RequestFilter({ registryFilters: [':latest$'] }) })
+  const app = createRegistryApp({ store: f.store, logger, filter: noLatest })
   after(async () => { await app.close() })
   const missing = 'sha256:' + '0'.repeat(64)
   const blob = `/v2/library/app/blobs/${f.layerDigest}`
