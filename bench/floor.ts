@@ -15,7 +15,10 @@
 // dependencies (fastify, @grpc/grpc-js with proto-loader, prom-client, libp2p with kad-dht, tcp, noise, yamux and
 // identify), bundled as scripts/bundle.ts bundles the daemon, without starting any of them.
 //
-//   node bench/floor.ts [--size-mib 256] [--rounds 8]
+// With --sink-mbps N the sink reads no faster than N MB/s, as containerd does while it decompresses what it pulls:
+// the same bytes then take more wake-ups and smaller reads and writes.
+//
+//   node bench/floor.ts [--size-mib 256] [--rounds 8] [--sink-mbps 150]
 //
 // Needs Go (1.26) to build bench/floor/main.go. Prints markdown tables; docs/benchmarks.md records a run.
 import { fork, spawn, type ChildProcess } from 'node:child_process'
@@ -133,12 +136,24 @@ async function cpuSeconds (pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
-/** Reads everything the proxy sends; rejects unless it is exactly `size` bytes. */
-async function drain (port: number, size: number): Promise<void> {
+/**
+ * Reads everything the proxy sends; rejects unless it is exactly `size` bytes. With `mbps`, no faster than that
+ * (pausing the socket while ahead), as a containerd that decompresses and writes what it pulls reads.
+ */
+async function drain (port: number, size: number, mbps?: number): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     let got = 0
+    const started = performance.now()
     const socket = net.connect(port, '127.0.0.1')
-    socket.on('data', (d: Buffer) => { got += d.length })
+    socket.on('data', (d: Buffer) => {
+      got += d.length
+      if (mbps === undefined) return
+      const aheadMs = got / (mbps * 1e3) - (performance.now() - started)
+      if (aheadMs > 1) {
+        socket.pause()
+        setTimeout(() => socket.resume(), aheadMs)
+      }
+    })
     socket.on('error', reject)
     socket.on('end', () => {
       if (got === size) resolve()
@@ -167,7 +182,8 @@ async function idleMemory (script: string): Promise<{ rss: number, anon: number 
 }
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, rounds: { type: 'string', default: '8' } } })
+  const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, rounds: { type: 'string', default: '8' }, 'sink-mbps': { type: 'string' } } })
+  const sinkMbps = values['sink-mbps'] !== undefined ? Number(values['sink-mbps']) : undefined
   const size = Number(values['size-mib']) * 1024 * 1024
   const rounds = Number(values.rounds)
   const go = requireTool('go', 'install Go 1.26 (https://go.dev/dl/) and put it on PATH')
@@ -206,7 +222,7 @@ async function main (): Promise<void> {
       for (const pair of order) {
         const h0 = await cpuSeconds(pair.holder.child.pid as number)
         const p0 = await cpuSeconds(pair.proxy.child.pid as number)
-        await drain(pair.proxy.port, size)
+        await drain(pair.proxy.port, size, sinkMbps)
         pair.holderCpu.push((await cpuSeconds(pair.holder.child.pid as number) - h0) / gib)
         pair.proxyCpu.push((await cpuSeconds(pair.proxy.child.pid as number) - p0) / gib)
       }
@@ -215,7 +231,7 @@ async function main (): Promise<void> {
     const holderOf = (lang: 'node' | 'go'): number => median([...find(lang, false).holderCpu, ...find(lang, true).holderCpu])
     const proxyOf = (lang: 'node' | 'go', hashed: boolean): number => median(find(lang, hashed).proxyCpu)
     const row = (label: string, n: number, g: number): string => `| ${label} | ${n.toFixed(2)} | ${g.toFixed(2)} | ${(n / g).toFixed(1)}× |`
-    console.log(`\n${rounds} rounds of ${values['size-mib']} MiB through each pair, node ${process.version}, ${(await run(go, ['env', 'GOVERSION'])).stdout.trim()}\n`)
+    console.log(`\n${rounds} rounds of ${values['size-mib']} MiB through each pair${sinkMbps !== undefined ? `, the sink reading at most ${sinkMbps} MB/s` : ''}, node ${process.version}, ${(await run(go, ['env', 'GOVERSION'])).stdout.trim()}\n`)
     console.log('| CPU s per GiB moved (median over rounds) | Node | Go | Node ÷ Go |')
     console.log('|---|---|---|---|')
     console.log(row('holder: file to socket (Node: read + write; Go: sendfile)', holderOf('node'), holderOf('go')))
