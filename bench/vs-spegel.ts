@@ -27,6 +27,8 @@
 // (default ts,go); --baseline REF adds a side `base`, our daemon built from git revision REF (bench/baseline.ts), so a
 // change of ours is measured against the tree before it in the same run: `--impls ts,base --baseline HEAD~1`. The side
 // `redirect` is this tree with --peer-redirect (containerd sent to the holder instead of a proxied stream).
+// --node-flags "FLAGS" gives the side `ts` more Node flags than the image's (`--impls ts,base --baseline HEAD` then
+// measures them side by side). The sequential scenario also prints each pull's CPU by daemon.
 // Prints markdown.
 import { rmSync } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'
@@ -53,6 +55,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '100mbit' },
     'memory-limit': { type: 'string', default: '0' },
     profile: { type: 'string' },
+    'node-flags': { type: 'string', default: '' },
     impls: { type: 'string', default: 'ts,go' },
     baseline: { type: 'string' },
   },
@@ -71,6 +74,8 @@ requireNetnsSupport()
 const rounds = Number(values.rounds)
 const nodeCount = Number(values.nodes)
 const only = new Set(values.only.split(','))
+/** --node-flags: more Node flags for the side `ts` (after the image's); with `--impls ts,base --baseline HEAD` a V8 setting is measured side by side. */
+const nodeFlags = values['node-flags'].split(' ').filter((f) => f !== '')
 const limit = Number(values['memory-limit']) > 0 ? Number(values['memory-limit']) : 8 * 1024 * MiB
 
 function fail (message: string): never {
@@ -218,7 +223,7 @@ async function round (impl: Impl, r: number): Promise<RoundResult> {
     image: {
       memoryLimitBytes: limit,
       ...(impl === 'base' ? { root: dirname(dirname(baseline!.cli)) } : {}),
-      ...(values.profile !== undefined && impl !== 'go' ? { extraNodeFlags: ['--cpu-prof', `--cpu-prof-dir=${values.profile}`, `--cpu-prof-name=r${r}-\${pid}.cpuprofile`] } : {}),
+      ...(impl !== 'go' ? { extraNodeFlags: [...(impl === 'ts' ? nodeFlags : []), ...(values.profile !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`, `--cpu-prof-name=r${r}-\${pid}.cpuprofile`] : [])] } : {}),
     },
     ...(impl === 'go' ? { goSpegelBinary: values.spegel! } : {}),
     ...(impl === 'redirect' ? { daemonArgs: ['--peer-redirect=true'] } : {}),
