@@ -264,7 +264,7 @@ async function main (): Promise<void> {
       target: 'node24',
       format: 'esm',
       minify: true,
-      keepNames: true,
+      keepNames: false,
       charset: 'ascii',
       legalComments: 'none',
       logLevel: 'error',

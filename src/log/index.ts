@@ -25,5 +25,16 @@ export function createLogger (level = 'INFO', destination: NodeJS.WritableStream
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label.toUpperCase() }) },
     errorKey: 'err',
+    // pino's `type` is the error's constructor name, which the minified bundle does not keep (scripts/bundle.ts
+    // drops esbuild's keepNames: it cost a property definition on every closure created); every error class here
+    // and in libp2p sets `name`, so `type` is that.
+    serializers: { err: serializeError },
   }, typeof destination === 'number' ? pino.destination({ fd: destination, sync: false }) : destination)
+}
+
+/** pino's error serializer (message, stack, cause, own fields), with `type` taken from the error's `name`. */
+function serializeError (err: unknown): unknown {
+  const out = pino.stdSerializers.err(err as Error) as unknown
+  if (err instanceof Error && typeof err.name === 'string' && out !== null && typeof out === 'object') (out as { type?: string }).type = err.name
+  return out
 }
