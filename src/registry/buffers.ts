@@ -27,6 +27,12 @@ const keepWhenIdle = slabChunks
 const maxPooled = 256
 /** How long the pool waits, once nothing is in use, before giving the rest back. */
 const idleTrimMs = 2_000
+/**
+ * Collections asked for by trims are at least this far apart: each marks the whole heap (tens of ms of CPU on the
+ * main thread and V8's helpers), and a node that pulls, then serves one peer after another, went idle every few
+ * seconds; a trim within this time of the last collection leaves its buffers to a collection at the end of it.
+ */
+const minCollectIntervalMs = 30_000
 
 /** Chunks in a large buffer (512 KiB): one read and one write of it cost what one of a chunk costs. */
 export const largeChunks = 8
@@ -43,6 +49,9 @@ let largeMade = 0
 /** Chunks handed out (a large buffer counts largeChunks). */
 let inUse = 0
 let trimTimer: NodeJS.Timeout | undefined
+/** Date.now() of the last collection a trim asked for, and the timer of one put off (see minCollectIntervalMs). */
+let collectedAt = -Infinity
+let collectTimer: NodeJS.Timeout | undefined
 
 /** Lets a transfer hold large buffers while it is fast: a Lease of the transfer budget (budget.ts). */
 export interface ChunkAllowance {
@@ -140,7 +149,7 @@ export function bufferStats (): BufferStats {
  * Drops the free buffers beyond a few, keeping chunks of one slab so the others can be freed whole. Their memory
  * belongs to ArrayBuffers that only a garbage collection frees; an idle daemon allocates nothing on the JavaScript
  * heap, so none would come for a long time. When the process runs with --expose-gc (the image does), one collection
- * is asked for now.
+ * is asked for (at most one per minCollectIntervalMs).
  */
 function trim (): void {
   trimTimer = undefined
@@ -151,6 +160,24 @@ function trim (): void {
   const kept = pool.filter((b) => b.buffer === slab).slice(0, keepWhenIdle)
   pool.length = 0
   pool.push(...kept)
+  collect()
+}
+
+/** Asks for one major collection, or, within minCollectIntervalMs of the last, for one when that time is up. */
+function collect (): void {
   const gc = (globalThis as { gc?: (options?: { type?: 'major' | 'minor', execution?: 'sync' | 'async' }) => unknown }).gc
-  gc?.({ type: 'major', execution: 'async' })
+  if (gc === undefined) return
+  const wait = collectedAt + minCollectIntervalMs - Date.now()
+  if (wait > 0) {
+    if (collectTimer === undefined) {
+      collectTimer = setTimeout(() => {
+        collectTimer = undefined
+        collect()
+      }, wait)
+      collectTimer.unref()
+    }
+    return
+  }
+  collectedAt = Date.now()
+  gc({ type: 'major', execution: 'async' })
 }
