@@ -52,6 +52,6 @@ ENV NODE_ENV=production \
 # code, Buffers of streamed blobs, gRPC and libuv state. V8 then collects harder instead of letting the kernel
 # OOM-kill the container. This plays the role of GOMEMLIMIT in Spegel's chart. A 1 MiB young generation (instead of
 # up to 16 MiB per semi-space) costs nothing measurable here: blob bytes never pass through the JavaScript heap.
-# --expose-gc: after a burst of transfers the daemon drops its spare transfer buffers and asks for one collection, so
-# their memory goes back to the node at once instead of at some later GC (src/registry/buffers.ts).
+# --expose-gc: after a burst of transfers the daemon drops its spare transfer buffers and asks for one collection (at
+# most one per 30 s), so their memory goes back to the node soon instead of at some later GC (src/registry/buffers.ts).
 ENTRYPOINT ["/nodejs/bin/node", "--max-old-space-size-percentage=50", "--max-semi-space-size=1", "--expose-gc", "/app/dist/spegel.mjs"]
