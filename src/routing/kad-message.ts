@@ -112,16 +112,11 @@ function readVarint (bytes: Uint8Array, at: { offset: number }): number {
 
 /**
  * Collects the bytes of a stream into length-prefixed messages. `shift` takes the next complete message (without its
- * prefix) off the front, else undefined: several may come on one stream (answers to pipelined requests); `push` is
- * `append` then `shift`. Both throw KadMessageError for a length above maxMessageBytes.
+ * prefix) off the front, else undefined: several may come on one stream (answers to pipelined requests). It throws
+ * KadMessageError for a length above maxMessageBytes.
  */
 export class FrameReader {
   private buffered: Uint8Array = new Uint8Array(0)
-
-  push (chunk: Uint8Array): Uint8Array | undefined {
-    this.append(chunk)
-    return this.shift()
-  }
 
   append (chunk: Uint8Array): void {
     this.buffered = this.buffered.length === 0 ? chunk : concat([this.buffered, chunk])

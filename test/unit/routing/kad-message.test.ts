@@ -84,18 +84,24 @@ test('GET_PROVIDERS requests decode with kad-dht\'s codec, and its answers decod
   assert.throws(() => decodeProviders(Uint8Array.from([0x0b])), KadMessageError, 'a group (wire type 3)')
 })
 
+/** Appends `chunk` and takes the next whole message, as the DHT sessions read a stream. */
+function push (reader: FrameReader, chunk: Uint8Array): Uint8Array | undefined {
+  reader.append(chunk)
+  return reader.shift()
+}
+
 test('a frame reader returns one message once its bytes have all come, however they are split', () => {
   const message = Message.encode({ type: MessageType.GET_PROVIDERS, key: new Uint8Array(300).fill(7), closer: [], providers: [] })
   const framed = encodeLengthPrefixed(message)
   assert.ok(framed.length - message.length === 2, 'a two-byte length')
   for (const cut of [1, 2, 3, 150, framed.length - 1]) {
     const reader = new FrameReader()
-    assert.equal(reader.push(framed.subarray(0, cut)), undefined, `nothing after ${cut} bytes`)
-    assert.deepEqual(Buffer.from(reader.push(framed.subarray(cut)) ?? []), Buffer.from(message), `whole after ${cut} + the rest`)
+    assert.equal(push(reader, framed.subarray(0, cut)), undefined, `nothing after ${cut} bytes`)
+    assert.deepEqual(Buffer.from(push(reader, framed.subarray(cut)) ?? []), Buffer.from(message), `whole after ${cut} + the rest`)
   }
-  assert.deepEqual(Buffer.from(new FrameReader().push(Buffer.concat([framed, framed])) ?? []), Buffer.from(message), 'the first of two')
-  assert.throws(() => new FrameReader().push(Uint8Array.from([0x80, 0x80, 0x80, 0x04])), KadMessageError, 'a length of 8 MiB')
-  assert.throws(() => new FrameReader().push(new Uint8Array(9).fill(0xff)), KadMessageError, 'a length prefix of 9 bytes')
+  assert.deepEqual(Buffer.from(push(new FrameReader(), Buffer.concat([framed, framed])) ?? []), Buffer.from(message), 'the first of two')
+  assert.throws(() => push(new FrameReader(), Uint8Array.from([0x80, 0x80, 0x80, 0x04])), KadMessageError, 'a length of 8 MiB')
+  assert.throws(() => push(new FrameReader(), new Uint8Array(9).fill(0xff)), KadMessageError, 'a length prefix of 9 bytes')
 })
 
 function encodeLengthPrefixed (message: Uint8Array): Uint8Array {
