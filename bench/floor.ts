@@ -12,8 +12,8 @@
 // A sink in this process reads and counts what the proxy sends (not measured).
 //
 // Memory, the image's Node flags and environment, 3 s after start: Node alone, and Node having loaded the chosen
-// dependencies (fastify, @grpc/grpc-js with proto-loader, prom-client, libp2p with kad-dht, tcp, noise, yamux and
-// identify), bundled as scripts/bundle.ts bundles the daemon, without starting any of them.
+// dependencies (bench/floor/deps.ts: fastify, @grpc/grpc-js with proto-loader, prom-client, libp2p with kad-dht,
+// tcp, noise, yamux and identify), bundled by scripts/bundle.ts as the daemon is, without starting any of them.
 //
 // With --sink-mbps N the sink reads no faster than N MB/s, as containerd does while it decompresses what it pulls:
 // the same bytes then take more wake-ups and smaller reads and writes.
@@ -29,13 +29,13 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { build } from 'esbuild'
 import { run } from '../test/helpers/process.ts'
 import { requireTool } from '../test/helpers/tools.ts'
-import { shippedEnv, shippedNodeOptions } from './baseline.ts'
-import { median } from './stats.ts'
+import { readImageRuntime } from '../test/helpers/spegel-cluster.ts'
+import { median, procStat } from './stats.ts'
 
 const chunkBytes = 512 * 1024
+const repoRoot = new URL('..', import.meta.url).pathname
 
 if (process.argv[2] === 'holder') nodeHolder(process.argv[3] as string)
 else if (process.argv[2] === 'proxy') nodeProxy(Number(process.argv[3]), process.env.FLOOR_HASH === '1')
@@ -130,12 +130,6 @@ async function startGo (binary: string, args: string[], env: Record<string, stri
   return { child, port }
 }
 
-/** User and system CPU seconds of a process so far. */
-async function cpuSeconds (pid: number): Promise<number> {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.split(' ') ?? []
-  return (Number(fields[11]) + Number(fields[12])) / 100
-}
-
 /**
  * Reads everything the proxy sends; rejects unless it is exactly `size` bytes. With `mbps`, no faster than that
  * (pausing the socket while ahead), as a containerd that decompresses and writes what it pulls reads.
@@ -162,20 +156,14 @@ async function drain (port: number, size: number, mbps?: number): Promise<void> 
   })
 }
 
-async function statusMiB (pid: number): Promise<{ rss: number, anon: number }> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN)
-  return { rss: kib('VmRSS') / 1024, anon: kib('RssAnon') / 1024 }
-}
-
-/** Starts `node` with the image's flags and environment on `script`, reads its memory after 3 s, stops it. */
+/** Starts `node` with the image's flags and environment (from the Dockerfile) on `script`, reads its memory after 3 s. */
 async function idleMemory (script: string): Promise<{ rss: number, anon: number }> {
-  const flags = ['--max-old-space-size-percentage=50', ...shippedNodeOptions.split(' '), '--expose-gc']
-  const child = spawn(process.execPath, [...flags, script], { env: { ...process.env, ...shippedEnv }, stdio: ['ignore', 'inherit', 'inherit'] })
+  const image = await readImageRuntime()
+  const child = spawn(process.execPath, [...image.nodeFlags, script], { env: image.env, stdio: ['ignore', 'inherit', 'inherit'] })
   try {
     await new Promise((resolve) => setTimeout(resolve, 3000))
     if (child.exitCode !== null) throw new Error(`${script} exited with ${child.exitCode}`)
-    return await statusMiB(child.pid as number)
+    return await procStat(child.pid as number)
   } finally {
     child.kill('SIGKILL')
   }
@@ -220,11 +208,11 @@ async function main (): Promise<void> {
       // Each round in another order, so neither language always runs on a warmer machine.
       const order = r % 2 === 0 ? pairs : [...pairs].reverse()
       for (const pair of order) {
-        const h0 = await cpuSeconds(pair.holder.child.pid as number)
-        const p0 = await cpuSeconds(pair.proxy.child.pid as number)
+        const h0 = (await procStat(pair.holder.child.pid as number)).cpu
+        const p0 = (await procStat(pair.proxy.child.pid as number)).cpu
         await drain(pair.proxy.port, size, sinkMbps)
-        pair.holderCpu.push((await cpuSeconds(pair.holder.child.pid as number) - h0) / gib)
-        pair.proxyCpu.push((await cpuSeconds(pair.proxy.child.pid as number) - p0) / gib)
+        pair.holderCpu.push(((await procStat(pair.holder.child.pid as number)).cpu - h0) / gib)
+        pair.proxyCpu.push(((await procStat(pair.proxy.child.pid as number)).cpu - p0) / gib)
       }
     }
     const find = (lang: 'node' | 'go', hashed: boolean): typeof pairs[number] => pairs.find((p) => p.lang === lang && p.hashed === hashed) as typeof pairs[number]
@@ -244,34 +232,11 @@ async function main (): Promise<void> {
 
     const idle = join(dir, 'idle.mjs')
     await writeFile(idle, 'setInterval(() => {}, 1000)\n')
-    const depsEntry = join(dir, 'deps-entry.mjs')
-    await writeFile(depsEntry, [
-      "import * as a from 'fastify'", "import * as b from '@grpc/grpc-js'", "import * as c from '@grpc/proto-loader'",
-      "import * as d from 'prom-client'", "import * as e from 'libp2p'", "import * as f from '@libp2p/kad-dht'",
-      "import * as g from '@libp2p/tcp'", "import * as h from '@chainsafe/libp2p-noise'", "import * as i from '@chainsafe/libp2p-yamux'",
-      "import * as j from '@libp2p/identify'",
-      'globalThis.loaded = [a, b, c, d, e, f, g, h, i, j]',
-      'setInterval(() => {}, 1000)', '',
-    ].join('\n'))
-    const deps = join(dir, 'deps.mjs')
-    await build({
-      entryPoints: [depsEntry],
-      outfile: deps,
-      absWorkingDir: new URL('..', import.meta.url).pathname,
-      nodePaths: [new URL('../node_modules', import.meta.url).pathname],
-      bundle: true,
-      platform: 'node',
-      target: 'node24',
-      format: 'esm',
-      minify: true,
-      keepNames: false,
-      charset: 'ascii',
-      legalComments: 'none',
-      logLevel: 'error',
-      banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-    })
+    // The dependencies alone (bench/floor/deps.ts), bundled by scripts/bundle.ts exactly as the daemon is.
+    const deps = join(dir, 'deps')
+    await run(process.execPath, ['scripts/bundle.ts', '--entry', 'bench/floor/deps.ts', '--outdir', deps], { cwd: repoRoot, timeoutMs: 300_000 })
     const bare = await Promise.all([1, 2, 3].map(async () => await idleMemory(idle)))
-    const loaded = await Promise.all([1, 2, 3].map(async () => await idleMemory(deps)))
+    const loaded = await Promise.all([1, 2, 3].map(async () => await idleMemory(join(deps, 'spegel.mjs'))))
     const mib = (xs: number[]): string => median(xs).toFixed(1)
     console.log('\n| idle memory, the image\'s Node flags, median of 3 starts | VmRSS MiB | RssAnon MiB |')
     console.log('|---|---|---|')

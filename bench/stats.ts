@@ -1,4 +1,5 @@
-// Summary statistics the benchmarks print.
+// Summary statistics the benchmarks print, and what they read of a process.
+import { readFile } from 'node:fs/promises'
 
 /** The median; NaN for no values. */
 export function median (xs: readonly number[]): number {
@@ -16,3 +17,11 @@ export function quantile (xs: readonly number[], q: number): number {
 
 /** Milliseconds as seconds with two decimals. */
 export const secs = (ms: number): string => (ms / 1000).toFixed(2)
+
+/** A process's CPU seconds so far (user + system, from /proc, 10 ms ticks) and its VmRSS and RssAnon in MiB. */
+export async function procStat (pid: number): Promise<{ cpu: number, rss: number, anon: number }> {
+  const [stat, status] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile(`/proc/${pid}/status`, 'utf8')])
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0)
+  return { cpu: (Number(fields[11]) + Number(fields[12])) / 100, rss: kib('VmRSS') / 1024, anon: kib('RssAnon') / 1024 }
+}

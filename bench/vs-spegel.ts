@@ -31,7 +31,7 @@
 // measures them side by side). The sequential scenario also prints each pull's CPU by daemon.
 // Prints markdown.
 import { rmSync } from 'node:fs'
-import { access, readFile } from 'node:fs/promises'
+import { access } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { parseArgs } from 'node:util'
 import { testContainerd } from '../test/helpers/containerd.ts'
@@ -40,7 +40,7 @@ import { buildImage, pushLargeBlobImage, pushLayout, type PushedImage } from '..
 import { requireNetnsSupport } from '../test/helpers/netns.ts'
 import { metricsPort, startSpegelCluster, type SpegelCluster, type SpegelNode } from '../test/helpers/spegel-cluster.ts'
 import { buildBaselineBundle, type DaemonBundle } from './baseline.ts'
-import { median } from './stats.ts'
+import { median, procStat } from './stats.ts'
 
 const { values } = parseArgs({
   options: {
@@ -117,13 +117,6 @@ interface RoundResult {
   idleAnon: number
   startCpu: number
   scenarios: Map<string, ScenarioResult>
-}
-
-async function procStat (pid: number): Promise<{ cpu: number, rss: number, anon: number }> {
-  const [stat, status] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile(`/proc/${pid}/status`, 'utf8')])
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0)
-  return { cpu: (Number(fields[11]) + Number(fields[12])) / 100, rss: kib('VmRSS') / 1024, anon: kib('RssAnon') / 1024 }
 }
 
 const pids = (cluster: SpegelCluster): number[] => cluster.nodes.map((n) => {

@@ -19,12 +19,16 @@
 //   copies verbatim, go to dist/spegel.LEGAL.txt.
 import { cp, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { builtinModules } from 'node:module'
-import { basename, join } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
 import { build, type Plugin } from 'esbuild'
 
 const root = fileURLToPath(new URL('../', import.meta.url))
-const dist = join(root, 'dist')
+// `--entry FILE --outdir DIR` bundles another entry the same way (bench/floor.ts: the dependencies alone).
+const { values: cli } = parseArgs({ options: { entry: { type: 'string' }, outdir: { type: 'string' } } })
+const entry = resolve(cli.entry ?? join(root, 'src/cli/main.ts'))
+const dist = resolve(cli.outdir ?? join(root, 'dist'))
 
 /** Packages whose code goes to modules of their own (with what only they use). */
 const splitAt = ['libp2p', '@libp2p/kad-dht', '@grpc/grpc-js', 'fastify']
@@ -78,7 +82,7 @@ const lazyPrefixList: Plugin = {
 const readable = process.env.SPEGEL_BUNDLE_MINIFY === '0'
 const result = await build({
   entryPoints: {
-    spegel: join(root, 'src/cli/main.ts'),
+    spegel: entry,
     ...Object.fromEntries(splitAt.map((pkg, i) => [splitEntry(i), pkg])),
   },
   outdir: dist,
